@@ -1,0 +1,103 @@
+"""One configuration object per profile: smoke (CI, minutes), default (synthetic, the main job), paper."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PAPER_STAYS = 58_976
+PAPER_SPLIT = 5_000  # dev and test sizes in the paper
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Hyperparameter ranges of spec section 6 (a profile may shrink them)."""
+
+    num_layers: tuple[int, int] = (1, 8)
+    units: tuple[int, int, int] = (256, 6144, 256)  # low, high, step
+    dropout: tuple[float, float] = (0.0, 0.8)
+    batchnorm: tuple[bool, ...] = (False, True)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Everything that differs between smoke, default and paper runs."""
+
+    name: str
+    n_stays: int  # synthetic stays generated (ignored for real data)
+    n_folds: int = 3
+    split_fraction: float = PAPER_SPLIT / PAPER_STAYS  # dev and test fractions
+    group_by_person: bool = False
+    seed: int = 0
+    # training (spec section 6)
+    learning_rate: float = 2e-4
+    batch_size: int = 128
+    patience: int = 3
+    max_epochs: int = 150
+    # search (Hyperband, spec section 6)
+    space: SearchSpace = field(default_factory=SearchSpace)
+    n_trials: int = 60
+    hyperband_factor: int = 3
+    hyperband_iterations: int = 2
+    executions_per_trial: int = 3
+    min_epochs: int = 1
+    # runtime benchmark (spec section 11)
+    inference_batch_sizes: tuple[int, ...] = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+    inference_repeats: int = 3
+    description: str = ""
+
+    def replace(self, **changes) -> "Profile":
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+
+PROFILES: dict[str, Profile] = {
+    "smoke": Profile(
+        name="smoke",
+        n_stays=1_500,
+        split_fraction=0.15,
+        max_epochs=3,
+        space=SearchSpace(num_layers=(1, 2), units=(64, 128, 64), dropout=(0.0, 0.5), batchnorm=(False,)),
+        n_trials=2,
+        executions_per_trial=1,
+        patience=1,
+        batch_size=128,
+        learning_rate=2e-3,
+        inference_batch_sizes=(64, 512),
+        inference_repeats=2,
+        description="CI check of every code path; numbers are meaningless.",
+    ),
+    "default": Profile(
+        name="default",
+        n_stays=12_000,
+        split_fraction=0.125,
+        max_epochs=12,
+        space=SearchSpace(num_layers=(2, 3), units=(256, 768, 256), dropout=(0.3, 0.7), batchnorm=(False,)),
+        n_trials=4,
+        executions_per_trial=1,
+        patience=2,
+        learning_rate=1e-3,
+        batch_size=128,
+        inference_batch_sizes=(16, 64, 256, 1024, 4096),
+        description="Embedded synthetic data, shrunken search; the main job (≤ 45 min on 2 CPU cores).",
+    ),
+    "paper": Profile(
+        name="paper",
+        n_stays=PAPER_STAYS,
+        description="Real MIMIC-III OMOP sizes and the paper's full Hyperband search (GPU advised).",
+    ),
+}
+
+
+def get_profile(name: str) -> Profile:
+    """The profile of that name, with a clear error for an unknown one."""
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}") from None
+
+
+def cache_root() -> Path:
+    """Root folder of the on-disk cache (env CACICD_CACHE, else ./cache)."""
+    return Path(os.environ.get("CACICD_CACHE", "cache")).resolve()
