@@ -1,0 +1,167 @@
+"""Execute the paper's notebooks in order with papermill, skipping those whose inputs did not change."""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import get_profile
+from .io import atomic_write_text
+
+log = logging.getLogger(__name__)
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK_DIR = ROOT / "notebooks"
+
+
+@dataclass(frozen=True)
+class OutputDirs:
+    """Where one run writes its executed notebooks, figures and tables."""
+
+    notebooks: Path
+    figures: Path
+    tables: Path
+
+    @classmethod
+    def for_run(cls, profile: str, out: str | Path | None = None) -> "OutputDirs":
+        """figures/<profile>, tables/<profile>, runs/<profile> by default; DIR/figures … with --out DIR."""
+        if out is None:
+            return cls(ROOT / "runs" / profile, ROOT / "figures" / profile, ROOT / "tables" / profile)
+        out = Path(out).resolve()
+        return cls(out / "notebooks", out / "figures", out / "tables")
+
+
+def notebooks() -> list[str]:
+    """Names of the notebooks (jupytext sources under notebooks/), in execution order."""
+    return sorted(p.stem for p in NOTEBOOK_DIR.glob("[0-9][0-9]_*.py"))
+
+
+def _hash_files(paths) -> str:
+    h = hashlib.sha256()
+    for p in sorted(paths):
+        h.update(str(p.relative_to(ROOT) if p.is_relative_to(ROOT) else p).encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def data_key(data: str) -> str:
+    """A cheap identity of a data source: file sizes and times of a folder; the name otherwise."""
+    path = Path(data.split(":", 1)[1] if data.startswith("mimic3:") else data)
+    if data != "synthetic" and path.exists():
+        stats = sorted((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns)
+                       for p in path.rglob("*") if p.is_file())
+        return hashlib.sha256(json.dumps(stats).encode()).hexdigest()
+    return data
+
+
+def input_key(name: str, profile: str, data: str, upstream: list[str]) -> str:
+    """The cache key of one notebook: its source, the library's source, profile, data and upstream keys."""
+    payload = {
+        "notebook": _hash_files([NOTEBOOK_DIR / f"{name}.py"]),
+        "library": _hash_files((ROOT / "cacicd").rglob("*.py")),
+        "profile": repr(get_profile(profile)),
+        "data": data_key(data),
+        "upstream": upstream,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def execute(name: str, dirs: OutputDirs, params: dict, kernel: str = "python3") -> None:
+    """Convert a jupytext source to a notebook and execute it with papermill."""
+    import jupytext
+    import papermill as pm
+
+    nb = jupytext.read(NOTEBOOK_DIR / f"{name}.py")
+    nb.metadata["kernelspec"] = {"name": kernel, "display_name": "Python 3", "language": "python"}
+    dirs.notebooks.mkdir(parents=True, exist_ok=True)
+    src = dirs.notebooks / f".{name}.source.ipynb"
+    jupytext.write(nb, src)
+    try:
+        pm.execute_notebook(str(src), str(dirs.notebooks / f"{name}.ipynb"), parameters=params,
+                            kernel_name=kernel, cwd=str(NOTEBOOK_DIR), progress_bar=False,
+                            log_output=False, request_save_on_cell_execute=True)
+    finally:
+        src.unlink(missing_ok=True)
+
+
+def run_all(profile: str, data: str = "synthetic", out: str | None = None, only: list[str] | None = None,
+            force: bool = False, cache_dir: str | None = None) -> int:
+    """Run the notebooks in order; stop at the first failure. Returns a shell exit code."""
+    get_profile(profile)
+    dirs = OutputDirs.for_run(profile, out)
+    for d in (dirs.notebooks, dirs.figures, dirs.tables):
+        d.mkdir(parents=True, exist_ok=True)
+    names = notebooks()
+    unknown = sorted(set(only or []) - set(names))
+    if unknown:
+        print(f"run_all: unknown notebook(s) {', '.join(unknown)}; known: {', '.join(names)}", file=sys.stderr)
+        return 2
+    params = {"profile": profile, "data": data, "figures_dir": str(dirs.figures),
+              "tables_dir": str(dirs.tables)}
+    if cache_dir:
+        params["cache_dir"] = str(Path(cache_dir).resolve())
+    log_path = dirs.tables / "run_log.json"
+    run_log = json.loads(log_path.read_text()) if log_path.exists() else {}
+    upstream: list[str] = []
+    t_all = time.perf_counter()
+    for name in names:
+        key = input_key(name, profile, data, upstream)
+        upstream.append(key)
+        if only and name not in only:
+            continue
+        done = dirs.notebooks / f"{name}.ipynb"
+        if not force and run_log.get(name, {}).get("key") == key and done.exists():
+            print(f"[run_all] {name}: up to date, skipped (use --force to rerun)", flush=True)
+            continue
+        print(f"[run_all] {name}: running …", flush=True)
+        t0 = time.perf_counter()
+        try:
+            execute(name, dirs, params)
+        except Exception as exc:  # papermill raises PapermillExecutionError with the cell's error
+            msg = str(exc).strip().splitlines()
+            print(f"[run_all] {name} FAILED after {time.perf_counter() - t0:.0f} s. "
+                  f"The executed notebook, with the failing cell, is {done}.", file=sys.stderr)
+            print("\n".join(msg[-15:]), file=sys.stderr)
+            return 1
+        wall = time.perf_counter() - t0
+        run_log[name] = {"key": key, "wall_s": round(wall, 1), "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                         "profile": profile, "data": data}
+        atomic_write_text(log_path, json.dumps(run_log, indent=1))
+        print(f"[run_all] {name}: done in {wall:.0f} s", flush=True)
+    print(f"[run_all] finished in {time.perf_counter() - t_all:.0f} s. Produced:")
+    for d in (dirs.figures, dirs.tables, dirs.notebooks):
+        files = sorted(p for p in d.rglob("*") if p.is_file() and not p.name.startswith("."))
+        print(f"  {d}  ({len(files)} files)")
+        for p in files:
+            print(f"    {p.relative_to(d)}")
+    report = dirs.tables / "REPORT.md"
+    if report.exists():
+        print(f"[run_all] replication report: {report}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line of run_all.sh."""
+    ap = argparse.ArgumentParser(prog="run_all.sh", description=__doc__)
+    ap.add_argument("--profile", default="default", help="smoke, default or paper")
+    ap.add_argument("--data", default="synthetic",
+                    help="synthetic (default), an OMOP CDM folder, mimic3:PATH or postgresql://…")
+    ap.add_argument("--out", default=None, help="write DIR/notebooks, DIR/figures, DIR/tables")
+    ap.add_argument("--only", nargs="+", default=None, metavar="NAME", help="run only these notebooks")
+    ap.add_argument("--force", action="store_true", help="rerun notebooks that are up to date")
+    ap.add_argument("--cache", default=None, help="cache folder (default: $CACICD_CACHE or ./cache)")
+    a = ap.parse_args(argv)
+    try:
+        get_profile(a.profile)
+    except ValueError as exc:
+        print(f"run_all: {exc}", file=sys.stderr)
+        return 2
+    return run_all(a.profile, a.data, a.out, a.only, a.force, a.cache)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
