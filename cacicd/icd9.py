@@ -186,13 +186,18 @@ def cherry_pick_mask(codes: Sequence[str], counts: np.ndarray, min_count: int = 
     return belief & (counts >= min_count)
 
 
-def hierarchy_edges(codes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(parent_index, child_index) arrays of the tree edges among `codes` (the label set)."""
+def hierarchy_edges(codes: Sequence[str], nearest: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(parent_index, child_index) arrays of the tree edges among `codes` (the label set).
+
+    With nearest=True a code whose parent is not among `codes` is linked to its nearest ancestor
+    that is, so the edges' transitive closure is the ancestor relation among `codes`.
+    """
     index = {normalize(c): i for i, c in enumerate(codes)}
     par, chi = [], []
     for c, i in index.items():
-        p = parent(c)
-        if p is not None and p in index:
+        cands = ancestors(c) if nearest else (parent(c),)
+        p = next((a for a in cands if a is not None and a in index), None)
+        if p is not None:
             par.append(index[p])
             chi.append(i)
     return np.array(par, dtype=np.int64), np.array(chi, dtype=np.int64)

@@ -1,7 +1,20 @@
 """Loss plug-ins: each takes logits, targets and the label metadata, and returns a scalar loss.
 
-The training loop only knows `make_loss(name, ctx, **hparams)`; later methods (spec sections 7–9)
+The training loop only knows `make_loss(name, ctx, **hparams)`; the methods of spec sections 7–9
 register themselves in LOSSES without touching the loop. `LabelContext` carries what they need.
+
+Contract: `forward(logits (B, L), targets (B, L) 0/1, model=None) -> scalar`.
+Decisions:
+- Reduction: every loss is a mean over all B*L (stay, label) pairs, like plain BCE (Keras'
+  binary cross-entropy as the authors used it); per-label weights multiply the pair terms and are
+  not renormalised per batch.
+- Penalties (hier_l2, output_l2) are added to every batch's mean loss as is, λ·R(model.output),
+  as a Keras kernel regulariser does; `model.output` is the final nn.Linear (weight (L, H)).
+- Tree edges link each label to its nearest ancestor present among the labels (identical to the
+  direct parent on rolled-up label sets; a label set without ancestors, e.g. billing codes only,
+  has no edges and the hierarchical losses reduce to BCE).
+- Each loss class names its inference output rule in `output_rule` (`mcloss`: "rollup", others
+  "identity"); see `cacicd.outputs.make_output_rule`.
 """
 from __future__ import annotations
 
@@ -15,6 +28,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from . import icd9
+from .outputs import TreeLayers, tree_layers
 
 
 @dataclass
@@ -29,8 +43,20 @@ class LabelContext:
     child_idx: np.ndarray = field(default=None)
 
     def __post_init__(self) -> None:
+        n = len(self.codes)
+        self.levels = np.asarray(self.levels, dtype=object)
+        self.train_counts = np.asarray(self.train_counts)
+        for name in ("levels", "train_counts"):
+            if getattr(self, name).shape != (n,):
+                raise ValueError(f"LabelContext.{name} has shape {getattr(self, name).shape}, expected ({n},)")
+        if np.any(self.train_counts < 0) or np.any(self.train_counts > self.n_train):
+            raise ValueError(f"LabelContext.train_counts must lie in [0, n_train={self.n_train}]")
         if self.parent_idx is None or self.child_idx is None:
-            self.parent_idx, self.child_idx = icd9.hierarchy_edges(self.codes)
+            self.parent_idx, self.child_idx = icd9.hierarchy_edges(self.codes, nearest=True)
+
+    def tree(self) -> TreeLayers:
+        """The label tree grouped by depth (cached), for vectorised max/min over descendants/ancestors."""
+        return tree_layers(self)
 
     @classmethod
     def from_labels(cls, codes: Sequence[str], Y_train: sp.spmatrix | np.ndarray) -> "LabelContext":
@@ -62,4 +88,240 @@ def make_loss(name: str, ctx: LabelContext, **hparams) -> nn.Module:
         factory = LOSSES[name]
     except KeyError:
         raise ValueError(f"unknown loss {name!r}; known: {', '.join(sorted(LOSSES))}") from None
+    import inspect
+
+    accepted = set(inspect.signature(factory).parameters) - {"ctx"}
+    extra = sorted(set(hparams) - accepted)
+    if extra:
+        raise ValueError(f"loss {name!r} takes hyperparameters {sorted(accepted) or 'none'}, got {extra}")
     return factory(ctx, **hparams)
+
+
+# ---------------------------------------------------------------------------------------------
+# Weighted BCE family (spec sections 7 and 9)
+
+def _bce_mean(logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor | None = None,
+              pos_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean over all (stay, label) pairs of −[pos_weight·y·log σ(z) + (1−y)·log(1−σ(z))]·weight."""
+    if weight is not None:
+        weight = weight.to(device=logits.device, dtype=logits.dtype)
+    if pos_weight is not None:
+        pos_weight = pos_weight.to(device=logits.device, dtype=logits.dtype)
+    return F.binary_cross_entropy_with_logits(logits, targets, weight=weight, pos_weight=pos_weight)
+
+
+LEVEL_GROUPS: dict[str, str] = {"chapter": "chapter", "subchapter": "subchapter", "3digit": "3digit",
+                                "4digit": "4-5digit", "5digit": "4-5digit"}
+
+
+def reweighted_weights(levels: np.ndarray) -> np.ndarray:
+    """(L,) weights w_j = N_all / N_L(j) over level groups (chapter, subchapter, 3digit, 4-5digit), mean 1."""
+    levels = np.asarray(levels, dtype=object)
+    unknown = sorted(set(levels) - set(LEVEL_GROUPS))
+    if unknown:
+        raise ValueError(f"unknown level name(s) {unknown}; expected {sorted(LEVEL_GROUPS)}")
+    groups = np.array([LEVEL_GROUPS[lv] for lv in levels], dtype=object)
+    _, inverse, sizes = np.unique(groups, return_inverse=True, return_counts=True)
+    w = len(levels) / sizes[inverse].astype(np.float64)
+    return w / w.mean() if len(w) else w
+
+
+class ReweightedBCE(nn.Module):
+    """Re-weighted multitask BCE (spec 7): the same per-label weight for y=0 and y=1."""
+
+    def __init__(self, ctx: LabelContext):
+        super().__init__()
+        self.register_buffer("weight", torch.as_tensor(reweighted_weights(ctx.levels), dtype=torch.float32))
+
+    def forward(self, logits, targets, model=None):
+        return _bce_mean(logits, targets, weight=self.weight)
+
+
+def irw_weights(train_counts: np.ndarray, n_train: int, cap: float) -> tuple[np.ndarray, np.ndarray]:
+    """IRW (w0, w1), each (L,): w0 = 1, w1 = min(N_train / n_j − 1, cap); n_j = 0 gets w1 = cap."""
+    n = np.asarray(train_counts, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        ir = np.where(n > 0, n_train / np.maximum(n, 1) - 1.0, np.inf)
+    return np.ones_like(n), np.minimum(ir, cap)
+
+
+def irnw_weights(train_counts: np.ndarray, n_train: int, cap: float) -> tuple[np.ndarray, np.ndarray]:
+    """IRNW (w0, w1): IRW's divided by 1 + f_j·(w1_j − 1), f_j = n_j / N_train (a zero divisor -> 1)."""
+    w0, w1 = irw_weights(train_counts, n_train, cap)
+    f = np.asarray(train_counts, dtype=np.float64) / n_train
+    div = 1.0 + f * (w1 - 1.0)
+    div = np.where(div > 0, div, 1.0)  # only when n_j = N_train and w1 = 0: no negatives to weight
+    return w0 / div, w1 / div
+
+
+def _check_cap(cap: float) -> float:
+    if not np.isfinite(cap) or cap <= 0:
+        raise ValueError(f"cap must be a positive finite number, got {cap!r}")
+    return float(cap)
+
+
+class IRWLoss(nn.Module):
+    """Imbalance Ratio Weighting (spec 9): weight 1 on y=0, min(IR_j, cap) on y=1.
+
+    IR_j = N_train / n_j − 1. A label never positive in training (n_j = 0) has an infinite ratio and
+    gets w1 = cap (its positives never occur in training, so only finiteness matters); a label
+    positive in every training stay gets w1 = 0, as the formula says.
+    """
+
+    def __init__(self, ctx: LabelContext, cap: float = 10.0):
+        super().__init__()
+        w0, w1 = self._weights(ctx, _check_cap(cap))
+        self.register_buffer("weight", torch.as_tensor(w0, dtype=torch.float32))
+        self.register_buffer("pos_weight", torch.as_tensor(w1 / w0, dtype=torch.float32))
+
+    @staticmethod
+    def _weights(ctx, cap):
+        return irw_weights(ctx.train_counts, ctx.n_train, cap)
+
+    def forward(self, logits, targets, model=None):
+        return _bce_mean(logits, targets, weight=self.weight, pos_weight=self.pos_weight)
+
+
+class IRNWLoss(IRWLoss):
+    """Imbalance Ratio Normalised Weighting (spec 9): IRW weights / (1 + f_j·(w1_j − 1)), f_j = n_j / N_train."""
+
+    @staticmethod
+    def _weights(ctx, cap):
+        return irnw_weights(ctx.train_counts, ctx.n_train, cap)
+
+
+class FocalLoss(nn.Module):
+    """Focal loss without α (spec 9): −(1 − p_t)^γ log p_t, from logits, mean over all pairs."""
+
+    def __init__(self, ctx: LabelContext, gamma: float = 2.0):
+        super().__init__()
+        if not np.isfinite(gamma) or gamma < 0:
+            raise ValueError(f"gamma must be >= 0, got {gamma!r}")
+        self.gamma = float(gamma)
+
+    def forward(self, logits, targets, model=None):
+        log_pt = targets * F.logsigmoid(logits) + (1 - targets) * F.logsigmoid(-logits)
+        if self.gamma == 0:
+            return -log_pt.mean()
+        log_1m_pt = targets * F.logsigmoid(-logits) + (1 - targets) * F.logsigmoid(logits)
+        return -(torch.exp(self.gamma * log_1m_pt) * log_pt).mean()
+
+
+# ---------------------------------------------------------------------------------------------
+# Hierarchical losses (spec section 8)
+
+class MCLoss(nn.Module):
+    """MCLoss (Giunchiglia & Lukasiewicz 2020): BCE with logits on z̃; inference with roll-up.
+
+    z̃_j = max over k in D(j) with y_k = 1 of z_k if y_j = 1, else max over k in D(j) of z_k.
+    """
+
+    output_rule = "rollup"
+
+    def __init__(self, ctx: LabelContext):
+        super().__init__()
+        self.tree = ctx.tree()
+
+    def constrained_logits(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """(B, L) z̃ of MCLoss."""
+        pos = targets > 0.5
+        z_all = self.tree.max_down(logits)
+        z_pos = self.tree.max_down(logits.masked_fill(~pos, float("-inf")))
+        return torch.where(pos, z_pos, z_all)
+
+    def forward(self, logits, targets, model=None):
+        return F.binary_cross_entropy_with_logits(self.constrained_logits(logits, targets), targets)
+
+
+class TreeMinLoss(nn.Module):
+    """TreeMin (Ouyang et al.): BCE with logits on z̃; inference a plain sigmoid.
+
+    z̃_j = min over k in A(j) of z_k if y_j = 1, else max over k in D(j) of z_k.
+    """
+
+    def __init__(self, ctx: LabelContext):
+        super().__init__()
+        self.tree = ctx.tree()
+
+    def constrained_logits(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """(B, L) z̃ of TreeMin."""
+        return torch.where(targets > 0.5, self.tree.min_up(logits), self.tree.max_down(logits))
+
+    def forward(self, logits, targets, model=None):
+        return F.binary_cross_entropy_with_logits(self.constrained_logits(logits, targets), targets)
+
+
+def _output_layer(model: nn.Module | None, n_labels: int) -> nn.Linear:
+    layer = getattr(model, "output", None)
+    if not isinstance(layer, nn.Linear):
+        raise ValueError("this loss regularises the output layer: pass a model whose `.output` is the final nn.Linear")
+    if layer.out_features != n_labels:
+        raise ValueError(f"model.output has {layer.out_features} outputs but the label set has {n_labels}")
+    return layer
+
+
+def _check_lam(lam: float) -> float:
+    if not np.isfinite(lam) or lam < 0:
+        raise ValueError(f"lam must be >= 0, got {lam!r}")
+    return float(lam)
+
+
+class HierL2Loss(nn.Module):
+    """BCE + λ·Σ over tree edges (p, c) of ‖[w_p; b_p] − [w_c; b_c]‖² on the output layer."""
+
+    def __init__(self, ctx: LabelContext, lam: float = 1e-10):
+        super().__init__()
+        self.lam = _check_lam(lam)
+        self.n_labels = len(ctx.codes)
+        self.register_buffer("parent_idx", torch.as_tensor(ctx.parent_idx, dtype=torch.int64))
+        self.register_buffer("child_idx", torch.as_tensor(ctx.child_idx, dtype=torch.int64))
+
+    def penalty(self, model: nn.Module | None) -> torch.Tensor:
+        """Σ over edges of ‖[w_p; b_p] − [w_c; b_c]‖² (unscaled)."""
+        layer = _output_layer(model, self.n_labels)
+        wb = layer.weight if layer.bias is None else torch.cat([layer.weight, layer.bias[:, None]], dim=1)
+        p, c = self.parent_idx.to(wb.device), self.child_idx.to(wb.device)
+        return (wb.index_select(0, p) - wb.index_select(0, c)).square().sum()
+
+    def forward(self, logits, targets, model=None):
+        return F.binary_cross_entropy_with_logits(logits, targets) + self.lam * self.penalty(model)
+
+
+class OutputL2Loss(nn.Module):
+    """BCE + λ·‖W_output‖² (weights only, not the bias)."""
+
+    def __init__(self, ctx: LabelContext, lam: float = 1e-9):
+        super().__init__()
+        self.lam = _check_lam(lam)
+        self.n_labels = len(ctx.codes)
+
+    def forward(self, logits, targets, model=None):
+        w = _output_layer(model, self.n_labels).weight
+        return F.binary_cross_entropy_with_logits(logits, targets) + self.lam * w.square().sum()
+
+
+LOSSES.update({
+    "reweighted_bce": ReweightedBCE,
+    "mcloss": MCLoss,
+    "treemin": TreeMinLoss,
+    "hier_l2": HierL2Loss,
+    "output_l2": OutputL2Loss,
+    "irw": IRWLoss,
+    "irnw": IRNWLoss,
+    "focal": FocalLoss,
+})
+
+LOSS_SPACES: dict[str, dict[str, tuple[str, float, float]]] = {
+    "hier_l2": {"lam": ("loguniform", 1e-15, 5e-6)},
+    "output_l2": {"lam": ("loguniform", 1e-14, 1e-4)},
+    "irw": {"cap": ("loguniform", 1.0, 200.0)},
+    "irnw": {"cap": ("loguniform", 1.0, 200.0)},
+    "focal": {"gamma": ("uniform", 1.0, 4.0)},
+}
+
+
+def output_rule_for(name: str) -> str:
+    """The inference output rule of a loss: 'rollup' for mcloss, else 'identity'."""
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; known: {', '.join(sorted(LOSSES))}")
+    return getattr(LOSSES[name], "output_rule", "identity")
