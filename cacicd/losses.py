@@ -225,9 +225,8 @@ class MCLoss(nn.Module):
     def constrained_logits(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """(B, L) z̃ of MCLoss."""
         pos = targets > 0.5
-        z_all = self.tree.max_down(logits)
-        z_pos = self.tree.max_down(logits.masked_fill(~pos, float("-inf")))
-        return torch.where(pos, z_pos, z_all)
+        idx = torch.where(pos, self.tree.argmax_down(logits, mask=pos), self.tree.argmax_down(logits))
+        return logits.gather(1, idx)
 
     def forward(self, logits, targets, model=None):
         return F.binary_cross_entropy_with_logits(self.constrained_logits(logits, targets), targets)
@@ -245,7 +244,8 @@ class TreeMinLoss(nn.Module):
 
     def constrained_logits(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """(B, L) z̃ of TreeMin."""
-        return torch.where(targets > 0.5, self.tree.min_up(logits), self.tree.max_down(logits))
+        idx = torch.where(targets > 0.5, self.tree.argmin_up(logits), self.tree.argmax_down(logits))
+        return logits.gather(1, idx)
 
     def forward(self, logits, targets, model=None):
         return F.binary_cross_entropy_with_logits(self.constrained_logits(logits, targets), targets)
@@ -266,6 +266,26 @@ def _check_lam(lam: float) -> float:
     return float(lam)
 
 
+class _TreeSquaredDiff(torch.autograd.Function):
+    """Σ_j ‖W[up_j] − W_j‖² for W (L, H) and up (L,) = parent index, or j itself for a root.
+
+    Hand-written backward to keep to two (L, H) temporaries: the output layer can hold ~10^7 weights.
+    """
+
+    @staticmethod
+    def forward(fctx, w: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+        d = w.index_select(0, up).sub_(w)
+        fctx.save_for_backward(d, up)
+        return torch.dot(d.view(-1), d.view(-1))
+
+    @staticmethod
+    def backward(fctx, g: torch.Tensor):
+        d, up = fctx.saved_tensors
+        d2 = d.mul(2 * g)
+        grad = d2.neg().index_add_(0, up, d2)
+        return grad, None
+
+
 class HierL2Loss(nn.Module):
     """BCE + λ·Σ over tree edges (p, c) of ‖[w_p; b_p] − [w_c; b_c]‖² on the output layer."""
 
@@ -273,15 +293,18 @@ class HierL2Loss(nn.Module):
         super().__init__()
         self.lam = _check_lam(lam)
         self.n_labels = len(ctx.codes)
-        self.register_buffer("parent_idx", torch.as_tensor(ctx.parent_idx, dtype=torch.int64))
-        self.register_buffer("child_idx", torch.as_tensor(ctx.child_idx, dtype=torch.int64))
+        up = np.arange(self.n_labels, dtype=np.int64)
+        up[np.asarray(ctx.child_idx, dtype=np.int64)] = ctx.parent_idx
+        self.register_buffer("up", torch.as_tensor(up))
 
     def penalty(self, model: nn.Module | None) -> torch.Tensor:
         """Σ over edges of ‖[w_p; b_p] − [w_c; b_c]‖² (unscaled)."""
         layer = _output_layer(model, self.n_labels)
-        wb = layer.weight if layer.bias is None else torch.cat([layer.weight, layer.bias[:, None]], dim=1)
-        p, c = self.parent_idx.to(wb.device), self.child_idx.to(wb.device)
-        return (wb.index_select(0, p) - wb.index_select(0, c)).square().sum()
+        up = self.up.to(layer.weight.device)
+        pen = _TreeSquaredDiff.apply(layer.weight, up)
+        if layer.bias is not None:
+            pen = pen + (layer.bias.index_select(0, up) - layer.bias).square().sum()
+        return pen
 
     def forward(self, logits, targets, model=None):
         return F.binary_cross_entropy_with_logits(logits, targets) + self.lam * self.penalty(model)
@@ -297,7 +320,7 @@ class OutputL2Loss(nn.Module):
 
     def forward(self, logits, targets, model=None):
         w = _output_layer(model, self.n_labels).weight
-        return F.binary_cross_entropy_with_logits(logits, targets) + self.lam * w.square().sum()
+        return F.binary_cross_entropy_with_logits(logits, targets) + self.lam * torch.linalg.vector_norm(w).square()
 
 
 LOSSES.update({

@@ -7,7 +7,7 @@ grouped by the depth of their child, so a max over descendants (D(j) = j and its
 bottom-up sweep of one vectorised reduction per depth, and a min over ancestors (A(j) = j and its
 ancestors) a top-down sweep of one gather per depth: ICD-9-CM has depth <= 5, so <= 4 sweeps and no
 Python loop over labels. The same layers serve numpy (inference) and torch (training, with
-gradients through max/min, ties sharing the gradient evenly).
+gradients through max/min to the arg-extreme).
 """
 from __future__ import annotations
 
@@ -93,19 +93,42 @@ class TreeLayers:
         return out
 
     # ---- torch (training, differentiable) ----
+    # The sweeps run without autograd on int64 keys that pack (value as an order-preserving int32,
+    # column index): one in-place scatter_reduce per depth yields both the extreme value and where it
+    # sits; the result is a single differentiable gather, so the gradient of max/min goes to the
+    # arg-extreme (on ties the highest column index: a valid subgradient, deterministic).
+    @staticmethod
+    def _keys(z: torch.Tensor) -> torch.Tensor:
+        """(B, L) float -> (B, L) int64 keys ordered like (float32(z), column)."""
+        bits = z.detach().to(torch.float32).contiguous().view(torch.int32)
+        order = torch.where(bits >= 0, bits, bits ^ 0x7FFFFFFF).to(torch.int64)
+        cols = torch.arange(z.shape[1], device=z.device, dtype=torch.int64)
+        return (order << 32) | cols
+
+    def argmax_down(self, z: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L) -> (B, L) int64: the column k in D(j) of the largest z[:, k] (only where mask, if given)."""
+        zd = z.detach()
+        if mask is not None:
+            zd = zd.masked_fill(~mask, float("-inf"))
+        keys = self._keys(zd)
+        for p, c in reversed(self.torch_layers(z.device)):
+            keys.scatter_reduce_(1, p.expand(z.shape[0], -1), keys.index_select(1, c), reduce="amax")
+        return keys & 0xFFFFFFFF
+
+    def argmin_up(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, L) -> (B, L) int64: the column k in A(j) of the smallest z[:, k]."""
+        keys = self._keys(z)
+        for p, c in self.torch_layers(z.device):
+            keys.scatter_reduce_(1, c.expand(z.shape[0], -1), keys.index_select(1, p), reduce="amin")
+        return keys & 0xFFFFFFFF
+
     def max_down(self, z: torch.Tensor) -> torch.Tensor:
         """(B, L) -> (B, L): out[:, j] = max over k in D(j) of z[:, k], differentiable."""
-        for p, c in reversed(self.torch_layers(z.device)):
-            src = z.index_select(1, c)
-            z = z.scatter_reduce(1, p.expand(z.shape[0], -1), src, reduce="amax", include_self=True)
-        return z
+        return z.gather(1, self.argmax_down(z))
 
     def min_up(self, z: torch.Tensor) -> torch.Tensor:
         """(B, L) -> (B, L): out[:, j] = min over k in A(j) of z[:, k], differentiable."""
-        for p, c in self.torch_layers(z.device):
-            src = z.index_select(1, p)
-            z = z.scatter_reduce(1, c.expand(z.shape[0], -1), src, reduce="amin", include_self=True)
-        return z
+        return z.gather(1, self.argmin_up(z))
 
 
 def tree_layers(ctx: "LabelContext") -> TreeLayers:

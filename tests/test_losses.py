@@ -249,6 +249,21 @@ def test_hier_l2_penalty_by_hand():
     np.testing.assert_allclose(model.output.weight.grad.numpy(), g, rtol=1e-12)
 
 
+def test_hier_l2_penalty_gradcheck():
+    torch.manual_seed(1)
+    model = Head(3, 7).double()
+    loss_fn = make_loss("hier_l2", ctx_of(), lam=0.5)
+    w = model.output.weight.detach().clone().requires_grad_(True)
+    b = model.output.bias.detach().clone().requires_grad_(True)
+    del model.output.weight, model.output.bias
+
+    def penalty(w, b):
+        model.output.weight, model.output.bias = w, b  # plain tensors in place of the parameters
+        return loss_fn.penalty(model)
+
+    assert torch.autograd.gradcheck(penalty, (w, b))
+
+
 def test_output_l2_penalises_weights_not_bias():
     torch.manual_seed(0)
     model = Head(3, 7).double()
