@@ -232,8 +232,9 @@ SELECT visit_occurrence_id, service FROM (
 # ---------------------------------------------------------------- files -> typed views
 
 
-def find_tables(folder: str | Path) -> dict[str, Path]:
-    """The OMOP table files of a folder, by lower-case table name (raises on ambiguity)."""
+def find_tables(folder: str | Path, names: Sequence[str] | None = None) -> dict[str, Path]:
+    """The table files of a folder (OMOP tables unless `names`), by lower-case table name."""
+    names = set(SCHEMA if names is None else names)
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"OMOP folder {folder} does not exist or is not a folder")
@@ -241,7 +242,7 @@ def find_tables(folder: str | Path) -> dict[str, Path]:
     for p in sorted(folder.iterdir()):
         name = p.name.lower()
         for suf in SUFFIXES:
-            if name.endswith(suf) and name[: -len(suf)] in SCHEMA:
+            if name.endswith(suf) and name[: -len(suf)] in names:
                 found.setdefault(name[: -len(suf)], []).append(p)
     dupes = {t: ps for t, ps in found.items() if len(ps) > 1}
     if dupes:
