@@ -37,11 +37,12 @@ class Profile:
     max_epochs: int = 150
     # search (Hyperband, spec section 6)
     space: SearchSpace = field(default_factory=SearchSpace)
-    n_trials: int = 60
+    n_trials: int | None = None  # None: keras-tuner Hyperband's count for max_epochs/factor/iterations
     hyperband_factor: int = 3
     hyperband_iterations: int = 2
     executions_per_trial: int = 3
     min_epochs: int = 1
+    search_all_folds: bool = True  # False: search fold 0 only, reuse its best hyperparameters on other folds
     # runtime benchmark (spec section 11)
     inference_batch_sizes: tuple[int, ...] = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
     inference_repeats: int = 3

@@ -1,0 +1,228 @@
+"""Training loop: learning, early stopping, determinism, plug-in losses and output rules.
+
+Also holds the helpers the other engine tests import: a small random Dataset over real ICD-9 codes
+and a scikit-learn stand-in for cacicd.metrics, used only while that module is absent.
+"""
+import sys
+import types
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from cacicd import icd9
+from cacicd.dataset import Dataset
+
+
+def ensure_metrics():
+    """cacicd.metrics, or (while the parallel module is absent) a scikit-learn stand-in."""
+    try:
+        from cacicd import metrics  # noqa: F401
+        return metrics
+    except ImportError:
+        pass
+    from sklearn import metrics as skm
+    import pandas as pd
+
+    def _d(y):
+        return y.toarray() if sp.issparse(y) else np.asarray(y)
+
+    def ndcg(y_true, y_score, k=None):
+        return float(skm.ndcg_score(_d(y_true), y_score, k=k))
+
+    def _per_label(fn, y, s):
+        keep = y.sum(0) > 0
+        return float(np.mean([fn(y[:, j], s[:, j]) for j in np.flatnonzero(keep)])) if keep.any() else float("nan")
+
+    def _pr(y, s):
+        p, r, _ = skm.precision_recall_curve(y, s)
+        return skm.auc(r, p)
+
+    def auprc(y_true, y_score, average="micro"):
+        y = _d(y_true)
+        return float(_pr(y.ravel(), y_score.ravel())) if average == "micro" else _per_label(_pr, y, y_score)
+
+    def auroc(y_true, y_score, average="micro"):
+        y = _d(y_true)
+        if average == "micro":
+            return float(skm.roc_auc_score(y.ravel(), y_score.ravel()))
+        return _per_label(lambda a, b: skm.roc_auc_score(a, b) if 0 < a.sum() < len(a) else np.nan, y, y_score)
+
+    def f1(y_true, y_score, threshold=0.5, average="micro"):
+        y = _d(y_true)
+        keep = y.sum(0) > 0 if average == "macro" else slice(None)
+        return float(skm.f1_score(y[:, keep], y_score[:, keep] >= threshold, average=average, zero_division=0))
+
+    def evaluate(y_true, y_score, groups):
+        rows = []
+        for lv, m in groups.items():
+            if m.any():
+                rows.append({"level": lv, "metric": "ndcg", "value": ndcg(y_true[:, m], y_score[:, m])})
+        return pd.DataFrame(rows)
+
+    mod = types.ModuleType("cacicd.metrics")
+    mod.ndcg, mod.auprc, mod.auroc, mod.f1, mod.evaluate = ndcg, auprc, auroc, f1, evaluate
+    mod.STANDIN = True
+    sys.modules["cacicd.metrics"] = mod
+    import cacicd
+
+    cacicd.metrics = mod
+    return mod
+
+
+def make_dataset(n: int = 600, n_ingredients: int = 60, n_leaves: int = 80, seed: int = 0) -> Dataset:
+    """A random Dataset whose leaves depend on the ingredients; real ICD-9 codes rolled up."""
+    rng = np.random.default_rng(seed)
+    pool = [c for c in icd9.all_codes() if icd9.is_billing(c)]
+    leaves = sorted(rng.choice(pool, size=n_leaves, replace=False))
+    drugs = (rng.random((n, n_ingredients)) < 0.08).astype(np.float32)
+    causes = np.zeros((n_ingredients, n_leaves))
+    causes[rng.integers(0, n_ingredients, (2, n_leaves)), np.arange(n_leaves)] = 1  # 2 causes per leaf
+    logits = -5.0 + 7.0 * (drugs @ causes > 0)
+    has = rng.random((n, n_leaves)) < 1 / (1 + np.exp(-logits))
+    rows = [icd9.rollup([leaves[j] for j in np.flatnonzero(h)]) for h in has]
+    codes = sorted(set().union(*rows))
+    index = {c: i for i, c in enumerate(codes)}
+    Y = sp.lil_matrix((n, len(codes)), dtype=np.uint8)
+    for i, r in enumerate(rows):
+        for c in r:
+            Y[i, index[c]] = 1
+    sex = rng.integers(0, 2, n).astype(np.float32)
+    age = rng.random(n).astype(np.float32)
+    X = sp.csr_matrix(np.column_stack([sex, age, drugs]).astype(np.float32))
+    return Dataset(X, Y.tocsr(), ["sex", "age"] + [f"ing{i}" for i in range(n_ingredients)], codes,
+                   np.arange(n) + 1000, np.arange(n) // 2, np.array(["medical"] * n, dtype=object), "random")
+
+
+def fake_splits(dataset: Dataset, n_folds: int = 3, frac: float = 0.2, seed: int = 0):
+    """Stand-in for cacicd.splits: fold k -> (train, dev, test) index arrays."""
+    out = []
+    for k in range(n_folds):
+        perm = np.random.default_rng(seed + k).permutation(dataset.n_stays)
+        m = int(frac * dataset.n_stays)
+        out.append((np.sort(perm[2 * m:]), np.sort(perm[:m]), np.sort(perm[m:2 * m])))
+    return out
+
+
+@pytest.fixture(scope="module")
+def data():
+    ensure_metrics()
+    ds = make_dataset()
+    tr, dv, te = fake_splits(ds)[0]
+    return ds, tr, dv, te
+
+
+PARAMS = {"num_layers": 2, "units_0": 32, "dropout_0": 0.1, "batchnorm": False}
+
+
+def _train(data, seed=0, params=PARAMS, loss="bce", target="ndcg", **kw):
+    from cacicd import losses
+    from cacicd.train import train
+
+    ds, tr, dv, _ = data
+    ctx = losses.LabelContext.from_labels(ds.codes, ds.Y[tr])
+    kw = {"max_epochs": 4, "lr": 3e-3, "batch_size": 64, "patience": 2, "device": "cpu", **kw}
+    return train(ds.X[tr], ds.Y[tr], ds.X[dv], ds.Y[dv], params, losses.make_loss(loss, ctx), target, seed=seed, **kw)
+
+
+def test_training_learns_beyond_dummy(data):
+    from cacicd.models import DummyModel
+    from cacicd.train import predict_proba, target_score
+
+    ds, tr, dv, te = data
+    res = _train(data, max_epochs=12, params={"num_layers": 1}, lr=1e-2)
+    p = predict_proba(res.model, ds.X[te])
+    assert p.shape == (len(te), len(ds.codes)) and p.dtype == np.float32
+    dummy = DummyModel.fit(ds.Y[tr]).predict(len(te))
+    assert target_score("auroc_macro", ds.Y[te], p) > target_score("auroc_macro", ds.Y[te], dummy) + 0.1
+    assert target_score("ndcg", ds.Y[te], p) > target_score("ndcg", ds.Y[te], dummy) + 0.05
+    assert [h["epoch"] for h in res.history] == list(range(1, len(res.history) + 1))
+    assert res.best_value == max(h["dev"] for h in res.history)
+
+
+def test_cpu_training_is_deterministic(data):
+    from cacicd.train import predict_proba
+
+    ds, _, _, te = data
+    params = {"num_layers": 3, "units_0": 32, "dropout_0": 0.3, "units_1": 16, "dropout_1": 0.2, "batchnorm": True}
+    a = predict_proba(_train(data, seed=3, params=params).model, ds.X[te])
+    b = predict_proba(_train(data, seed=3, params=params).model, ds.X[te])
+    c = predict_proba(_train(data, seed=4, params=params).model, ds.X[te])
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_early_stopping_keeps_best_epoch(data, monkeypatch):
+    """A scripted dev curve: stop `patience` epochs after the best, and restore the best epoch's weights."""
+    from cacicd import train as T
+
+    curve = iter([0.1, 0.5, 0.3, 0.2, 0.9, 0.95])
+    snapshots = []
+    real_step = T.Trainer._train_epoch
+
+    def fake_score(target, y, p):
+        return next(curve)
+
+    def spy(self):
+        out = real_step(self)
+        snapshots.append({k: v.clone() for k, v in self.model.state_dict().items()})
+        return out
+
+    monkeypatch.setattr(T, "target_score", fake_score)
+    monkeypatch.setattr(T.Trainer, "_train_epoch", spy)
+    res = _train(data, max_epochs=6, patience=2)
+    assert [h["epoch"] for h in res.history] == [1, 2, 3, 4]  # best at 2, stop after 2 worse epochs
+    assert res.best_epoch == 2 and res.best_value == 0.5
+    for k, v in res.model.state_dict().items():
+        assert torch.equal(v, snapshots[1][k])
+
+
+def test_logistic_regression_and_plugin_losses(data):
+    """num_layers=1 has no hidden layer; every registered loss trains through the same loop."""
+    from cacicd import losses
+    from cacicd.train import predict_proba
+
+    ds, _, _, te = data
+    res = _train(data, params={"num_layers": 1}, max_epochs=2)
+    assert len(res.model.hidden) == 0 and res.model.output.in_features == ds.X.shape[1]
+    for name in sorted(losses.LOSSES):
+        res = _train(data, loss=name, max_epochs=1, params=PARAMS)
+        assert np.isfinite(res.history[0]["loss"]), name
+        assert np.isfinite(predict_proba(res.model, ds.X[te])).all()
+
+
+def test_output_rule_applies_to_dev_scores(data, monkeypatch):
+    """The dev metric is computed on the post-processed probabilities."""
+    from cacicd import train as T
+
+    seen = []
+    monkeypatch.setattr(T, "target_score", lambda t, y, p: seen.append(p.copy()) or 0.5)
+    _train(data, max_epochs=1, output_rule=lambda p: np.zeros_like(p))
+    assert len(seen) == 1 and not seen[0].any()
+
+
+def test_sparse_and_dense_first_layer_agree(data):
+    from cacicd.models import MLP
+    from cacicd.train import to_tensor
+
+    ds = data[0]
+    torch.manual_seed(0)
+    m = MLP(ds.X.shape[1], 7, [16], [0.0]).eval()
+    xs = ds.X[:50]
+    with torch.no_grad():
+        a = m(to_tensor(xs, torch.device("cpu"), sparse=True))
+        b = m(to_tensor(xs, torch.device("cpu"), sparse=False))
+    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_bad_input_is_named(data):
+    ds, tr, dv, _ = data
+    from cacicd import losses
+    from cacicd.train import train
+
+    ctx = losses.LabelContext.from_labels(ds.codes, ds.Y[tr])
+    with pytest.raises(ValueError, match="target metric"):
+        train(ds.X[tr], ds.Y[tr], ds.X[dv], ds.Y[dv], PARAMS, losses.make_loss("bce", ctx), "accuracy")
+    with pytest.raises(ValueError, match="rows"):
+        train(ds.X[tr], ds.Y[dv], ds.X[dv], ds.Y[dv], PARAMS, losses.make_loss("bce", ctx), "ndcg")
