@@ -11,7 +11,11 @@ are in the OMOP local range (> 2,000,000,000).
 Calibration (spec section 14): at 58,976 stays the codes per stay after roll-up, the stay-type mix
 (newborn ~14 %, surgical ~41 %, medical ~45 %), the share of stays without a written prescription
 (~15 %), the distinct ingredients per stay (~35) and the ages (4 % shifted to ~300 years, as MIMIC
-does for patients over 89) resemble MIMIC-III; see `tests/test_synthetic.py` and the module report.
+does for patients over 89) resemble MIMIC-III. Measured at 58,976 stays, seed 0 (after roll-up, mean codes per stay, MIMIC in
+brackets): chapter 5.69 (5.77), subchapter 8.11 (8.10), 3-digit 10.37 (10.18), 4-digit 10.52
+(10.48), 5-digit 5.04 (5.02), billing 8.82, median 8 (9.13, 8), all 39.7, median 36 (39.5, 34);
+distinct billing 5,692 (5,871), all 9,554 (9,336); 84.8 % stays with a written prescription, 34.8
+ingredients per such stay, 1,212 ingredients (1,164). Checked in `tests/test_synthetic.py`.
 
 PLANTED SIGNAL (what a model can and cannot learn), all drawn from the seed only (the "world",
 independent of n_stays) and returned by `planted_signal(seed)`:
@@ -218,7 +222,7 @@ def build_world(seed: int = 0) -> World:
     bg_surg = order[n_bg:n_bg + 12]
     nb_bg = order[n_bg + 12:n_bg + 18]
     pool = order[n_bg + 18:]  # problem ingredients
-    pool_w = np.arange(1, len(pool) + 1, dtype=float) ** -0.7
+    pool_w = np.arange(1, len(pool) + 1, dtype=float) ** -0.5
     pool_w /= pool_w.sum()
     infusion = np.concatenate([bg_adult[:12], pool[-10:]])
 
