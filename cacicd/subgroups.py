@@ -1,0 +1,263 @@
+"""Analyses of the paper's sections 3.3–3.5: metrics by stay type (Table S9), median rank against code
+frequency (Fig S6), paired t-tests over folds (Fig S5), hierarchical consistency of predictions, runtimes.
+
+Per-fold inputs are plain arrays (y_true (n, L) 0/1 dense or sparse, y_score (n, L) float) or tidy
+DataFrames with columns (model, fold, level, metric, value), the form of the engine's per-fold test
+metrics once a `model` and a `fold` column are added.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from scipy import stats as sps
+
+from . import metrics as M
+
+logger = logging.getLogger(__name__)
+
+REPORTED_STAY_TYPES: tuple[str, ...] = ("newborn", "surgical", "medical")
+KNOWN_STAY_TYPES: tuple[str, ...] = REPORTED_STAY_TYPES + ("unknown",)
+TABLE_S9_LEVELS: tuple[str, ...] = ("all", "chapter", "subchapter", "3digit", "billing")
+TABLE_S9_METRICS: tuple[str, ...] = ("ndcg", "ndcg@15", "re@25", "re@50", "re@75", "re@100")
+TIDY_COLUMNS: tuple[str, ...] = ("model", "fold", "level", "metric", "value")
+_RE = re.compile(r"^re@(\d+(?:\.\d+)?)$")
+
+
+# ------------------------------------------------------------------------------ stay types (Table S9)
+
+def stay_type_counts(stay_type: Sequence[str]) -> pd.Series:
+    """Number of stays of each known stay type (newborn, surgical, medical, unknown), zeros included."""
+    st = _check_stay_type(stay_type, None)
+    return pd.Series({t: int(np.sum(st == t)) for t in KNOWN_STAY_TYPES}, name="n_stays")
+
+
+def has_stay_types(stay_type: Sequence[str]) -> bool:
+    """True when at least one stay has a reported type (newborn, surgical or medical)."""
+    st = _check_stay_type(stay_type, None)
+    return bool(np.isin(st, REPORTED_STAY_TYPES).any())
+
+
+def _check_stay_type(stay_type, n: int | None) -> np.ndarray:
+    st = np.asarray(stay_type).astype(str)
+    if st.ndim != 1:
+        raise ValueError(f"stay_type must be one-dimensional, got shape {st.shape}")
+    if n is not None and len(st) != n:
+        raise ValueError(f"stay_type has {len(st)} entries but the score matrix has {n} rows")
+    bad = sorted(set(np.unique(st)) - set(KNOWN_STAY_TYPES))
+    if bad:
+        raise ValueError(f"unknown stay type(s) {bad[:5]}; expected one of {', '.join(KNOWN_STAY_TYPES)}")
+    return st
+
+
+def metrics_by_stay_type(y_true, y_score, stay_type: Sequence[str], groups: Mapping[str, np.ndarray],
+                         metrics: Sequence[str] = TABLE_S9_METRICS,
+                         types: Sequence[str] = REPORTED_STAY_TYPES) -> pd.DataFrame:
+    """Tidy (stay_type, level, metric, value, n_stays) of `metrics` on the rows of each stay type.
+
+    y_true, y_score: (n, L); stay_type: (n,) one of KNOWN_STAY_TYPES per row; groups: label masks (L,)
+    per level (e.g. `icd9.level_masks(codes)` restricted to the levels wanted). Types without a stay
+    in these rows are left out (logged).
+    """
+    y_score = np.asarray(y_score)
+    if y_score.ndim != 2:
+        raise ValueError(f"y_score must be (n, L), got shape {y_score.shape}")
+    st = _check_stay_type(stay_type, y_score.shape[0])
+    t = sp.csr_matrix(y_true) if not sp.issparse(y_true) else y_true.tocsr()
+    if t.shape != y_score.shape:
+        raise ValueError(f"y_true has shape {t.shape} but y_score {y_score.shape}")
+    frames = []
+    for typ in types:
+        rows = np.flatnonzero(st == typ)
+        if rows.size == 0:
+            logger.info("no %s stay among these %d rows: left out", typ, len(st))
+            continue
+        df = M.evaluate(t[rows], y_score[rows], groups, metrics=list(metrics))
+        frames.append(df.assign(stay_type=typ, n_stays=int(rows.size)))
+    if not frames:
+        return pd.DataFrame(columns=["stay_type", "level", "metric", "value", "n_stays"])
+    return pd.concat(frames, ignore_index=True)[["stay_type", "level", "metric", "value", "n_stays"]]
+
+
+# ------------------------------------------------------------------------------ median rank vs frequency (Fig S6)
+
+def median_rank_vs_frequency(y_true, y_score) -> pd.DataFrame:
+    """Per label with >= 1 positive: (label, n_pos, frequency, median_rank) on one test fold.
+
+    label: column index; frequency: n_pos / n rows; median_rank: median over the label's positive rows of
+    its rank among the row's L labels (1 = highest score, ties share the worst rank; `metrics.median_ranks`).
+    """
+    t = sp.csr_matrix(y_true) if not sp.issparse(y_true) else y_true.tocsr()
+    y_score = np.asarray(y_score)
+    if t.shape != y_score.shape:
+        raise ValueError(f"y_true has shape {t.shape} but y_score {y_score.shape}")
+    n_pos = np.asarray((t != 0).sum(axis=0)).ravel().astype(np.int64)
+    med_pos, _ = M.median_ranks(t, y_score)
+    keep = np.flatnonzero(n_pos > 0)
+    return pd.DataFrame({"label": keep, "n_pos": n_pos[keep], "frequency": n_pos[keep] / t.shape[0],
+                         "median_rank": med_pos[keep]})
+
+
+def pool_folds(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """Mean over folds, per label, of the per-fold tables of `median_rank_vs_frequency` (n_folds: folds with positives)."""
+    if not tables:
+        raise ValueError("no per-fold table to pool")
+    df = pd.concat([t.assign(fold=k) for k, t in enumerate(tables)], ignore_index=True)
+    out = df.groupby("label", sort=True).agg(n_pos=("n_pos", "mean"), frequency=("frequency", "mean"),
+                                             median_rank=("median_rank", "mean"), n_folds=("fold", "nunique"))
+    return out.reset_index()
+
+
+def lowess_curve(x, y, frac: float = 1 / 3, log: bool = True, n_points: int | None = None) -> pd.DataFrame:
+    """LOWESS fit of y on x (statsmodels, `frac`), sorted by x: DataFrame (x, y_fit).
+
+    With log=True the fit runs on (log10 x, log10 y) and is returned on the original scale (the
+    figure's log-log axes); non-finite or non-positive pairs are dropped. n_points thins the curve.
+    """
+    from statsmodels.nonparametric.smoothers_lowess import lowess
+
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError(f"x and y must be 1-D arrays of equal length, got {x.shape} and {y.shape}")
+    if not 0 < frac <= 1:
+        raise ValueError(f"frac must lie in (0, 1], got {frac}")
+    ok = np.isfinite(x) & np.isfinite(y)
+    if log:
+        ok &= (x > 0) & (y > 0)
+    x, y = x[ok], y[ok]
+    if x.size < 3:
+        logger.warning("LOWESS needs >= 3 points, got %d: empty curve", x.size)
+        return pd.DataFrame({"x": np.array([], dtype=float), "y_fit": np.array([], dtype=float)})
+    fx, fy = (np.log10(x), np.log10(y)) if log else (x, y)
+    fit = lowess(fy, fx, frac=frac, return_sorted=True)
+    if n_points is not None and len(fit) > n_points:
+        fit = fit[np.unique(np.linspace(0, len(fit) - 1, n_points).round().astype(int))]
+    gx, gy = (10 ** fit[:, 0], 10 ** fit[:, 1]) if log else (fit[:, 0], fit[:, 1])
+    return pd.DataFrame({"x": gx, "y_fit": gy})
+
+
+# ------------------------------------------------------------------------------ paired t-tests over folds (Fig S5)
+
+def _check_tidy(tidy: pd.DataFrame) -> None:
+    missing = [c for c in TIDY_COLUMNS if c not in tidy.columns]
+    if missing:
+        raise ValueError(f"tidy metrics table lacks column(s) {missing}; expected {list(TIDY_COLUMNS)}")
+
+
+def recall_of(metric: str) -> float:
+    """R of an 're@R' metric name (NaN for any other metric)."""
+    m = _RE.match(str(metric))
+    return float(m.group(1)) if m else float("nan")
+
+
+def paired_ttests(tidy: pd.DataFrame, model_a: str, model_b: str, metrics: Sequence[str],
+                  levels: Sequence[str]) -> pd.DataFrame:
+    """Paired t-test over folds (scipy `ttest_rel`) of model_a vs model_b, per metric and level.
+
+    tidy: columns (model, fold, level, metric, value). Folds are paired by their number; only folds
+    present for both models count. One row per (metric, level): model_a, model_b, metric, R (for
+    re@R, else NaN), level, mean_a, mean_b, mean_diff (a - b), t, p, n_folds. t and p are NaN with
+    fewer than 2 paired folds or when every paired difference is equal (no variance).
+    """
+    _check_tidy(tidy)
+    for name in (model_a, model_b):
+        if name not in set(tidy["model"]):
+            raise ValueError(f"model {name!r} not in the metrics table (models: {sorted(set(tidy['model']))})")
+    rows = []
+    for metric in metrics:
+        for level in levels:
+            sel = tidy[(tidy["metric"] == metric) & (tidy["level"] == level)]
+            a = sel[sel["model"] == model_a].set_index("fold")["value"]
+            b = sel[sel["model"] == model_b].set_index("fold")["value"]
+            if a.index.duplicated().any() or b.index.duplicated().any():
+                raise ValueError(f"duplicated folds for {metric} at level {level} in the metrics table")
+            folds = a.index.intersection(b.index).sort_values()
+            va, vb = a.loc[folds].to_numpy(float), b.loc[folds].to_numpy(float)
+            ok = np.isfinite(va) & np.isfinite(vb)
+            va, vb = va[ok], vb[ok]
+            d = va - vb
+            if len(d) >= 2 and np.ptp(d) > 0:
+                res = sps.ttest_rel(va, vb)
+                tval, pval = float(res.statistic), float(res.pvalue)
+            else:
+                tval = pval = float("nan")
+            rows.append({"model_a": model_a, "model_b": model_b, "metric": metric, "R": recall_of(metric),
+                         "level": level, "mean_a": float(np.mean(va)) if len(va) else float("nan"),
+                         "mean_b": float(np.mean(vb)) if len(vb) else float("nan"),
+                         "mean_diff": float(np.mean(d)) if len(d) else float("nan"),
+                         "t": tval, "p": pval, "n_folds": int(len(d))})
+    return pd.DataFrame(rows)
+
+
+def significant(table: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
+    """Rows of a `paired_ttests` table with p < alpha (NaN p never significant)."""
+    return table[table["p"].lt(alpha)]
+
+
+# ------------------------------------------------------------------------------ hierarchical consistency (section 3.4)
+
+def hierarchy_violations(y_score, parent_idx, child_idx, chunk_rows: int = 2048) -> dict:
+    """Fraction of (row, tree edge) pairs whose parent scores strictly below its child.
+
+    y_score: (n, L); parent_idx, child_idx: (E,) label indices of the tree edges (e.g.
+    `icd9.hierarchy_edges(codes, nearest=True)`). Returns n_pairs, n_violations, fraction (NaN with no
+    pair) and max_gap (largest child - parent score difference, 0 when none).
+    """
+    s = np.asarray(y_score)
+    p = np.asarray(parent_idx, dtype=np.int64)
+    c = np.asarray(child_idx, dtype=np.int64)
+    if s.ndim != 2:
+        raise ValueError(f"y_score must be (n, L), got shape {s.shape}")
+    if p.shape != c.shape or p.ndim != 1:
+        raise ValueError(f"parent_idx and child_idx must be 1-D of equal length, got {p.shape} and {c.shape}")
+    if p.size and (min(p.min(), c.min()) < 0 or max(p.max(), c.max()) >= s.shape[1]):
+        raise ValueError(f"edge indices out of range for {s.shape[1]} labels")
+    n_viol, gap = 0, 0.0
+    for lo in range(0, s.shape[0], chunk_rows):
+        block = s[lo:lo + chunk_rows]
+        diff = block[:, c].astype(np.float64) - block[:, p]
+        n_viol += int(np.count_nonzero(diff > 0))
+        if diff.size:
+            gap = max(gap, float(diff.max()))
+    n_pairs = int(s.shape[0] * p.size)
+    return {"n_pairs": n_pairs, "n_violations": n_viol,
+            "fraction": n_viol / n_pairs if n_pairs else float("nan"), "max_gap": max(gap, 0.0)}
+
+
+# ------------------------------------------------------------------------------ runtimes (section 3.3)
+
+def mean_sem(values) -> tuple[float, float, int]:
+    """(mean, SEM with ddof=1, n) of the finite values (SEM NaN for n < 2)."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return float("nan"), float("nan"), 0
+    sem = float(np.std(v, ddof=1) / np.sqrt(v.size)) if v.size > 1 else float("nan")
+    return float(v.mean()), sem, int(v.size)
+
+
+def runtime_table(timings: pd.DataFrame, reference: str) -> pd.DataFrame:
+    """Mean ± SEM over folds of each (model, timing) and its ratio to the reference model's mean.
+
+    timings: columns (model, fold, timing, seconds), e.g. timing in search_s, train_s, epoch_s,
+    inference_s. Returns (model, timing, mean_s, sem_s, n_folds, ratio_to_reference).
+    """
+    missing = [c for c in ("model", "fold", "timing", "seconds") if c not in timings.columns]
+    if missing:
+        raise ValueError(f"timings table lacks column(s) {missing}")
+    if reference not in set(timings["model"]):
+        raise ValueError(f"reference model {reference!r} has no timing (models: {sorted(set(timings['model']))})")
+    rows = []
+    for (model, timing), g in timings.groupby(["model", "timing"], sort=False):
+        m, s, n = mean_sem(g["seconds"])
+        rows.append({"model": model, "timing": timing, "mean_s": m, "sem_s": s, "n_folds": n})
+    out = pd.DataFrame(rows)
+    ref = out[out["model"] == reference].set_index("timing")["mean_s"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out["ratio_to_reference"] = out["mean_s"].to_numpy() / out["timing"].map(ref).to_numpy(float)
+    return out

@@ -1,0 +1,180 @@
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+from scipy.stats import rankdata
+from scipy.stats import t as t_dist
+from sklearn.metrics import coverage_error, ndcg_score
+
+from cacicd import icd9
+from cacicd import subgroups as S
+from cacicd.losses import LabelContext
+from cacicd.outputs import make_output_rule
+
+
+def _fake(n=60, L=12, seed=0):
+    rng = np.random.default_rng(seed)
+    y = (rng.random((n, L)) < 0.3).astype(np.uint8)
+    y[np.arange(n), rng.integers(0, L, n)] = 1  # every row has a positive
+    s = rng.random((n, L))  # continuous: no ties
+    return y, s
+
+
+def test_metrics_by_stay_type_matches_sklearn_on_each_subset():
+    y, s = _fake()
+    st = np.array(["newborn", "surgical", "medical", "unknown"] * 15)
+    groups = {"all": np.ones(12, bool), "first": np.arange(12) < 5}
+    df = S.metrics_by_stay_type(sp.csr_matrix(y), s, st, groups, metrics=["ndcg", "re@100"])
+    assert set(df.stay_type) == {"newborn", "surgical", "medical"}  # unknown is not reported
+    for typ in ("newborn", "surgical", "medical"):
+        rows = st == typ
+        got = df[(df.stay_type == typ) & (df.level == "all")].set_index("metric")["value"]
+        assert got["ndcg"] == pytest.approx(ndcg_score(y[rows], s[rows]))
+        assert got["re@100"] == pytest.approx(coverage_error(y[rows], s[rows]) - y[rows].sum(1).mean())
+        assert (df[df.stay_type == typ].n_stays == rows.sum()).all()
+        sub = df[(df.stay_type == typ) & (df.level == "first") & (df.metric == "ndcg")].value.item()
+        assert sub == pytest.approx(ndcg_score(y[rows][:, :5], s[rows][:, :5]))
+
+
+def test_metrics_by_stay_type_skips_absent_types_and_rejects_bad_input():
+    y, s = _fake(n=8)
+    st = np.array(["medical"] * 8)
+    df = S.metrics_by_stay_type(y, s, st, {"all": np.ones(12, bool)}, metrics=["ndcg"])
+    assert df.stay_type.unique().tolist() == ["medical"]
+    none = S.metrics_by_stay_type(y, s, np.array(["unknown"] * 8), {"all": np.ones(12, bool)}, metrics=["ndcg"])
+    assert none.empty and list(none.columns) == ["stay_type", "level", "metric", "value", "n_stays"]
+    with pytest.raises(ValueError, match="martian"):
+        S.metrics_by_stay_type(y, s, np.array(["martian"] * 8), {"all": np.ones(12, bool)})
+    with pytest.raises(ValueError, match="7 entries"):
+        S.metrics_by_stay_type(y, s, st[:7], {"all": np.ones(12, bool)})
+
+
+def test_stay_type_counts_and_presence():
+    st = np.array(["newborn", "medical", "medical", "unknown"])
+    c = S.stay_type_counts(st)
+    assert c.to_dict() == {"newborn": 1, "surgical": 0, "medical": 2, "unknown": 1}
+    assert S.has_stay_types(st)
+    assert not S.has_stay_types(np.array(["unknown"] * 3))
+
+
+def test_median_rank_vs_frequency_by_hand():
+    # 3 stays, 4 labels; label 3 has no positive and is left out
+    y = np.array([[1, 0, 1, 0], [1, 1, 0, 0], [0, 1, 0, 0]])
+    s = np.array([[0.9, 0.1, 0.5, 0.2], [0.3, 0.8, 0.8, 0.1], [0.2, 0.4, 0.9, 0.6]])
+    df = S.median_rank_vs_frequency(sp.csr_matrix(y), s)
+    ranks = np.vstack([rankdata(-r, method="max") for r in s])  # ties share the worst rank
+    exp = {j: np.median(ranks[y[:, j] == 1, j]) for j in range(3)}
+    assert df.label.tolist() == [0, 1, 2]
+    assert df.n_pos.tolist() == [2, 2, 1]
+    assert df.frequency.tolist() == pytest.approx([2 / 3, 2 / 3, 1 / 3])
+    assert df.median_rank.tolist() == pytest.approx([exp[0], exp[1], exp[2]])
+    # by hand: label 0 ranks 1 and 3; label 1 ranks 2 (tied with label 2 at 0.8: worst) and 3; label 2 rank 2
+    assert df.median_rank.tolist() == [2.0, 2.5, 2.0]
+
+
+def test_pool_folds_means_per_label():
+    a = pd.DataFrame({"label": [0, 1], "n_pos": [2, 4], "frequency": [0.2, 0.4], "median_rank": [3.0, 1.0]})
+    b = pd.DataFrame({"label": [1, 2], "n_pos": [6, 1], "frequency": [0.6, 0.1], "median_rank": [2.0, 9.0]})
+    out = S.pool_folds([a, b]).set_index("label")
+    assert out.loc[1, "median_rank"] == 1.5 and out.loc[1, "frequency"] == pytest.approx(0.5)
+    assert out.loc[1, "n_folds"] == 2 and out.loc[0, "n_folds"] == 1 and out.loc[2, "median_rank"] == 9.0
+    with pytest.raises(ValueError):
+        S.pool_folds([])
+
+
+def test_lowess_recovers_a_power_law_exactly_on_log_scale():
+    x = np.logspace(-3, 0, 200)
+    y = 5.0 * x ** -0.7  # a straight line in log-log: LOWESS (local linear) reproduces it
+    fit = S.lowess_curve(x, y, frac=1 / 3)
+    assert np.all(np.diff(fit.x) >= 0)
+    assert fit.y_fit.to_numpy() == pytest.approx(5.0 * fit.x.to_numpy() ** -0.7, rel=1e-6)
+    lin = S.lowess_curve(x, 2 * x + 1, log=False, n_points=20)
+    assert len(lin) == 20 and lin.y_fit.to_numpy() == pytest.approx(2 * lin.x.to_numpy() + 1)
+
+
+def test_lowess_drops_bad_points_and_handles_too_few():
+    x = np.array([0.0, -1.0, np.nan, 0.1, 0.2])
+    y = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    assert S.lowess_curve(x, y).empty  # only 2 positive finite points remain
+    with pytest.raises(ValueError, match="frac"):
+        S.lowess_curve(np.ones(5), np.ones(5), frac=0)
+
+
+def _tidy(values):
+    rows = []
+    for (model, level, metric), vals in values.items():
+        rows += [{"model": model, "fold": k, "level": level, "metric": metric, "value": v} for k, v in vals.items()]
+    return pd.DataFrame(rows)
+
+
+def test_paired_ttests_against_hand_formula():
+    a = {0: 10.0, 1: 12.0, 2: 11.0}
+    b = {0: 11.0, 1: 12.5, 2: 13.0}
+    tidy = _tidy({("naive", "billing", "re@90"): a, ("per", "billing", "re@90"): b,
+                  ("naive", "chapter", "re@90"): {0: 1.0, 1: 1.0, 2: 1.0},
+                  ("per", "chapter", "re@90"): {0: 2.0, 1: 2.0, 2: 2.0}})
+    out = S.paired_ttests(tidy, "naive", "per", ["re@90"], ["billing", "chapter"])
+    d = np.array([10 - 11, 12 - 12.5, 11 - 13])
+    t = d.mean() / (d.std(ddof=1) / np.sqrt(3))
+    p = 2 * t_dist.sf(abs(t), df=2)
+    row = out[out.level == "billing"].iloc[0]
+    assert row.t == pytest.approx(t) and row.p == pytest.approx(p)
+    assert row.mean_a == pytest.approx(11.0) and row.mean_b == pytest.approx(12.166666, rel=1e-5)
+    assert row.mean_diff == pytest.approx(d.mean()) and row.n_folds == 3 and row.R == 90
+    const = out[out.level == "chapter"].iloc[0]  # equal differences: no variance, no test
+    assert np.isnan(const.t) and np.isnan(const.p) and const.mean_diff == -1.0
+    assert 0.05 < p < 0.2  # NaN p (chapter) is never significant
+    assert S.significant(out, alpha=0.2).level.tolist() == ["billing"] and S.significant(out).empty
+
+
+def test_paired_ttests_pairs_by_fold_and_checks_names():
+    tidy = _tidy({("a", "all", "ndcg"): {0: 0.5, 1: 0.6, 2: 0.7, 3: 0.9},
+                  ("b", "all", "ndcg"): {1: 0.55, 2: 0.6, 3: 0.7}})
+    row = S.paired_ttests(tidy, "a", "b", ["ndcg"], ["all"]).iloc[0]
+    assert row.n_folds == 3 and np.isnan(row.R)
+    assert row.mean_a == pytest.approx((0.6 + 0.7 + 0.9) / 3)
+    from scipy.stats import ttest_rel
+    assert row.p == pytest.approx(ttest_rel([0.6, 0.7, 0.9], [0.55, 0.6, 0.7]).pvalue)
+    with pytest.raises(ValueError, match="'zzz'"):
+        S.paired_ttests(tidy, "a", "zzz", ["ndcg"], ["all"])
+    with pytest.raises(ValueError, match="column"):
+        S.paired_ttests(tidy.drop(columns="fold"), "a", "b", ["ndcg"], ["all"])
+
+
+def test_recall_of():
+    assert S.recall_of("re@33") == 33 and S.recall_of("re@2.5") == 2.5 and np.isnan(S.recall_of("ndcg"))
+
+
+CODES = ["001-139", "001-009", "001", "0010", "0011", "002", "0020"]
+
+
+def test_hierarchy_violations_against_brute_force_and_rollup():
+    rng = np.random.default_rng(3)
+    s = rng.random((37, len(CODES)))
+    par, chi = icd9.hierarchy_edges(CODES, nearest=True)
+    brute = sum(s[i, c] > s[i, p] for i in range(s.shape[0]) for p, c in zip(par, chi))
+    out = S.hierarchy_violations(s, par, chi, chunk_rows=5)
+    assert out["n_violations"] == brute and out["n_pairs"] == 37 * len(par)
+    assert out["fraction"] == pytest.approx(brute / (37 * len(par)))
+    assert out["max_gap"] == pytest.approx(max(s[i, c] - s[i, p] for i in range(37) for p, c in zip(par, chi)))
+    ctx = LabelContext(CODES, icd9.levels_of(CODES), np.zeros(len(CODES), dtype=np.int64), 10)
+    for rule in ("rollup", "rolldown"):  # consistent by construction
+        assert S.hierarchy_violations(make_output_rule(rule, ctx)(s), par, chi)["n_violations"] == 0
+    with pytest.raises(ValueError, match="out of range"):
+        S.hierarchy_violations(s[:, :3], par, chi)
+
+
+def test_runtime_table_mean_sem_and_ratio():
+    t = pd.DataFrame({"model": ["mt"] * 3 + ["pl"] * 3, "fold": [0, 1, 2] * 2, "timing": "train_s",
+                      "seconds": [10.0, 12.0, 14.0, 40.0, 44.0, 48.0]})
+    out = S.runtime_table(t, "mt").set_index("model")
+    assert out.loc["mt", "mean_s"] == 12.0 and out.loc["mt", "sem_s"] == pytest.approx(2 / np.sqrt(3))
+    assert out.loc["pl", "ratio_to_reference"] == pytest.approx(44 / 12)
+    with pytest.raises(ValueError, match="reference"):
+        S.runtime_table(t, "nope")
+
+
+def test_mean_sem():
+    m, s, n = S.mean_sem([1.0, 2.0, np.nan, 3.0])
+    assert (m, n) == (2.0, 3) and s == pytest.approx(1 / np.sqrt(3))
+    assert np.isnan(S.mean_sem([4.0])[1])
