@@ -564,6 +564,8 @@ def code_pairs(visits: np.ndarray, codes: np.ndarray, vocabularies: np.ndarray, 
         "condition_rows_icd9_unknown": int(n_rows[is9 & ~known].sum()),
         "codes_unknown_icd9": len(unknown),
         "codes_unknown_icd9_list": unknown[:UNKNOWN_CODES_SHOWN],
+        "codes_not_icd9": int(len(set(codes[(kind == "icd10") | (kind == "other")].tolist()))),
+        "codes_not_icd9_examples": sorted(set(codes[(kind == "icd10") | (kind == "other")].tolist()))[:20],
     })
     if unknown:
         log.warning("%d distinct code(s) unknown to ICD-9-CM dropped: %s", len(unknown), ", ".join(unknown[:10]))

@@ -209,3 +209,58 @@ def test_parquet_float_ids_must_be_whole(tmp_path):
     df.to_parquet(folder / "drug_exposure.parquet")
     with pytest.raises(DataError, match=r"drug_exposure.parquet: column drug_concept_id: 1 value\(s\) are not integers"):
         omop.load_omop(folder)
+
+
+# ---------------------------------------------------------------- cacicd.data, the entry point
+
+from cacicd import data  # noqa: E402
+from cacicd.config import get_profile  # noqa: E402
+
+
+def test_load_data_sources(tmp_path, tiny_omop):
+    prof = get_profile("smoke")
+    a = data.load_data(str(tiny_omop), prof, tmp_path / "cache")
+    b = data.load_data(f"omop:{tiny_omop}?drug_type_concept_id=none", prof, tmp_path / "cache")
+    assert a.content_hash() == omop.load_omop(tiny_omop).content_hash()
+    assert b.content_hash() == omop.load_omop(tiny_omop, drug_type_concept_id=None).content_hash()
+    assert data.parse_source("omop:/x?ingredient_mapping=drug_concept&visit_concept_id=9201,262") == (
+        "omop", "/x", {"ingredient_mapping": "drug_concept", "visit_concept_id": [9201, 262]})
+    with pytest.raises(NotImplementedError, match="PostgreSQL"):
+        data.load_data("postgresql://u:secret@db/omop", prof, tmp_path)
+    with pytest.raises(DataError, match="is not a folder"):
+        data.load_data(str(tmp_path / "none"), prof, tmp_path)
+
+
+def test_get_splits_cached_by_dataset_and_profile(tmp_path, tiny_omop):
+    ds = omop.load_omop(tiny_omop)
+    prof = get_profile("smoke").replace(split_fraction=0.2)
+    s1 = data.get_splits(ds, prof, tmp_path)
+    assert len(list((tmp_path / "splits").glob("*/splits.json"))) == 1
+    s2 = data.get_splits(ds, prof, tmp_path)
+    assert [x.test.tolist() for x in s1] == [x.test.tolist() for x in s2]
+    data.get_splits(ds, prof.replace(seed=1), tmp_path)
+    assert len(list((tmp_path / "splits").glob("*/splits.json"))) == 2
+
+
+def test_describe_against_a_loop(tiny_omop):
+    ds = omop.load_omop(tiny_omop)
+    d = data.describe(ds)
+    t1 = d["table1"].set_index("level")
+    lv = [icd9.level(c) for c in ds.codes]
+    for level in icd9.LEVELS:
+        assert t1.loc[level, "dataset"] == lv.count(level)
+    assert t1.loc["all", "dataset"] == len(ds.codes) and t1.loc["all", "icd9cm"] == 17726
+    assert t1.loc["billing", "icd9cm"] == 12167 and (t1["cherry_picked"] == 0).all()  # no code reaches 100
+    Y = ds.Y.toarray()
+    per = np.array([[sum(1 for c, y in zip(ds.codes, row) if y and icd9.level(c) == level) for level in ("3digit",)]
+                    for row in Y]).ravel()
+    t2 = d["table2"].set_index("level")
+    assert t2.loc["3digit", "max"] == per.max() and t2.loc["3digit", "min"] == per.min()
+    assert t2.loc["3digit", "mean"] == pytest.approx(per.mean())
+    assert t2.loc["3digit", "sd"] == pytest.approx(np.std(per, ddof=1))
+    assert t2.loc["3digit", "median"] == np.median(per)
+    assert d["codes_per_stay"]["stays"].sum() == ds.n_stays
+    z = d["zipf"][d["zipf"]["level"] == "all"]
+    assert z["stays"].is_monotonic_decreasing and len(z) == len(ds.codes)
+    rep = d["report"].set_index("item")["value"]
+    assert rep["stay_types.newborn"] == "1" and rep["codes_unknown_icd9_list"] == "99999"
