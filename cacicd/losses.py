@@ -200,11 +200,11 @@ class FocalLoss(nn.Module):
         self.gamma = float(gamma)
 
     def forward(self, logits, targets, model=None):
-        log_pt = targets * F.logsigmoid(logits) + (1 - targets) * F.logsigmoid(-logits)
+        sz = (2 * targets - 1) * logits  # targets 0/1: p_t = σ(sz), 1 − p_t = σ(−sz)
+        log_pt = F.logsigmoid(sz)
         if self.gamma == 0:
             return -log_pt.mean()
-        log_1m_pt = targets * F.logsigmoid(-logits) + (1 - targets) * F.logsigmoid(logits)
-        return -(torch.exp(self.gamma * log_1m_pt) * log_pt).mean()
+        return -(torch.exp(self.gamma * F.logsigmoid(-sz)) * log_pt).mean()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -225,7 +225,9 @@ class MCLoss(nn.Module):
     def constrained_logits(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """(B, L) z̃ of MCLoss."""
         pos = targets > 0.5
-        idx = torch.where(pos, self.tree.argmax_down(logits, mask=pos), self.tree.argmax_down(logits))
+        keys = self.tree.keys(logits)
+        idx = torch.where(pos, self.tree.argmax_down(logits, mask=pos, keys=keys),
+                          self.tree.argmax_down(logits, keys=keys))
         return logits.gather(1, idx)
 
     def forward(self, logits, targets, model=None):
@@ -244,7 +246,9 @@ class TreeMinLoss(nn.Module):
 
     def constrained_logits(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """(B, L) z̃ of TreeMin."""
-        idx = torch.where(targets > 0.5, self.tree.argmin_up(logits), self.tree.argmax_down(logits))
+        keys = self.tree.keys(logits)
+        idx = torch.where(targets > 0.5, self.tree.argmin_up(logits, keys=keys),
+                          self.tree.argmax_down(logits, keys=keys))
         return logits.gather(1, idx)
 
     def forward(self, logits, targets, model=None):

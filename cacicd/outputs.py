@@ -98,29 +98,32 @@ class TreeLayers:
     # sits; the result is a single differentiable gather, so the gradient of max/min goes to the
     # arg-extreme (on ties the highest column index: a valid subgradient, deterministic).
     @staticmethod
-    def _keys(z: torch.Tensor) -> torch.Tensor:
+    def keys(z: torch.Tensor) -> torch.Tensor:
         """(B, L) float -> (B, L) int64 keys ordered like (float32(z), column)."""
-        bits = z.detach().to(torch.float32).contiguous().view(torch.int32)
-        order = torch.where(bits >= 0, bits, bits ^ 0x7FFFFFFF).to(torch.int64)
-        cols = torch.arange(z.shape[1], device=z.device, dtype=torch.int64)
-        return (order << 32) | cols
+        k = z.detach().to(torch.float32).contiguous().view(torch.int32).to(torch.int64)
+        k ^= (k >> 31) & 0x7FFFFFFF  # negative floats: flip the magnitude bits, so int order = float order
+        k <<= 32
+        k |= torch.arange(z.shape[1], device=z.device, dtype=torch.int64)
+        return k
 
-    def argmax_down(self, z: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, L) -> (B, L) int64: the column k in D(j) of the largest z[:, k] (only where mask, if given)."""
-        zd = z.detach()
-        if mask is not None:
-            zd = zd.masked_fill(~mask, float("-inf"))
-        keys = self._keys(zd)
+    def argmax_down(self, z: torch.Tensor, mask: torch.Tensor | None = None,
+                    keys: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L) -> (B, L) int64: the column k in D(j) of the largest z[:, k] (only where mask, if given).
+
+        `keys` (from `keys(z)`, not modified) saves recomputing them.
+        """
+        keys = self.keys(z) if keys is None else keys
+        keys = keys.clone() if mask is None else keys.masked_fill(~mask, torch.iinfo(torch.int64).min)
         for p, c in reversed(self.torch_layers(z.device)):
             keys.scatter_reduce_(1, p.expand(z.shape[0], -1), keys.index_select(1, c), reduce="amax")
-        return keys & 0xFFFFFFFF
+        return keys.bitwise_and_(0xFFFFFFFF)
 
-    def argmin_up(self, z: torch.Tensor) -> torch.Tensor:
+    def argmin_up(self, z: torch.Tensor, keys: torch.Tensor | None = None) -> torch.Tensor:
         """(B, L) -> (B, L) int64: the column k in A(j) of the smallest z[:, k]."""
-        keys = self._keys(z)
+        keys = self.keys(z) if keys is None else keys.clone()
         for p, c in self.torch_layers(z.device):
             keys.scatter_reduce_(1, c.expand(z.shape[0], -1), keys.index_select(1, p), reduce="amin")
-        return keys & 0xFFFFFFFF
+        return keys.bitwise_and_(0xFFFFFFFF)
 
     def max_down(self, z: torch.Tensor) -> torch.Tensor:
         """(B, L) -> (B, L): out[:, j] = max over k in D(j) of z[:, k], differentiable."""
