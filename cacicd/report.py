@@ -1,0 +1,354 @@
+"""The replication report (tables/<profile>/REPORT.md): regenerated numbers next to the published ones.
+
+Published values: `cacicd/reference/paper_values.csv` (a copy of the spec's table; one row per
+item, level, model, metric with value, sem, unit, source).
+
+Regenerated values: every CSV under tables_dir in the *paper-comparable long format*, i.e. with the
+columns item, level, model, metric, value and optionally sem, unit, and paper_level / paper_model /
+paper_metric (the paper's label a row is compared with, when ours differs, e.g. another device or code
+count). `long_rows` builds such a table from a tidy one. A notebook writes its own with
+`cacicd.figures.save_table(long_df, "paper_<name>", tables_dir)`.
+
+Matching: on (item, level, model, metric) after normalising case, spaces and the micro sign. Units:
+a regenerated ratio compared with a published % is multiplied by 100 (and the reverse).
+
+Flag: |ours − paper| > sqrt(sem_paper² + sem_ours²) when both SEMs are known (and not both 0);
+otherwise |ours − paper| > REL_TOL·|paper| (5 %; for a published 0, an absolute 1e-9), and the row
+says which rule decided. Per-fold rows of the published table are not compared (their means are).
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import logging
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+logger = logging.getLogger(__name__)
+
+REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
+PAPER_VALUES = REFERENCE_DIR / "paper_values.csv"
+PAPER_NOTES = REFERENCE_DIR / "paper_values.md"
+KEY = ("item", "level", "model", "metric")
+LONG_COLUMNS = ("item", "level", "model", "metric", "value", "sem", "unit")
+UNITS = ("%", "ratio", "count", "s", "bool")
+REL_TOL = 0.05
+PACKAGES = ("cacicd", "torch", "numpy", "scipy", "scikit-learn", "pandas", "optuna", "duckdb")
+
+
+# ------------------------------------------------------------------------------------------------
+# loading
+
+def load_paper_values(path: str | Path = PAPER_VALUES) -> pd.DataFrame:
+    """The published values: columns item, level, model, metric, value, sem, unit, source."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"published values not found: {path}")
+    df = pd.read_csv(path, dtype={c: str for c in ("item", "level", "model", "metric", "unit", "source")},
+                     keep_default_na=False, na_values={"value": [""], "sem": [""]})
+    missing = set(LONG_COLUMNS) - set(df.columns)
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {sorted(missing)}")
+    for col in ("value", "sem"):
+        bad = pd.to_numeric(df[col], errors="coerce").isna() & df[col].notna()
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"{path}: non-numeric {col} {df[col].iloc[i]!r} on row {i + 2}")
+        df[col] = pd.to_numeric(df[col])
+    bad_units = sorted(set(df["unit"]) - set(UNITS))
+    if bad_units:
+        raise ValueError(f"{path}: unknown unit(s) {bad_units}; expected one of {UNITS}")
+    return df
+
+
+def long_rows(df: pd.DataFrame, item: str, *, level: str | None = None, model: str | None = None,
+              metric: str | None = None, value: str = "value", sem: str | None = "sem", unit: str = "ratio",
+              **paper_labels: str) -> pd.DataFrame:
+    """A tidy table -> the paper-comparable long format (constants for the columns it lacks).
+
+    level/model/metric: a constant, or None to take the column of that name from df. paper_labels:
+    paper_level/paper_model/paper_metric constants (the paper's label for every row).
+    """
+    out = pd.DataFrame({"item": item}, index=df.index)
+    for col, const in (("level", level), ("model", model), ("metric", metric)):
+        if const is not None:
+            out[col] = const
+        elif col in df.columns:
+            out[col] = df[col].astype(str)
+        else:
+            raise ValueError(f"long_rows({item!r}): no {col!r} column and no constant given")
+    if value not in df.columns:
+        raise ValueError(f"long_rows({item!r}): no value column {value!r} in {list(df.columns)}")
+    out["value"] = pd.to_numeric(df[value], errors="coerce")
+    out["sem"] = pd.to_numeric(df[sem], errors="coerce") if sem and sem in df.columns else np.nan
+    out["unit"] = unit
+    for k, v in paper_labels.items():
+        if k not in ("paper_level", "paper_model", "paper_metric"):
+            raise ValueError(f"long_rows: unknown argument {k!r}")
+        out[k] = v
+    return out.reset_index(drop=True)
+
+
+def read_regenerated(tables_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:
+    """(rows of every paper-comparable CSV under tables_dir, names of the CSVs read); never raises on a bad file."""
+    tables_dir = Path(tables_dir)
+    frames, used = [], []
+    for p in sorted(tables_dir.glob("*.csv")) if tables_dir.exists() else []:
+        try:
+            head = pd.read_csv(p, nrows=0)
+            if not {"item", "level", "model", "metric", "value"} <= set(head.columns):
+                continue
+            df = pd.read_csv(p, dtype={c: str for c in ("item", "level", "model", "metric", "unit", "paper_level",
+                                                        "paper_model", "paper_metric")}, keep_default_na=False,
+                             na_values={"value": ["", "nan", "NaN"], "sem": ["", "nan", "NaN"]})
+        except Exception as exc:  # an unreadable table is reported, not fatal
+            logger.warning("skipping %s: %s", p.name, exc)
+            continue
+        for col in ("sem", "unit", "paper_level", "paper_model", "paper_metric"):
+            if col not in df.columns:
+                df[col] = np.nan if col == "sem" else ""
+        df["value"] = pd.to_numeric(df["value"], errors="coerce")
+        df["sem"] = pd.to_numeric(df["sem"], errors="coerce")
+        df["table"] = p.stem
+        frames.append(df)
+        used.append(p.name)
+    if not frames:
+        return pd.DataFrame(columns=[*LONG_COLUMNS, "paper_level", "paper_model", "paper_metric", "table"]), used
+    return pd.concat(frames, ignore_index=True), used
+
+
+# ------------------------------------------------------------------------------------------------
+# matching and flags
+
+def norm(s) -> str:
+    """A label for matching: case-folded, micro signs unified, spaces collapsed."""
+    s = str(s).replace("\u00b5", "\u03bc").casefold()
+    return re.sub(r"\s+", " ", s).strip()
+
+
+def _keys(df: pd.DataFrame, prefer_paper: bool) -> pd.Series:
+    parts = []
+    for col in KEY:
+        v = df[col].astype(str)
+        alt = f"paper_{col}"
+        if prefer_paper and alt in df.columns:
+            a = df[alt].fillna("").astype(str)
+            v = a.where(a.str.strip() != "", v)
+        parts.append(v.map(norm))
+    return pd.Series(list(zip(*parts)), index=df.index)
+
+
+def convert_units(value: float, sem: float, unit: str, to_unit: str) -> tuple[float, float]:
+    """A (value, sem) pair from `unit` to `to_unit` where it is a ratio <-> % change; unchanged otherwise."""
+    if unit == "ratio" and to_unit == "%":
+        return value * 100, sem * 100
+    if unit == "%" and to_unit == "ratio":
+        return value / 100, sem / 100
+    return value, sem
+
+
+def flag(ours: float, paper: float, sem_ours: float = np.nan, sem_paper: float = np.nan,
+         rel_tol: float = REL_TOL) -> tuple[bool, float, str]:
+    """(differs, tolerance, basis): beyond the combined SEMs when both are known, else beyond rel_tol·|paper|."""
+    diff = abs(ours - paper)
+    if np.isfinite(sem_ours) and np.isfinite(sem_paper) and (sem_ours > 0 or sem_paper > 0):
+        tol = float(np.hypot(sem_ours, sem_paper))
+        return bool(diff > tol), tol, "SEM"
+    tol = rel_tol * abs(paper) if paper != 0 else 1e-9
+    missing = "no SEM" if not (np.isfinite(sem_ours) or np.isfinite(sem_paper)) else (
+        "no paper SEM" if not np.isfinite(sem_paper) else "no SEM of ours" if not np.isfinite(sem_ours) else "SEMs 0")
+    return bool(diff > tol), float(tol), f"{missing}: ±{rel_tol:.0%}"
+
+
+def compare(paper: pd.DataFrame, ours: pd.DataFrame, rel_tol: float = REL_TOL) -> pd.DataFrame:
+    """One row per published value (per-fold items excluded) with the regenerated value when matched.
+
+    Columns: item, level, model, metric, unit, paper, paper_sem, ours, ours_sem, diff, tolerance, basis,
+    status ('agrees' | 'differs' | 'not regenerated' | 'regenerated as NaN'), table.
+    """
+    paper = paper[~paper["item"].str.contains("per-fold", case=False)].copy()
+    ours = ours.copy()
+    ours["_key"] = _keys(ours, prefer_paper=True) if len(ours) else pd.Series(dtype=object)
+    dup = ours["_key"].duplicated(keep="first") if len(ours) else pd.Series(dtype=bool)
+    if dup.any():
+        logger.warning("%d regenerated rows duplicate an earlier key; the first is used", int(dup.sum()))
+    lookup: dict = {}
+    for k, r in zip(ours["_key"], ours.to_dict("records")):
+        lookup.setdefault(k, r)  # first occurrence wins
+    rows = []
+    for rec, key in zip(paper.to_dict("records"), _keys(paper, prefer_paper=False)):
+        row = {c: rec[c] for c in (*KEY, "unit")}
+        row.update(paper=rec["value"], paper_sem=rec["sem"], ours=np.nan, ours_sem=np.nan, diff=np.nan,
+                   tolerance=np.nan, basis="", status="not regenerated", table="")
+        hit = lookup.get(key)
+        if hit is not None:
+            v, s = convert_units(float(hit["value"]), float(hit["sem"]), str(hit.get("unit") or rec["unit"]),
+                                 rec["unit"])
+            row.update(ours=v, ours_sem=s, table=hit.get("table", ""))
+            if np.isfinite(v):
+                differs, tol, basis = flag(v, rec["value"], s, rec["sem"], rel_tol)
+                row.update(diff=v - rec["value"], tolerance=tol, basis=basis,
+                           status="differs" if differs else "agrees")
+            else:
+                row["status"] = "regenerated as NaN"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def unmatched_regenerated(paper: pd.DataFrame, ours: pd.DataFrame) -> pd.DataFrame:
+    """Regenerated rows with no published counterpart (e.g. a label typo, or extra numbers)."""
+    if not len(ours):
+        return ours
+    known = set(_keys(paper, prefer_paper=False))
+    return ours[~_keys(ours, prefer_paper=True).isin(known)]
+
+
+# ------------------------------------------------------------------------------------------------
+# provenance, claims, notes
+
+def package_versions(names: Iterable[str] = PACKAGES) -> dict[str, str]:
+    """Installed version of each distribution ('not installed' where absent)."""
+    out = {}
+    for n in names:
+        try:
+            out[n] = importlib.metadata.version(n)
+        except importlib.metadata.PackageNotFoundError:
+            out[n] = "not installed"
+    return out
+
+
+def read_run_log(tables_dir: str | Path) -> pd.DataFrame:
+    """run_log.json (written by cacicd.runner) as a table: notebook, wall_s, finished, profile, data."""
+    p = Path(tables_dir) / "run_log.json"
+    cols = ["notebook", "wall_s", "finished", "profile", "data"]
+    if not p.exists():
+        return pd.DataFrame(columns=cols)
+    try:
+        log = json.loads(p.read_text())
+    except json.JSONDecodeError as exc:
+        logger.warning("unreadable %s: %s", p, exc)
+        return pd.DataFrame(columns=cols)
+    return pd.DataFrame([{"notebook": k, **{c: v.get(c) for c in cols[1:]}} for k, v in sorted(log.items())],
+                        columns=cols)
+
+
+def claim_counts(claims) -> dict[str, int]:
+    """Counts of claims supported (True), not supported (False) and not checkable (None)."""
+    s = [c.supported for c in claims]
+    return {"reproduced": s.count(True), "not reproduced": s.count(False), "not checkable": s.count(None),
+            "total": len(s)}
+
+
+def parse_disagreements(md: str) -> list[str]:
+    """The numbered items of the section on disagreements between the paper's text and stored outputs."""
+    m = re.search(r"^#+ .*disagree.*$", md, flags=re.MULTILINE | re.IGNORECASE)
+    if not m:
+        return []
+    body = md[m.end():]
+    nxt = re.search(r"^#+ ", body, flags=re.MULTILINE)
+    body = body[:nxt.start()] if nxt else body
+    items: list[str] = []
+    for line in body.splitlines():
+        if re.match(r"^\d+\.\s", line):
+            items.append(re.sub(r"^\d+\.\s+", "", line).strip())
+        elif items and line.startswith(" ") and line.strip():
+            items[-1] += " " + line.strip()
+    return items
+
+
+# ------------------------------------------------------------------------------------------------
+# rendering
+
+def _num(v: float, sem: float = np.nan) -> str:
+    if not np.isfinite(v):
+        return "NaN"
+    s = f"{v:.4g}" if abs(v) < 1e4 else f"{v:,.0f}"
+    return f"{s} ± {sem:.2g}" if np.isfinite(sem) else s
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    esc = [[str(c).replace("|", "\\|") for c in r] for r in rows]
+    return "\n".join(["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+                     + ["| " + " | ".join(r) + " |" for r in esc]) + "\n"
+
+
+def render(comparison: pd.DataFrame, *, synthetic: bool, provenance: Mapping[str, str],
+           versions: Mapping[str, str], run_log: pd.DataFrame, claims=(), disagreements: Iterable[str] = (),
+           tables_read: Iterable[str] = (), unmatched: pd.DataFrame | None = None,
+           figures: Iterable[str] = (), rel_tol: float = REL_TOL) -> str:
+    """REPORT.md: a one-page Markdown report from `compare`'s table and the run's provenance."""
+    c = comparison
+    n_cmp = int(c["status"].isin(["agrees", "differs"]).sum())
+    n_diff = int((c["status"] == "differs").sum())
+    items = list(dict.fromkeys(c["item"]))
+    done = [i for i in items if (c.loc[c["item"] == i, "status"] != "not regenerated").any()]
+    missing = [i for i in items if i not in done]
+    cc = claim_counts(list(claims))
+    L: list[str] = ["# Replication report: Marcou et al. 2024 (cacicd)", ""]
+    if synthetic:
+        L += ["> **Synthetic data.** This run used the embedded synthetic generator, not MIMIC-III. The comparison",
+              "> with the published values below is for **form only**: differences are expected and say nothing",
+              "> about the replication. Run `./run_all.sh --profile paper --data <MIMIC-III OMOP>` for a real one.", ""]
+    L += ["## Summary", "",
+          f"- Published values compared: **{n_cmp}** of {len(c)} (per-fold rows excluded); "
+          f"**{n_cmp - n_diff} agree**, **{n_diff} differ** beyond the tolerance; "
+          f"{len(c) - n_cmp} not regenerated in this run.",
+          f"- Items regenerated: {len(done)} of {len(items)}.",
+          f"- Claims of the paper checked by the notebooks: {cc['total']}: **{cc['reproduced']} reproduced**, "
+          f"**{cc['not reproduced']} not reproduced**, {cc['not checkable']} not checkable with this run.",
+          f"- Flag rule: a value *differs* when |ours − paper| > sqrt(sem_paper² + sem_ours²) (both SEMs known), "
+          f"else when it is beyond ±{rel_tol:.0%} of the published value (the row says which rule). Published "
+          "notebook strings were truncated (means to 5 characters, SEMs to 4).", ""]
+    L += ["## Provenance", ""] + [f"- {k}: {v}" for k, v in provenance.items()]
+    L += ["- packages: " + ", ".join(f"{k} {v}" for k, v in versions.items()), ""]
+    if len(run_log):
+        rows = [[str(r.notebook), f"{r.wall_s:.1f}" if isinstance(r.wall_s, (int, float)) else str(r.wall_s),
+                 str(r.finished)] for r in run_log.itertuples()]
+        total = pd.to_numeric(run_log["wall_s"], errors="coerce").sum()
+        L += ["Wall time per notebook (run_log.json, written by the runner after each notebook; this report's "
+              f"own notebook appears from the next run). Total {total:.0f} s.", "",
+              _md_table(["notebook", "wall time (s)", "finished"], rows)]
+    else:
+        L += ["No run_log.json: wall times unknown (notebooks run outside `run_all.sh`).", ""]
+    claims = list(claims)
+    if claims:
+        L += ["## Claims", ""]
+        L += [f"- {'✅' if cl.supported else '❌' if cl.supported is False else '➖'} §{cl.section} {cl.paper} "
+              f"— *{cl.evidence}*" for cl in claims]
+        L += [""]
+    L += ["## Published vs regenerated", ""]
+    for item in done:
+        sub = c[(c["item"] == item) & (c["status"] != "not regenerated")]
+        n_left = int(((c["item"] == item) & (c["status"] == "not regenerated")).sum())
+        L += [f"### {item}", ""]
+        rows = []
+        for r in sub.itertuples():
+            mark = {"differs": "**differs**", "agrees": "agrees"}.get(r.status, r.status)
+            rows.append([r.level, r.model, r.metric, r.unit, _num(r.paper, r.paper_sem), _num(r.ours, r.ours_sem),
+                         _num(r.diff) if np.isfinite(r.diff) else "", r.basis, mark])
+        L += [_md_table(["level", "model", "metric", "unit", "published", "regenerated", "diff", "rule", "flag"],
+                        rows)]
+        if n_left:
+            L += [f"{n_left} published value(s) of {item} have no regenerated counterpart in this run.", ""]
+    if missing:
+        L += ["## Not regenerated in this run", "",
+              "No regenerated table holds a value of these items (their notebook did not run, failed, or does "
+              "not write paper-comparable rows):", ""]
+        L += [f"- {i} ({int((c['item'] == i).sum())} published values)" for i in missing] + [""]
+    if unmatched is not None and len(unmatched):
+        L += [f"{len(unmatched)} regenerated row(s) match no published value (first 10 shown):", ""]
+        L += [_md_table(["table", "item", "level", "model", "metric"],
+                        [[r.table, r.item, r.level, r.model, r.metric] for r in unmatched.head(10).itertuples()])]
+    dis = list(disagreements)
+    L += ["## Where the paper's text and the authors' stored outputs disagree", ""]
+    L += [f"{i}. {d}" for i, d in enumerate(dis, 1)] if dis else ["(list not found)"]
+    L += [""]
+    tr, figs = list(tables_read), list(figures)
+    L += ["## Files", "", f"- Paper-comparable tables read: {', '.join(tr) if tr else 'none'}."]
+    if figs:
+        L += [f"- Figures of this run: {', '.join(figs)}."]
+    return "\n".join(L) + "\n"

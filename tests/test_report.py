@@ -1,0 +1,157 @@
+"""Replication report: loading, matching, flags and rendering on small hand-made tables."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cacicd import report
+from cacicd.claims import Claim, save_claims
+
+PAPER_CSV = """item,level,model,metric,value,sem,unit,source
+Table S7,chapter,NDCG-tuned naive multitask,NDCG,92.33,0.08,%,cell 92
+Table S7,chapter,NDCG-tuned naive multitask,RE@25,0.404,0.008,count,cell 92
+Table S7 per-fold,chapter,NDCG-tuned naive multitask [fold 0],NDCG,0.924,,ratio,cell 92
+Table S4,billing (cherry-picked codes),μF1-tuned all codes,μF1,31.39,0.05,%,cell 84
+Table 1,all,MIMIC-III,unique codes,9336,,count,paper text
+Section 3.6.2,all,T4 GPU batch 1024 (NDCG-tuned naive multitask),runtime_s,1.92,0.19,s,paper text
+Fig 6,billing,NDCG-tuned naive multitask (all codes),Recall@30,0.570452,,ratio,cell 71
+"""
+
+
+@pytest.fixture
+def paper(tmp_path):
+    (tmp_path / "ref").mkdir()
+    p = tmp_path / "ref" / "paper_values.csv"
+    p.write_text(PAPER_CSV)
+    return report.load_paper_values(p)
+
+
+def test_shipped_reference_is_the_spec():
+    df = report.load_paper_values()
+    assert len(df) == 1039 and not df.duplicated(list(report.KEY)).any()
+    spec = Path(__file__).resolve().parents[2] / "shared" / "spec" / "paper_values.csv"
+    if spec.exists():
+        assert spec.read_bytes() == report.PAPER_VALUES.read_bytes()
+    assert len(report.parse_disagreements(report.PAPER_NOTES.read_text())) == 5
+
+
+def test_load_errors(tmp_path):
+    p = tmp_path / "bad.csv"
+    p.write_text("item,level,model,metric,value,sem,unit,source\nT,a,b,c,abc,,%,x\n")
+    with pytest.raises(ValueError, match="non-numeric value 'abc' on row 2"):
+        report.load_paper_values(p)
+    p.write_text("item,level,model,metric,value,sem,unit,source\nT,a,b,c,1,,furlong,x\n")
+    with pytest.raises(ValueError, match="furlong"):
+        report.load_paper_values(p)
+    with pytest.raises(FileNotFoundError, match="nope.csv"):
+        report.load_paper_values(tmp_path / "nope.csv")
+
+
+def test_flag_rules():
+    # both SEMs: combined 0.05 (3-4-5), a difference of 0.049 agrees, 0.051 differs
+    assert report.flag(1.049, 1.0, 0.03, 0.04)[:2] == (False, pytest.approx(0.05))
+    assert report.flag(1.051, 1.0, 0.03, 0.04)[0] is True
+    assert report.flag(1.051, 1.0, 0.03, 0.04)[2] == "SEM"
+    # a SEM missing: relative tolerance of 5 %
+    d, tol, basis = report.flag(104.0, 100.0, np.nan, 0.01)
+    assert (d, tol) == (False, pytest.approx(5.0)) and "no SEM of ours" in basis
+    assert report.flag(106.0, 100.0)[0] is True and "no SEM" in report.flag(106.0, 100.0)[2]
+    assert report.flag(0.0, 0.0)[0] is False and report.flag(0.1, 0.0)[0] is True
+
+
+def test_compare_matches_converts_and_flags(paper):
+    ours = pd.DataFrame([
+        # ratio vs %: 0.9240 -> 92.40, diff 0.07 < hypot(0.08, 0.001*100=0.1) -> agrees
+        {"item": "Table S7", "level": "Chapter", "model": "NDCG-tuned  naive multitask", "metric": "ndcg",
+         "value": 0.9240, "sem": 0.001, "unit": "ratio"},
+        # beyond the combined SEMs
+        {"item": "Table S7", "level": "chapter", "model": "NDCG-tuned naive multitask", "metric": "RE@25",
+         "value": 0.5, "sem": 0.01, "unit": "count"},
+        # micro sign (U+00B5) vs Greek mu (U+03BC); no SEM of ours -> 5 % rule: 31.39*0.05 = 1.57
+        {"item": "Table S4", "level": "billing (cherry-picked codes)", "model": "\u00b5F1-tuned all codes",
+         "metric": "\u00b5F1", "value": 30.0, "sem": np.nan, "unit": "%"},
+        # matched through paper_model: another device than the paper's
+        {"item": "Section 3.6.2", "level": "all", "model": "Intel CPU batch 1024", "metric": "runtime_s",
+         "value": 30.0, "sem": 1.0, "unit": "s", "paper_model": "T4 GPU batch 1024 (NDCG-tuned naive multitask)"},
+        {"item": "Fig 6", "level": "billing", "model": "NDCG-tuned naive multitask (all codes)", "metric": "Recall@30",
+         "value": np.nan, "sem": np.nan, "unit": "ratio"},
+        {"item": "Table S99", "level": "x", "model": "y", "metric": "z", "value": 1.0, "sem": np.nan, "unit": "%"},
+    ])
+    ours["table"] = "t"
+    c = report.compare(paper, ours).set_index(["item", "metric"])
+    assert ("Table S7 per-fold", "NDCG") not in c.index  # per-fold rows are not compared
+    assert c.loc[("Table S7", "NDCG"), "ours"] == pytest.approx(92.40)
+    assert c.loc[("Table S7", "NDCG"), "ours_sem"] == pytest.approx(0.1)
+    assert c.loc[("Table S7", "NDCG"), "status"] == "agrees"
+    assert c.loc[("Table S7", "RE@25"), "status"] == "differs"
+    assert c.loc[("Table S7", "RE@25"), "diff"] == pytest.approx(0.096)
+    assert c.loc[("Table S4", "μF1"), "status"] == "agrees"
+    assert "5%" in c.loc[("Table S4", "μF1"), "basis"]
+    assert c.loc[("Section 3.6.2", "runtime_s"), "status"] == "differs"
+    assert c.loc[("Fig 6", "Recall@30"), "status"] == "regenerated as NaN"
+    assert c.loc[("Table 1", "unique codes"), "status"] == "not regenerated"
+    un = report.unmatched_regenerated(paper, ours)
+    assert list(un["item"]) == ["Table S99"]
+
+
+def test_long_rows_and_read_regenerated(tmp_path, paper):
+    tidy = pd.DataFrame({"level": ["chapter"], "metric": ["NDCG"], "mean": [0.9233], "sem": [0.0008]})
+    long = report.long_rows(tidy, "Table S7", model="NDCG-tuned naive multitask", value="mean", unit="ratio")
+    assert list(long.columns) == ["item", "level", "model", "metric", "value", "sem", "unit"]
+    with pytest.raises(ValueError, match="no 'model' column"):
+        report.long_rows(tidy, "Table S7", value="mean")
+    long.to_csv(tmp_path / "paper_s7.csv", index=False)
+    pd.DataFrame({"a": [1]}).to_csv(tmp_path / "other.csv", index=False)  # not paper-comparable: ignored
+    (tmp_path / "broken.csv").write_bytes(b"\xff\xfe\x00garbage\n\"unterminated")
+    ours, used = report.read_regenerated(tmp_path)
+    assert used == ["paper_s7.csv"] and ours["table"].tolist() == ["paper_s7"]
+    c = report.compare(paper, ours)
+    row = c[(c["item"] == "Table S7") & (c["metric"] == "NDCG")].iloc[0]
+    assert row["status"] == "agrees" and row["ours"] == pytest.approx(92.33)
+    empty, used = report.read_regenerated(tmp_path / "absent")
+    assert used == [] and len(empty) == 0
+    assert (report.compare(paper, empty)["status"] == "not regenerated").all()
+
+
+def test_run_log_claims_and_render(tmp_path, paper):
+    (tmp_path / "run_log.json").write_text(json.dumps({"00_data": {"key": "k", "wall_s": 12.5, "finished": "t",
+                                                                   "profile": "smoke", "data": "synthetic"}}))
+    log = report.read_run_log(tmp_path)
+    assert log.loc[0, "notebook"] == "00_data" and log.loc[0, "wall_s"] == 12.5
+    assert len(report.read_run_log(tmp_path / "none")) == 0
+    save_claims([Claim("3.6", "a", "gain at K=30", True, "5 points"),
+                 Claim("3.6", "b", "adaptive threshold wins", False, "−1 point"),
+                 Claim("3.6", "c", "x", None, "one fold")], "06_summary", tmp_path)
+    from cacicd.claims import load_claims
+
+    claims = load_claims(tmp_path)
+    assert report.claim_counts(claims) == {"reproduced": 1, "not reproduced": 1, "not checkable": 1, "total": 3}
+    ours = report.long_rows(pd.DataFrame({"metric": ["NDCG"], "value": [0.5]}), "Table S7", level="chapter",
+                            model="NDCG-tuned naive multitask")
+    ours["table"] = "paper_s7"
+    c = report.compare(paper, ours)
+    md = report.render(c, synthetic=True, provenance={"data": "synthetic (hash abc)", "profile": "smoke"},
+                       versions={"numpy": "2.0"}, run_log=log, claims=claims,
+                       disagreements=["one", "two"], tables_read=["paper_s7.csv"])
+    assert md.index("Synthetic data") < md.index("## Summary")
+    assert "for **form only**" in md
+    assert "**1 reproduced**, **1 not reproduced**, 1 not checkable" in md
+    assert "Published values compared: **1** of 6" in md and "**0 agree**, **1 differ**" in md
+    assert "| chapter | NDCG-tuned naive multitask | NDCG | % | 92.33 ± 0.08 | 50 | -42.33 |" in md
+    assert "1 published value(s) of Table S7 have no regenerated counterpart" in md
+    assert "## Not regenerated in this run" in md and "- Table 1 (1 published values)" in md
+    assert "| 00_data | 12.5 | t |" in md and "1. one\n2. two" in md
+    md_real = report.render(c, synthetic=False, provenance={}, versions={}, run_log=log.iloc[:0])
+    assert "Synthetic data" not in md_real and "No run_log.json" in md_real
+
+
+def test_parse_disagreements_and_versions():
+    md = "# T\n## Where they disagree\nintro\n1. first\n   continued\n2. second\n## Next\n3. not this\n"
+    assert report.parse_disagreements(md) == ["first continued", "second"]
+    assert report.parse_disagreements("# nothing") == []
+    v = report.package_versions(["numpy", "surely-not-a-package-xyz"])
+    assert v["numpy"] == np.__version__ and v["surely-not-a-package-xyz"] == "not installed"
