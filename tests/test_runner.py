@@ -1,0 +1,103 @@
+"""run_all's stale-work skipping: input keys and reruns, with `execute` faked (no notebook runs)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cacicd import runner
+
+
+@pytest.fixture
+def fake_repo(tmp_path, monkeypatch):
+    """A repository with two tiny notebooks and a one-file library; `execute` records what it ran."""
+    root = tmp_path / "repo"
+    (root / "notebooks").mkdir(parents=True)
+    (root / "cacicd").mkdir()
+    (root / "cacicd" / "lib.py").write_text("x = 1\n")
+    for name in ("00_a", "01_b"):
+        (root / "notebooks" / f"{name}.py").write_text(f"# %%\nprint('{name}')\n")
+    monkeypatch.setattr(runner, "ROOT", root)
+    monkeypatch.setattr(runner, "NOTEBOOK_DIR", root / "notebooks")
+    ran: list[str] = []
+
+    def fake_execute(name, dirs, params, kernel="python3"):
+        ran.append(name)
+        (dirs.notebooks / f"{name}.ipynb").write_text("{}")
+
+    monkeypatch.setattr(runner, "execute", fake_execute)
+    return root, ran, tmp_path / "out"
+
+
+def test_input_key_changes_only_with_its_inputs(fake_repo):
+    root, _, _ = fake_repo
+    k = runner.input_key("00_a", "smoke", "synthetic", [])
+    assert runner.input_key("00_a", "smoke", "synthetic", []) == k  # deterministic
+    assert runner.input_key("00_a", "default", "synthetic", []) != k  # profile
+    assert runner.input_key("00_a", "smoke", "synthetic", ["up"]) != k  # upstream keys
+    assert runner.input_key("00_a", "smoke", str(root / "notebooks"), []) != k  # data source
+    (root / "notebooks" / "01_b.py").write_text("# %%\nprint('changed')\n")  # another notebook: no effect
+    assert runner.input_key("00_a", "smoke", "synthetic", []) == k
+    (root / "notebooks" / "00_a.py").write_text("# %%\nprint('changed')\n")  # its own source
+    k2 = runner.input_key("00_a", "smoke", "synthetic", [])
+    assert k2 != k
+    (root / "cacicd" / "lib.py").write_text("x = 2\n")  # the library
+    assert runner.input_key("00_a", "smoke", "synthetic", []) != k2
+
+
+def test_reruns_only_stale_notebooks(fake_repo, capsys):
+    root, ran, out = fake_repo
+    assert runner.run_all("smoke", out=str(out)) == 0
+    assert ran == ["00_a", "01_b"]
+    log = json.loads((out / "tables" / "run_log.json").read_text())
+    assert set(log) == {"00_a", "01_b"} and all("wall_s" in v and "key" in v for v in log.values())
+    ran.clear()
+    assert runner.run_all("smoke", out=str(out)) == 0
+    assert ran == [] and "up to date, skipped" in capsys.readouterr().out
+    (root / "notebooks" / "01_b.py").write_text("# %%\nprint('edited')\n")
+    runner.run_all("smoke", out=str(out))
+    assert ran == ["01_b"]  # the upstream notebook is untouched
+    ran.clear()
+    (root / "notebooks" / "00_a.py").write_text("# %%\nprint('edited')\n")
+    runner.run_all("smoke", out=str(out))
+    assert ran == ["00_a", "01_b"]  # a changed upstream key reruns what follows
+    ran.clear()
+    runner.run_all("smoke", out=str(out), force=True)
+    assert ran == ["00_a", "01_b"]
+    ran.clear()
+    runner.run_all("default", out=str(out))  # another profile: stale
+    assert ran == ["00_a", "01_b"]
+    ran.clear()
+    runner.run_all("default", out=str(out), only=["01_b"], force=True)
+    assert ran == ["01_b"]
+
+
+def test_missing_output_reruns(fake_repo):
+    _, ran, out = fake_repo
+    runner.run_all("smoke", out=str(out))
+    ran.clear()
+    (out / "notebooks" / "00_a.ipynb").unlink()
+    runner.run_all("smoke", out=str(out))
+    assert ran == ["00_a"]
+
+
+def test_unknown_only_names_a_clear_error(fake_repo, capsys):
+    _, ran, out = fake_repo
+    assert runner.run_all("smoke", out=str(out), only=["99_nope", "00_a"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown notebook(s) 99_nope" in err and "known: 00_a, 01_b" in err
+    assert ran == []
+    assert runner.main(["--profile", "bogus"]) == 2
+    assert "unknown profile 'bogus'" in capsys.readouterr().err
+
+
+def test_failure_stops_the_run(fake_repo, monkeypatch, capsys):
+    _, ran, out = fake_repo
+
+    def failing(name, dirs, params, kernel="python3"):
+        ran.append(name)
+        raise RuntimeError("cell 3 exploded")
+
+    monkeypatch.setattr(runner, "execute", failing)
+    assert runner.run_all("smoke", out=str(out)) == 1
+    assert ran == ["00_a"] and "cell 3 exploded" in capsys.readouterr().err
