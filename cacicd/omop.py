@@ -56,6 +56,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from tqdm.auto import tqdm
 
 from . import icd9
 from .dataset import Dataset
@@ -357,7 +358,8 @@ def register_folder(con: duckdb.DuckDBPyConnection, folder: str | Path) -> dict[
     if missing:
         raise DataError(f"{folder}: missing table(s) {', '.join(missing)} "
                         f"(looked for <table>{'|'.join(SUFFIXES)}; found {', '.join(sorted(files)) or 'none'})")
-    for table, path in files.items():
+    big = sum(p.stat().st_size for p in files.values()) > 50e6
+    for table, path in tqdm(files.items(), desc="reading OMOP tables", disable=not big, leave=False):
         n = register_file(con, path, table, SCHEMA[table])
         if n == 0 and table in REQUIRED_TABLES + ("concept", "concept_ancestor"):
             raise DataError(f"{path}: table {table} is empty (0 rows)")
@@ -377,19 +379,20 @@ def classify_icd(codes: Sequence, vocabularies: Sequence, visits: Sequence) -> t
     n = len(codes)
     kind = np.empty(n, dtype=object)
     ambiguous = np.zeros(n, dtype=bool)
+    memo: dict = {}
     for i, (c, v) in enumerate(zip(codes, vocabularies)):
-        v = None if v is None or (isinstance(v, float) and np.isnan(v)) or str(v) in ("", "None") else str(v)
-        if c is None or (isinstance(c, float) and np.isnan(c)) or c == "":
-            kind[i] = "missing"
-        elif v is not None:
-            kind[i] = "icd9" if v in ICD9_VOCABS else "icd10" if v in ICD10_VOCABS else "other"
-        else:
-            s9, s10 = bool(ICD9_SHAPE.match(c)), bool(ICD10_SHAPE.match(c))
-            if s9 and s10:
-                ambiguous[i] = True
-                kind[i] = None
+        v = None if _isnull(v) or str(v) in ("", "None") else str(v)
+        c = None if _isnull(c) or c == "" else c
+        if (c, v) not in memo:
+            if c is None:
+                memo[c, v] = "missing"
+            elif v is not None:
+                memo[c, v] = "icd9" if v in ICD9_VOCABS else "icd10" if v in ICD10_VOCABS else "other"
             else:
-                kind[i] = "icd9" if s9 else "icd10" if s10 else "other"
+                s9, s10 = bool(ICD9_SHAPE.match(c)), bool(ICD10_SHAPE.match(c))
+                memo[c, v] = None if s9 and s10 else "icd9" if s9 else "icd10" if s10 else "other"
+        kind[i] = memo[c, v]
+        ambiguous[i] = kind[i] is None
     if ambiguous.any():
         visits = np.asarray(visits)
         vis9 = set(visits[kind == "icd9"].tolist())
@@ -552,7 +555,8 @@ def code_pairs(visits: np.ndarray, codes: np.ndarray, vocabularies: np.ndarray, 
     n_rows = np.asarray(n_rows, dtype=np.int64)
     kind, amb = classify_icd(codes, vocabularies, visits)
     is9 = kind == "icd9"
-    known = np.array([icd9.is_known(c) if k else False for c, k in zip(codes, is9)], dtype=bool)
+    known_code = {c: icd9.is_known(c) for c in set(codes[is9].tolist())}
+    known = np.array([known_code[c] if k else False for c, k in zip(codes, is9)], dtype=bool)
     unknown = sorted(set(codes[is9 & ~known].tolist()))
     report.update({
         "condition_rows_icd9": int(n_rows[is9].sum()),
@@ -570,7 +574,8 @@ def code_pairs(visits: np.ndarray, codes: np.ndarray, vocabularies: np.ndarray, 
     if unknown:
         log.warning("%d distinct code(s) unknown to ICD-9-CM dropped: %s", len(unknown), ", ".join(unknown[:10]))
     keep = is9 & known
-    kept_codes = np.array([icd9.normalize(c) for c in codes[keep]], dtype=object)
+    norm = {c: icd9.normalize(c) for c in known_code}
+    kept_codes = np.array([norm[c] for c in codes[keep]], dtype=object)
     return visits[keep], kept_codes
 
 
