@@ -21,7 +21,7 @@ Conventions (spec section 5 and, where it is silent, our choice):
   A 0/0 precision, recall or F1 counts as 0 (sklearn `zero_division=0`). Macro averages over
   labels with >= 1 positive, "samples" over samples with >= 1 positive.
 * Calibration: every (sample, label) pair is a two-class prediction with predicted class
-  `p > 0.5` and confidence max(p, 1 - p); pairs are sorted by (confidence, correct) and cut into
+  `p > 0.5` and confidence max(p, 1 - p) (in the scores' dtype); pairs are sorted by (confidence, correct) and cut into
   `n_bins` equal-mass bins exactly as `np.array_split` would cut them.
 * Median ranks (Fig 1b, S6) use the rank of every (stay, code) pair among the stay's codes with
   ties sharing the worst rank of their group (scipy `rankdata(-s, method="max")`).
@@ -372,7 +372,7 @@ def _label_areas(t: sp.csr_matrix, s: np.ndarray) -> tuple[np.ndarray, np.ndarra
     tc.sort_indices()
     cols = np.repeat(np.arange(L), np.diff(tc.indptr))
     seg, v, pos_gt, pos_ge = _sorted_pos(cols, s[tc.indices, cols])
-    st = np.ascontiguousarray(s.T)
+    st = np.array(s.T, order="C")  # always a copy: sorted in place below
     st.sort(axis=1)
     ip = tc.indptr
     lo = np.empty(len(v), dtype=np.int64)
@@ -566,6 +566,8 @@ def _within(a: np.ndarray, r: np.ndarray, k: int) -> np.ndarray:
 def _count_within(b: np.ndarray, a: np.ndarray, r: np.ndarray) -> np.ndarray:
     """(m,) points of sorted `b` with |b_j - a_i| <= r_i, compared exactly (not a_i +- r_i, which rounds)."""
     nb = len(b)
+    if nb == 0:
+        return np.zeros(len(a), dtype=np.int64)
     hi = np.searchsorted(b, a + r, side="right")
     lo = np.searchsorted(b, a - r, side="left")
     while True:  # a +- r may be off by an ulp: move each bound until the exact test holds
