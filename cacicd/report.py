@@ -352,3 +352,100 @@ def render(comparison: pd.DataFrame, *, synthetic: bool, provenance: Mapping[str
     if figs:
         L += [f"- Figures of this run: {', '.join(figs)}."]
     return "\n".join(L) + "\n"
+
+
+# ------------------------------------------------------------------------------------------------
+# builders of paper-comparable rows (used by the summary notebooks)
+
+EXPERIMENT_LABELS: dict[str, str] = {
+    "dummy": "dummy (training-set frequency)",
+    "naive_ndcg": "NDCG-tuned naive multitask",
+    "naive_f1_micro": "μF1-tuned naive multitask",
+    "naive_f1_macro": "macro-F1-tuned naive multitask",
+    "naive_auprc_micro": "μAUPRC-tuned naive multitask",
+    "naive_auprc_macro": "macro-AUPRC-tuned naive multitask",
+    "naive_auroc_micro": "μAUROC-tuned naive multitask",
+    "naive_auroc_macro": "macro-AUROC-tuned naive multitask",
+    "cherry_f1_micro": "μF1-tuned cherry-picked (Hansen-like)",
+}
+# Table S7: ranking metrics of the NDCG-tuned model; Table S8: each soft-classification metric from the
+# model tuned on it. (our metric name, paper metric name, paper unit)
+TABLE_S7 = {"naive_ndcg": [("ndcg", "NDCG", "%"), ("ndcg@15", "NDCG@15", "%")]
+            + [(f"re@{r}", f"RE@{r}", "count") for r in (25, 50, 75, 100)]}
+TABLE_S8 = {"naive_auroc_micro": [("auroc_micro", "micro AUROC", "%")],
+            "naive_auroc_macro": [("auroc_macro", "macro AUROC", "%")],
+            "naive_auprc_micro": [("auprc_micro", "micro AUPRC", "%")],
+            "naive_auprc_macro": [("auprc_macro", "macro AUPRC", "%")]}
+# Table S10: the paper's four columns; units/dropout are those of the first hidden layer
+TABLE_S10 = (("batchnorm", "batch normalization", "bool"), ("num_layers", "number of layers", "count"),
+             ("units_0", "number of units", "count"), ("dropout_0", "dropout rate", "ratio"))
+
+
+def top_frequent_mask(counts: np.ndarray, mask: np.ndarray, n: int = 50) -> np.ndarray:
+    """(L,) bool: the n most frequent codes among `mask` (counts (L,); ties broken by column order)."""
+    counts, mask = np.asarray(counts), np.asarray(mask, dtype=bool)
+    if counts.shape != mask.shape:
+        raise ValueError(f"counts have shape {counts.shape} but the mask {mask.shape}")
+    cols = np.flatnonzero(mask)
+    keep = cols[np.argsort(-counts[cols], kind="stable")[:n]]
+    out = np.zeros_like(mask)
+    out[keep] = True
+    return out
+
+
+def frequent_mask(counts: np.ndarray, n_stays: int, min_fraction: float = 0.01) -> np.ndarray:
+    """(L,) bool: codes present in at least min_fraction of the stays (Table S6: ≥ 1 %)."""
+    if n_stays < 1:
+        raise ValueError(f"n_stays must be >= 1, got {n_stays}")
+    return np.asarray(counts) >= min_fraction * n_stays
+
+
+def metric_table_rows(summary: pd.DataFrame, item: str, spec: Mapping[str, list[tuple[str, str, str]]],
+                      levels: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """Paper-comparable rows of a per-level metrics table (Tables S7, S8) from a fold summary.
+
+    summary: columns experiment, level, metric, mean, sem (ratios, as cacicd.metrics gives them);
+    spec: experiment -> [(metric, paper metric, paper unit)]; levels: our level -> paper level (default: same).
+    """
+    _need = {"experiment", "level", "metric", "mean", "sem"}
+    if missing := _need - set(summary.columns):
+        raise ValueError(f"{item}: summary lacks column(s) {sorted(missing)}")
+    rows = []
+    for exp, metrics in spec.items():
+        for ours, paper_metric, unit in metrics:
+            sub = summary[(summary["experiment"] == exp) & (summary["metric"] == ours)]
+            for r in sub.itertuples():
+                if levels is not None and r.level not in levels:
+                    continue
+                scale = 100.0 if unit == "%" else 1.0
+                rows.append({"item": item, "level": levels[r.level] if levels else r.level,
+                             "model": EXPERIMENT_LABELS.get(exp, exp), "metric": paper_metric,
+                             "value": r.mean * scale, "sem": r.sem * scale, "unit": unit})
+    return pd.DataFrame(rows, columns=list(LONG_COLUMNS))
+
+
+def hyperparameter_table(results: Iterable[tuple[str, int, Mapping]]) -> pd.DataFrame:
+    """Tidy best hyperparameters: columns experiment, fold, parameter, value (from (experiment, fold, params))."""
+    rows = []
+    for exp, fold, params in results:
+        flat = {}
+        for k, v in (params or {}).items():  # composites hold one dict per part
+            if isinstance(v, Mapping):
+                flat.update({f"{k}.{kk}": vv for kk, vv in v.items()})
+            else:
+                flat[k] = v
+        rows += [{"experiment": exp, "fold": int(fold), "parameter": k, "value": v} for k, v in sorted(flat.items())]
+    return pd.DataFrame(rows, columns=["experiment", "fold", "parameter", "value"])
+
+
+def table_s10_rows(hp: pd.DataFrame) -> pd.DataFrame:
+    """Paper-comparable Table S10 rows (model '<label> [fold k]') from `hyperparameter_table`."""
+    rows = []
+    for r in hp.itertuples():
+        for ours, paper_metric, unit in TABLE_S10:
+            if r.parameter == ours:
+                v = float(r.value) if not isinstance(r.value, str) else float(r.value.lower() in ("true", "1"))
+                rows.append({"item": "Table S10", "level": "all",
+                             "model": f"{EXPERIMENT_LABELS.get(r.experiment, r.experiment)} [fold {r.fold}]",
+                             "metric": paper_metric, "value": v, "sem": np.nan, "unit": unit})
+    return pd.DataFrame(rows, columns=list(LONG_COLUMNS))

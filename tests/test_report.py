@@ -155,3 +155,50 @@ def test_parse_disagreements_and_versions():
     assert report.parse_disagreements("# nothing") == []
     v = report.package_versions(["numpy", "surely-not-a-package-xyz"])
     assert v["numpy"] == np.__version__ and v["surely-not-a-package-xyz"] == "not installed"
+
+
+def test_top_frequent_and_frequent_masks():
+    counts = np.array([5, 9, 1, 9, 7, 3])
+    mask = np.array([True, True, True, False, True, True])
+    got = report.top_frequent_mask(counts, mask, n=3)
+    assert got.tolist() == [True, True, False, False, True, False]  # 9, 7, 5 among the masked
+    assert report.top_frequent_mask(counts, mask, n=50).sum() == 5
+    assert report.frequent_mask(counts, n_stays=500, min_fraction=0.01).tolist() == [True, True, False, True, True,
+                                                                                      False]
+    with pytest.raises(ValueError, match="shape"):
+        report.top_frequent_mask(counts, mask[:3])
+
+
+def test_metric_table_rows_scale_and_labels(paper):
+    summ = pd.DataFrame({"experiment": ["naive_ndcg", "naive_ndcg", "naive_ndcg", "naive_auroc_micro"],
+                         "level": ["chapter", "chapter", "5digit", "chapter"],
+                         "metric": ["ndcg", "re@25", "ndcg", "auroc_micro"],
+                         "mean": [0.9233, 0.41, 0.5, 0.89], "sem": [0.0008, 0.01, 0.1, 0.001]})
+    rows = report.metric_table_rows(summ, "Table S7", report.TABLE_S7, levels={"chapter": "chapter"})
+    assert rows[["metric", "value", "unit"]].values.tolist() == [["NDCG", pytest.approx(92.33), "%"],
+                                                                 ["RE@25", pytest.approx(0.41), "count"]]
+    c = report.compare(paper, rows.assign(table="x"))
+    assert set(c.loc[c["status"] != "not regenerated", "metric"]) == {"NDCG", "RE@25"}
+    s8 = report.metric_table_rows(summ, "Table S8", report.TABLE_S8)
+    assert s8[["model", "metric"]].values.tolist() == [["μAUROC-tuned naive multitask", "micro AUROC"]]
+    with pytest.raises(ValueError, match="lacks column"):
+        report.metric_table_rows(summ.drop(columns="sem"), "Table S7", report.TABLE_S7)
+
+
+def test_hyperparameter_tables():
+    hp = report.hyperparameter_table([
+        ("naive_auroc_macro", 0, {"num_layers": 3, "units_0": 3840, "dropout_0": 0.72, "units_1": 256,
+                                  "dropout_1": 0.1, "batchnorm": True}),
+        ("per_level_ndcg", 1, {"level_chapter_ndcg": {"num_layers": 1}}),
+    ])
+    assert len(hp) == 7 and "level_chapter_ndcg.num_layers" in set(hp.parameter)
+    s10 = report.table_s10_rows(hp)
+    got = {(r.model, r.metric): r.value for r in s10.itertuples()}
+    assert got == {("macro-AUROC-tuned naive multitask [fold 0]", "batch normalization"): 1.0,
+                   ("macro-AUROC-tuned naive multitask [fold 0]", "number of layers"): 3.0,
+                   ("macro-AUROC-tuned naive multitask [fold 0]", "number of units"): 3840.0,
+                   ("macro-AUROC-tuned naive multitask [fold 0]", "dropout rate"): 0.72}
+    paper = report.load_paper_values()
+    c = report.compare(paper, s10.assign(table="s10"))
+    hit = c[(c["item"] == "Table S10") & (c["status"] != "not regenerated")]
+    assert len(hit) == 4 and (hit["status"] == "agrees").all()  # dropout .72 vs .719302: within 5 %
