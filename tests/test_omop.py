@@ -264,3 +264,14 @@ def test_describe_against_a_loop(tiny_omop):
     assert z["stays"].is_monotonic_decreasing and len(z) == len(ds.codes)
     rep = d["report"].set_index("item")["value"]
     assert rep["stay_types.newborn"] == "1" and rep["codes_unknown_icd9_list"] == "99999"
+
+
+def test_load_data_synthetic(tmp_path):
+    pytest.importorskip("cacicd.synthetic")
+    prof = get_profile("smoke").replace(n_stays=300)
+    ds = data.load_data("synthetic", prof, tmp_path)
+    assert ds.n_stays == 300 and ds.source == "synthetic:n300-s0"
+    assert ds.features[2].startswith("rxnorm:") and ds.report["ingredients"] > 0 and len(ds.codes) > 0
+    assert (tmp_path / "synthetic").is_dir() and list((tmp_path / "omop").glob("*/meta.json"))
+    again = data.load_data("synthetic", prof, tmp_path)
+    assert again.content_hash() == ds.content_hash()
