@@ -93,12 +93,40 @@ def long_rows(df: pd.DataFrame, item: str, *, level: str | None = None, model: s
     return out.reset_index(drop=True)
 
 
+def _table1(df: pd.DataFrame) -> pd.DataFrame:
+    cols = {"icd9cm": "ICD9-CM (full classification)", "dataset": "MIMIC-III", "cherry_picked": "cherry-picked subset"}
+    parts = [long_rows(df, "Table 1", model=("dataset (this run)" if c == "dataset" else label), metric="unique codes",
+                       value=c, sem=None, unit="count", **({"paper_model": label} if c == "dataset" else {}))
+             for c, label in cols.items()]
+    return pd.concat(parts, ignore_index=True)
+
+
+def _table2(df: pd.DataFrame) -> pd.DataFrame:
+    stats = {"min": "min", "max": "max", "median": "median", "mean": "mean", "sd": "SD"}
+    return pd.concat([long_rows(df, "Table 2", model="complete code set (this run)", metric=f"codes per stay {name}",
+                                value=c, sem=None, unit="count", paper_model="MIMIC-III (complete code set)")
+                      for c, name in stats.items()], ignore_index=True)
+
+
+# Tables written by notebooks in their own shape, turned into paper-comparable rows here (CSV stem -> adapter).
+ADAPTERS = {"table1_unique_codes": _table1, "table2_codes_per_stay": _table2}
+
+
 def read_regenerated(tables_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:
     """(rows of every paper-comparable CSV under tables_dir, names of the CSVs read); never raises on a bad file."""
     tables_dir = Path(tables_dir)
     frames, used = [], []
     for p in sorted(tables_dir.glob("*.csv")) if tables_dir.exists() else []:
         try:
+            if p.stem in ADAPTERS:
+                df = ADAPTERS[p.stem](pd.read_csv(p))
+                df["value"] = df["value"].astype(float)
+                for col in ("paper_level", "paper_model", "paper_metric"):
+                    df[col] = df[col].fillna("").astype(str) if col in df.columns else ""
+                df["table"] = p.stem
+                frames.append(df)
+                used.append(p.name)
+                continue
             head = pd.read_csv(p, nrows=0)
             if not {"item", "level", "model", "metric", "value"} <= set(head.columns):
                 continue

@@ -202,3 +202,19 @@ def test_hyperparameter_tables():
     c = report.compare(paper, s10.assign(table="s10"))
     hit = c[(c["item"] == "Table S10") & (c["status"] != "not regenerated")]
     assert len(hit) == 4 and (hit["status"] == "agrees").all()  # dropout .72 vs .719302: within 5 %
+
+
+def test_adapters_for_data_tables(tmp_path):
+    pd.DataFrame({"level": ["chapter", "all"], "icd9cm": [19, 17726], "dataset": [19, 9000],
+                  "cherry_picked": [16, 1234]}).to_csv(tmp_path / "table1_unique_codes.csv", index=False)
+    pd.DataFrame({"level": ["chapter"], "min": [0.0], "max": [16.0], "median": [6.0], "mean": [5.77],
+                  "sd": [2.97]}).to_csv(tmp_path / "table2_codes_per_stay.csv", index=False)
+    ours, used = report.read_regenerated(tmp_path)
+    assert used == ["table1_unique_codes.csv", "table2_codes_per_stay.csv"]
+    c = report.compare(report.load_paper_values(), ours)
+    t1 = c[(c["item"] == "Table 1") & (c["status"] != "not regenerated")].set_index(["level", "model"])
+    assert len(t1) == 6
+    assert t1.loc[("all", "MIMIC-III"), "ours"] == 9000 and t1.loc[("all", "MIMIC-III"), "status"] == "agrees"
+    assert t1.loc[("all", "cherry-picked subset"), "status"] == "agrees"
+    t2 = c[(c["item"] == "Table 2") & (c["status"] != "not regenerated")]
+    assert len(t2) == 5 and (t2["status"] == "agrees").all()

@@ -1,0 +1,96 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 08 · Replication report
+#
+# Writes `REPORT.md` next to the tables: the page reviewers read first. For every published number of the
+# paper (`cacicd/reference/paper_values.csv`, one row per item, level, model and metric) it shows the number
+# this run regenerated, when a notebook regenerated it, and flags the pairs that differ by more than the
+# combined standard errors (or, without SEMs, by more than a documented relative tolerance). It counts the
+# claims the notebooks checked, records the run's provenance, and lists the five places where the paper's text
+# and its authors' stored outputs disagree. Nothing is recomputed here: it reads the tables of notebooks 00–07.
+# A missing table is listed as "not regenerated in this run".
+
+# %% tags=["parameters"]
+profile = "default"
+data = "synthetic"
+figures_dir = "../figures/default"
+tables_dir = "../tables/default"
+cache_dir = None
+
+# %%
+import logging
+from pathlib import Path
+
+from IPython.display import Markdown, display
+
+from cacicd import data as cdata
+from cacicd import report, runtime
+from cacicd.claims import load_claims
+from cacicd.config import cache_root, get_profile
+from cacicd.figures import SYNTHETIC_NOTE, is_synthetic, save_table
+from cacicd.io import atomic_write_text
+from cacicd.train import default_device
+
+logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+P = get_profile(profile)
+CACHE = cache_dir or cache_root()
+if is_synthetic(data):
+    print(f"Data: {SYNTHETIC_NOTE}. The comparison with published values is for form only.")
+
+# %% [markdown]
+# ## Published and regenerated values
+
+# %%
+paper = report.load_paper_values()
+ours, tables_read = report.read_regenerated(tables_dir)
+comparison = report.compare(paper, ours)
+unmatched = report.unmatched_regenerated(paper, ours)
+print(f"{len(paper)} published values; {len(ours)} regenerated paper-comparable values from {len(tables_read)} "
+      f"table(s); {len(unmatched)} regenerated values match no published one")
+comparison["status"].value_counts()
+
+# %% [markdown]
+# ## Provenance
+
+# %%
+try:
+    ds = cdata.load_data(data, P, CACHE)
+    data_line = f"{data} ({ds.source or 'source unnamed'}; {ds.n_stays:,} stays, {len(ds.codes):,} codes; " \
+                f"content hash {ds.content_hash()})"
+except Exception as exc:  # the report must still be written
+    data_line = f"{data} (dataset could not be loaded here: {exc})"
+device = default_device()
+provenance = {"data": data_line, "profile": f"{P.name}: {P.description}", "seed": str(P.seed),
+              "folds": str(P.n_folds), "device (this notebook's machine)": runtime.device_name(device),
+              "tables": str(Path(tables_dir).resolve()), "figures": str(Path(figures_dir).resolve())}
+versions = report.package_versions()
+run_log = report.read_run_log(tables_dir)
+claims = load_claims(tables_dir)
+notes = report.PAPER_NOTES.read_text() if report.PAPER_NOTES.exists() else ""
+figures = sorted(p.stem for p in Path(figures_dir).glob("*.png")) if Path(figures_dir).exists() else []
+provenance
+
+# %% [markdown]
+# ## The report
+
+# %%
+md = report.render(comparison, synthetic=is_synthetic(data), provenance=provenance, versions=versions,
+                   run_log=run_log, claims=claims, disagreements=report.parse_disagreements(notes),
+                   tables_read=tables_read, unmatched=unmatched, figures=figures)
+path = Path(tables_dir) / "REPORT.md"
+path.parent.mkdir(parents=True, exist_ok=True)
+atomic_write_text(path, md)
+save_table(comparison, "report_comparison", tables_dir)  # every published value with its match, for diffing
+print(f"wrote {path.resolve()}")
+display(Markdown(md))
