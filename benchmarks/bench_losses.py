@@ -1,10 +1,10 @@
 """Per-method training overhead of the loss plug-ins on a realistic ICD-9-CM label set.
 
 Builds ~9,336 labels by rolling up random ICD-9-CM leaf codes (the size of MIMIC-III's label set),
-rolled-up targets with ~11 codes per stay, and times `--batches` batches of 128 (≈ one MIMIC-III
-epoch is 70 batches per 9k stays of dev fold... set --batches to taste) in two settings:
-  loss: forward + backward of the loss alone on (128, L) logits;
-  mlp:  forward + backward of a small MLP head (1,166 → H → L) plus the loss (an epoch-equivalent).
+rolled-up targets with 11 leaf codes per stay, and times `--batches` batches of 128 (70 batches ≈ one
+epoch of a ~9k-stay training fold; use ~370 for all of MIMIC-III's training set) in two settings:
+  loss: forward + backward of the loss alone on (128, L) logits (the penalties also reach the head);
+  mlp:  forward + backward + Adam step of a small MLP head (1,166 → H → L) with the loss.
 Prints a table of method, seconds, ratio to plain BCE.
 
     python benchmarks/bench_losses.py [--batches 70] [--hidden 1024] [--threads 1] [--device cpu]
@@ -60,7 +60,8 @@ class Head(nn.Module):
 
 def mid(space: dict) -> dict:
     """Mid-range hyperparameters (geometric mean for log-uniform)."""
-    return {k: float(np.sqrt(lo * hi)) if kind == "loguniform" else (lo + hi) / 2 for k, (kind, lo, hi) in space.items()}
+    return {k: float(np.sqrt(lo * hi)) if kind == "loguniform" else (lo + hi) / 2
+            for k, (kind, lo, hi) in space.items()}
 
 
 def time_method(name, ctx, Y, X, model, batches, mode, device, repeats):
