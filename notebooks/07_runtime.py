@@ -77,6 +77,8 @@ inf
 fig, ax = plt.subplots(figsize=(5.8, 3.8))
 ax.errorbar(inf["batch_size"], inf["mean_s"], yerr=inf["std_s"].fillna(0), marker="o", capsize=3)
 ax.set_xscale("log", base=2)
+ax.set_xticks(inf["batch_size"], [f"{b:,}" for b in inf["batch_size"]])
+ax.set_ylim(bottom=0)
 ax.set_xlabel("inference batch size")
 ax.set_ylabel(f"seconds for all {ds.n_stays:,} stays")
 ax.set_title(f"Inference time, NDCG-tuned model (mean ± SD of {P.inference_repeats})\n{name}", fontsize=9)
