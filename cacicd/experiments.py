@@ -263,10 +263,16 @@ def load_dataset(data: str | Dataset, profile: Profile, cache_dir: Path) -> Data
 
 
 def fold_indices(dataset: Dataset, profile: Profile, fold: int, cache_dir: Path) -> tuple[np.ndarray, ...]:
-    """(train_idx, dev_idx, test_idx) of one fold, from `cacicd.splits`."""
-    from . import splits  # lazy: a parallel module
+    """(train_idx, dev_idx, test_idx) of one fold, from `cacicd.splits` (saved split files when available)."""
+    from . import splits  # lazy: parallel modules
 
-    all_splits = splits.get_splits(dataset, profile, cache_dir)
+    try:
+        from .data import get_splits
+
+        all_splits = get_splits(dataset, profile, cache_dir)
+    except ImportError:
+        all_splits = splits.make_splits(dataset.visit_ids, profile.n_folds, profile.split_fraction, profile.seed,
+                                        dataset.person_ids if profile.group_by_person else None)
     if not 0 <= fold < len(all_splits):
         raise ValueError(f"fold {fold} out of range: profile {profile.name} has {len(all_splits)} folds")
     return tuple(np.asarray(a) for a in splits.split_indices(dataset, all_splits[fold]))

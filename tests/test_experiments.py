@@ -1,0 +1,192 @@
+"""Experiment registry, cache, derived experiments, locking, and kill-and-resume with SIGKILL."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cacicd import experiments as E
+from cacicd import icd9
+from cacicd.config import Profile, SearchSpace
+from test_train import ensure_metrics, make_dataset
+
+TINY = Profile(name="tiny", n_stays=0, n_folds=2, split_fraction=0.2, max_epochs=3, patience=1, learning_rate=3e-3,
+               batch_size=64, n_trials=2, executions_per_trial=1, search_all_folds=False,
+               space=SearchSpace(num_layers=(1, 2), units=(16, 32, 16), dropout=(0.0, 0.3), batchnorm=(False,)))
+
+
+@pytest.fixture(scope="module")
+def ds():
+    ensure_metrics()
+    return make_dataset(n=400, n_ingredients=40, n_leaves=50, seed=1)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+def test_every_paper_experiment_is_declared():
+    names = set(E.EXPERIMENTS)
+    want = {"dummy", "cherry_f1_micro", "per_level_ndcg", "reweighted_ndcg", "rollup_ndcg", "rolldown_ndcg",
+            "mcloss_ndcg", "treemin_ndcg", "hierl2_ndcg", "outl2_ndcg", "irw_ndcg", "irnw_ndcg", "focal_ndcg"}
+    want |= {f"naive_{t}" for t in ("f1_micro", "f1_macro", "ndcg", "auprc_micro", "auprc_macro", "auroc_micro",
+                                   "auroc_macro")}
+    want |= {f"level_{lv}_ndcg" for lv in ("chapter", "subchapter", "3digit", "billing")}
+    assert want <= names
+    assert len(E.trained_experiments()) == 20  # 7 targets, cherry, 4 levels, 8 methods
+    assert E.EXPERIMENTS["mcloss_ndcg"].output_rule == "rollup" and E.EXPERIMENTS["rollup_ndcg"].base == "naive_ndcg"
+    with pytest.raises(ValueError, match="unknown experiment 'nope'"):
+        E.get_experiment("nope")
+
+
+def test_run_caches_and_expands_predictions(ds, cache, monkeypatch):
+    rs = E.run("naive_ndcg", TINY, ds, cache_dir=cache, progress=False)
+    assert [r.fold for r in rs] == [0, 1]
+    r = rs[0]
+    assert r.scores.shape == (len(r.test_idx), len(ds.codes)) and r.scores.dtype == np.float32
+    assert set(r.test_metrics.columns) >= {"level", "metric", "value"} and "all" in set(r.test_metrics["level"])
+    assert r.best_params["num_layers"] in (1, 2) and len(r.history) >= 1
+    assert {"search_s", "train_s", "inference_s", "epoch_s"} <= set(r.timings)
+    assert r.timings["search_s"] > 0 and rs[1].timings["search_s"] == 0  # fold 1 reuses fold 0's search
+    assert rs[1].best_params == r.best_params
+    assert (r.path / "result.json").exists() and r.path.parent.name == "naive_ndcg"
+    # a second call reads the cache: training would fail
+    monkeypatch.setattr(E, "_train_fold", lambda *a, **k: pytest.fail("recomputed a cached result"))
+    again = E.run("naive_ndcg", TINY, ds, cache_dir=cache, folds=0, progress=False)
+    np.testing.assert_array_equal(again[0].scores, r.scores)
+    np.testing.assert_array_equal(again[0].test_idx, r.test_idx)
+    # the saved model reproduces the saved test predictions
+    from cacicd.train import predict_proba
+
+    np.testing.assert_allclose(predict_proba(again[0].load_model(), ds.X[r.test_idx]), r.scores, rtol=1e-6)
+
+
+def test_rollup_reuses_base_predictions(ds, cache, monkeypatch):
+    base = E.run("naive_ndcg", TINY, ds, cache_dir=cache, folds=0, progress=False)[0]
+    monkeypatch.setattr(E, "_train_fold", lambda *a, **k: pytest.fail("roll-up must not retrain"))
+    up = E.run("rollup_ndcg", TINY, ds, cache_dir=cache, folds=0, progress=False)[0]
+    down = E.run("rolldown_ndcg", TINY, ds, cache_dir=cache, folds=0, progress=False)[0]
+    index = {c: i for i, c in enumerate(ds.codes)}
+    for j in range(0, len(ds.codes), 7):  # brute force over the hierarchy
+        c = ds.codes[j]
+        desc = [index[d] for d in ds.codes if d == c or c in icd9.ancestors(d)]
+        anc = [j] + [index[a] for a in icd9.ancestors(c) if a in index]
+        np.testing.assert_allclose(up.scores[:, j], base.scores[:, desc].max(axis=1))
+        np.testing.assert_allclose(down.scores[:, j], base.scores[:, anc].min(axis=1))
+
+
+def test_dummy_cherry_and_per_level(ds, cache):
+    d = E.run("dummy", TINY, ds, cache_dir=cache, folds=0, progress=False)[0]
+    tr, _, _ = E.fold_indices(ds, TINY, 0, cache)
+    np.testing.assert_allclose(d.scores[0], np.asarray(ds.Y[tr].mean(axis=0)).ravel(), rtol=1e-6)
+    assert (d.scores == d.scores[0]).all()
+    ch = E.run("cherry_f1_micro", TINY, ds, cache_dir=cache, folds=0, progress=False)[0]
+    unseen = ~ds.cherry_mask()
+    assert unseen.any() and (~unseen).any()
+    assert not ch.scores[:, unseen].any() and ch.scores[:, ~unseen].all()
+    pl = E.run("per_level_ndcg", TINY, ds, cache_dir=cache, folds=0, progress=False)[0]
+    bill = E.run("level_billing_ndcg", TINY, ds, cache_dir=cache, folds=0, progress=False)[0]
+    chap = E.run("level_chapter_ndcg", TINY, ds, cache_dir=cache, folds=0, progress=False)[0]
+    masks = icd9.level_masks(ds.codes)
+    np.testing.assert_array_equal(pl.scores[:, masks["billing"]], bill.scores[:, masks["billing"]])
+    np.testing.assert_array_equal(pl.scores[:, masks["chapter"]], chap.scores[:, masks["chapter"]])
+    own = chap.test_metrics[chap.test_metrics.level == "chapter"].reset_index(drop=True)
+    got = pl.test_metrics[pl.test_metrics.level == "chapter"].reset_index(drop=True)
+    assert got["value"].tolist() == own["value"].tolist()
+
+
+def test_changed_declaration_or_data_invalidates(ds, cache, monkeypatch):
+    r0 = E.run("dummy", TINY, ds, cache_dir=cache, folds=0, progress=False)[0]
+    calls = []
+    real = E._train_fold
+    monkeypatch.setattr(E, "_train_fold", lambda *a, **k: calls.append(1) or real(*a, **k))
+    changed = dict(E.EXPERIMENTS, dummy=E.Experiment("dummy", "changed", model="dummy", target="f1_micro"))
+    monkeypatch.setattr(E, "EXPERIMENTS", changed)
+    assert E.status(TINY, ds, cache).set_index(["experiment", "fold"]).loc[("dummy", 0), "state"] == "stale"
+    E.run("dummy", TINY, ds, cache_dir=cache, folds=0, progress=False)
+    assert calls == [1]
+    other = make_dataset(n=400, n_ingredients=40, n_leaves=50, seed=2)
+    r2 = E.run("dummy", TINY, other, cache_dir=cache, folds=0, progress=False)[0]
+    assert calls == [1, 1] and r2.path != r0.path and r2.dataset_hash != r0.dataset_hash
+
+
+def test_concurrent_runs_compute_once(ds, tmp_path, monkeypatch):
+    calls = []
+    real = E._train_fold
+
+    def slow(*a, **k):
+        calls.append(1)
+        time.sleep(0.5)
+        return real(*a, **k)
+
+    monkeypatch.setattr(E, "_train_fold", slow)
+    out = []
+    ts = [threading.Thread(target=lambda: out.append(E.run("dummy", TINY, ds, cache_dir=tmp_path, folds=0,
+                                                          progress=False)[0])) for _ in range(2)]
+    [t.start() for t in ts]
+    [t.join() for t in ts]
+    assert len(calls) == 1 and len(out) == 2
+    np.testing.assert_array_equal(out[0].scores, out[1].scores)
+
+
+CHILD = """
+import sys, time
+sys.path.insert(0, {tests!r})
+from test_train import ensure_metrics, make_dataset
+from test_experiments import TINY
+ensure_metrics()
+from cacicd import experiments as E, train as T
+real = T.Trainer.step
+def slow(self):
+    time.sleep(0.4)
+    return real(self)
+T.Trainer.step = slow
+profile = TINY.replace(n_trials=4, max_epochs=4, patience=4)
+E.run("naive_ndcg", profile, make_dataset(n=400, n_ingredients=40, n_leaves=50, seed=1), cache_dir={cache!r},
+      folds=0, progress=False)
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_mid_search_then_resume(ds, tmp_path):
+    import optuna
+    from optuna.trial import TrialState
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")]))
+    child = subprocess.Popen([sys.executable, "-c", CHILD.format(tests=str(Path(__file__).parent), cache=str(tmp_path))],
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    folder = E.fold_dir(tmp_path, TINY.replace(n_trials=4, max_epochs=4, patience=4), ds.content_hash(), "naive_ndcg", 0)
+    db = folder / "study.db"
+    deadline = time.time() + 120
+    states = []
+    while time.time() < deadline and child.poll() is None:
+        if db.exists():
+            try:
+                s = optuna.load_study(study_name=None, storage=f"sqlite:///{db}")
+                states = [t.state for t in s.get_trials(deepcopy=False)]
+            except Exception:
+                states = []
+            if states.count(TrialState.COMPLETE) + states.count(TrialState.PRUNED) >= 1 and TrialState.RUNNING in states:
+                break
+        time.sleep(0.2)
+    assert child.poll() is None, child.stdout.read().decode()[-3000:]
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    done_before = states.count(TrialState.COMPLETE) + states.count(TrialState.PRUNED)
+    assert not (folder / "result.json").exists()
+    profile = TINY.replace(n_trials=4, max_epochs=4, patience=4)
+    r = E.run("naive_ndcg", profile, ds, cache_dir=tmp_path, folds=0, progress=False)[0]
+    s = optuna.load_study(study_name=None, storage=f"sqlite:///{db}")
+    final = [t.state for t in s.get_trials(deepcopy=False)]
+    assert final.count(TrialState.FAIL) >= 1  # the trial the killed process left running
+    assert final.count(TrialState.COMPLETE) + final.count(TrialState.PRUNED) == 4 >= done_before
+    assert TrialState.RUNNING not in final
+    meta = json.loads((folder / "result.json").read_text())
+    assert meta["info"]["n_failed"] >= 1 and r.scores.shape[1] == len(ds.codes)
