@@ -1,0 +1,24 @@
+"""The cacicd console script."""
+import pytest
+
+from cacicd import cli
+from cacicd import experiments as E
+
+
+def test_list_prints_every_experiment(capsys):
+    assert cli.main(["list"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == len(E.EXPERIMENTS)
+    assert any(line.startswith("rollup_ndcg") and "roll-up" in line for line in out)
+
+
+def test_parser_has_every_subcommand():
+    p = cli.build_parser()
+    for argv in (["data"], ["run", "naive_ndcg", "--fold", "0"], ["evaluate", "dummy"], ["status"],
+                 ["search", "naive_ndcg", "--storage", "postgresql://x/y", "--n-trials", "5"]):
+        assert p.parse_args(argv).cmd == argv[0]
+
+
+def test_unknown_experiment_is_a_clear_error(capsys):
+    assert cli.main(["run", "nope", "--profile", "smoke"]) == 2
+    assert "unknown experiment 'nope'" in capsys.readouterr().err
