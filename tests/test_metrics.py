@@ -96,6 +96,8 @@ def test_re100_is_coverage_minus_positives_per_sample(case):
     np.testing.assert_allclose(M.re_at_r_per_sample(y, s, 100)[has], cov - y.sum(1)[has], atol=1e-12)
     np.testing.assert_allclose(M.coverage_per_sample(y, s)[has], cov)
     assert np.isnan(M.re_at_r_per_sample(y, s, 100)[~has]).all()
+    # the sort-free RE@100 path and the general path agree
+    np.testing.assert_allclose(M.re_at_r_per_sample(y, s, [50, 100])[:, 1], M.re_at_r_per_sample(y, s, 100))
 
 
 def test_re_at_r_hand_worked_and_sequence():
