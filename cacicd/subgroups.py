@@ -261,3 +261,63 @@ def runtime_table(timings: pd.DataFrame, reference: str) -> pd.DataFrame:
     with np.errstate(divide="ignore", invalid="ignore"):
         out["ratio_to_reference"] = out["mean_s"].to_numpy() / out["timing"].map(ref).to_numpy(float)
     return out
+
+
+# ------------------------------------------------------------------------------ fold summaries and relative bars
+
+def fold_summary(tidy: pd.DataFrame, by: Sequence[str] = ("model", "level", "metric")) -> pd.DataFrame:
+    """Mean, SEM (ddof=1) and number of finite values over folds of `value`, per group of `by` columns."""
+    missing = [c for c in (*by, "value") if c not in tidy.columns]
+    if missing:
+        raise ValueError(f"table lacks column(s) {missing}")
+    rows = []
+    for key, g in tidy.groupby(list(by), sort=False):
+        m, s, n = mean_sem(g["value"])
+        rows.append(dict(zip(by, key if isinstance(key, tuple) else (key,)), mean=m, sem=s, n_folds=n))
+    return pd.DataFrame(rows, columns=[*by, "mean", "sem", "n_folds"])
+
+
+def relative_to(tidy: pd.DataFrame, reference: str, metrics: Sequence[str], levels: Sequence[str]) -> pd.DataFrame:
+    """Relative improvement (%) of every model over `reference`, per level and metric, from per-fold values.
+
+    rel = 100·(m/m_ref − 1), negated for lower-is-better metrics (RE@R, coverage …) so positive is better;
+    rel_sem = SEM(model) · 100/m_ref. Returns (model, level, metric, mean, sem, ref_mean, rel, rel_sem,
+    n_folds); the reference's own rows are included (rel 0).
+    """
+    _check_tidy(tidy)
+    if reference not in set(tidy["model"]):
+        raise ValueError(f"reference model {reference!r} not in the metrics table")
+    sel = tidy[tidy["metric"].isin(list(metrics)) & tidy["level"].isin(list(levels))]
+    s = fold_summary(sel, ("model", "level", "metric"))
+    ref = s[s["model"] == reference].set_index(["level", "metric"])["mean"]
+    s["ref_mean"] = [ref.get((lv, mt), np.nan) for lv, mt in zip(s["level"], s["metric"])]
+    sign = np.where([M.lower_is_better(m) for m in s["metric"]], -1.0, 1.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s["rel"] = sign * 100.0 * (s["mean"] / s["ref_mean"] - 1.0)
+        s["rel_sem"] = s["sem"] * 100.0 / s["ref_mean"].abs()
+    return s[["model", "level", "metric", "mean", "sem", "ref_mean", "rel", "rel_sem", "n_folds"]]
+
+
+def relative_bar_chart(ax, rel: pd.DataFrame, models: Sequence[str], levels: Sequence[str],
+                       labels: Mapping[str, str] | None = None, ref_label: str = "reference",
+                       metric: str = "ndcg") -> None:
+    """Grouped bars of `relative_to` output on a matplotlib axis: x = level, one bar per model, ± rel_sem.
+
+    Each level's tick shows the reference's absolute mean (the paper's Figs 3–5).
+    """
+    labels = dict(labels or {})
+    r = rel[rel["metric"] == metric].set_index(["model", "level"])
+    width = 0.8 / max(len(models), 1)
+    x = np.arange(len(levels))
+    for i, m in enumerate(models):
+        vals = [r["rel"].get((m, lv), np.nan) for lv in levels]
+        errs = [r["rel_sem"].get((m, lv), np.nan) for lv in levels]
+        errs = np.nan_to_num(np.asarray(errs, dtype=float))
+        ax.bar(x + (i - (len(models) - 1) / 2) * width, vals, width, yerr=errs, capsize=3,
+               label=labels.get(m, m), color=f"C{i}")
+    refs = [rel[(rel["metric"] == metric) & (rel["level"] == lv)]["ref_mean"].iloc[0]
+            if ((rel["metric"] == metric) & (rel["level"] == lv)).any() else np.nan for lv in levels]
+    ax.set_xticks(x, [f"{lv}\n{ref_label} {v:.3f}" for lv, v in zip(levels, refs)], fontsize=8)
+    ax.axhline(0, color="0.3", lw=0.8)
+    ax.set_ylabel(f"relative {metric.upper()} vs {ref_label} (%)")
+    ax.legend(fontsize=8)
