@@ -14,9 +14,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from scipy import stats as sps
 
 from . import metrics as M
+from . import stats as ST
 
 logger = logging.getLogger(__name__)
 
@@ -182,8 +182,8 @@ def paired_ttests(tidy: pd.DataFrame, model_a: str, model_b: str, metrics: Seque
             va, vb = va[ok], vb[ok]
             d = va - vb
             if len(d) >= 2 and np.ptp(d) > 0:
-                res = sps.ttest_rel(va, vb)
-                tval, pval = float(res.statistic), float(res.pvalue)
+                res = ST.paired_ttest(va, vb, f"{model_a} vs {model_b}, {metric}, {level}")
+                tval, pval = res.statistic, res.pvalue
             else:
                 tval = pval = float("nan")
             rows.append({"model_a": model_a, "model_b": model_b, "metric": metric, "R": recall_of(metric),
@@ -231,16 +231,6 @@ def hierarchy_violations(y_score, parent_idx, child_idx, chunk_rows: int = 2048)
 
 # ------------------------------------------------------------------------------ runtimes (section 3.3)
 
-def mean_sem(values) -> tuple[float, float, int]:
-    """(mean, SEM with ddof=1, n) of the finite values (SEM NaN for n < 2)."""
-    v = np.asarray(values, dtype=np.float64)
-    v = v[np.isfinite(v)]
-    if v.size == 0:
-        return float("nan"), float("nan"), 0
-    sem = float(np.std(v, ddof=1) / np.sqrt(v.size)) if v.size > 1 else float("nan")
-    return float(v.mean()), sem, int(v.size)
-
-
 def runtime_table(timings: pd.DataFrame, reference: str) -> pd.DataFrame:
     """Mean ± SEM over folds of each (model, timing) and its ratio to the reference model's mean.
 
@@ -252,11 +242,8 @@ def runtime_table(timings: pd.DataFrame, reference: str) -> pd.DataFrame:
         raise ValueError(f"timings table lacks column(s) {missing}")
     if reference not in set(timings["model"]):
         raise ValueError(f"reference model {reference!r} has no timing (models: {sorted(set(timings['model']))})")
-    rows = []
-    for (model, timing), g in timings.groupby(["model", "timing"], sort=False):
-        m, s, n = mean_sem(g["seconds"])
-        rows.append({"model": model, "timing": timing, "mean_s": m, "sem_s": s, "n_folds": n})
-    out = pd.DataFrame(rows)
+    out = ST.fold_summary(timings[["model", "timing", "fold", "seconds"]], value="seconds")
+    out = out.rename(columns={"mean": "mean_s", "sem": "sem_s", "n": "n_folds"})
     ref = out[out["model"] == reference].set_index("timing")["mean_s"]
     with np.errstate(divide="ignore", invalid="ignore"):
         out["ratio_to_reference"] = out["mean_s"].to_numpy() / out["timing"].map(ref).to_numpy(float)
@@ -265,45 +252,12 @@ def runtime_table(timings: pd.DataFrame, reference: str) -> pd.DataFrame:
 
 # ------------------------------------------------------------------------------ fold summaries and relative bars
 
-def fold_summary(tidy: pd.DataFrame, by: Sequence[str] = ("model", "level", "metric")) -> pd.DataFrame:
-    """Mean, SEM (ddof=1) and number of finite values over folds of `value`, per group of `by` columns."""
-    missing = [c for c in (*by, "value") if c not in tidy.columns]
-    if missing:
-        raise ValueError(f"table lacks column(s) {missing}")
-    rows = []
-    for key, g in tidy.groupby(list(by), sort=False):
-        m, s, n = mean_sem(g["value"])
-        rows.append(dict(zip(by, key if isinstance(key, tuple) else (key,)), mean=m, sem=s, n_folds=n))
-    return pd.DataFrame(rows, columns=[*by, "mean", "sem", "n_folds"])
+def relative_bar_chart(ax, rel: pd.DataFrame, models: Sequence[str], levels: Sequence[str], reference: str,
+                       labels: Mapping[str, str] | None = None, metric: str = "ndcg") -> None:
+    """Grouped bars of a `stats.relative_to` table on a matplotlib axis: x = level, one bar per model, ± rel_sem.
 
-
-def relative_to(tidy: pd.DataFrame, reference: str, metrics: Sequence[str], levels: Sequence[str]) -> pd.DataFrame:
-    """Relative improvement (%) of every model over `reference`, per level and metric, from per-fold values.
-
-    rel = 100·(m/m_ref − 1), negated for lower-is-better metrics (RE@R, coverage …) so positive is better;
-    rel_sem = SEM(model) · 100/m_ref. Returns (model, level, metric, mean, sem, ref_mean, rel, rel_sem,
-    n_folds); the reference's own rows are included (rel 0).
-    """
-    _check_tidy(tidy)
-    if reference not in set(tidy["model"]):
-        raise ValueError(f"reference model {reference!r} not in the metrics table")
-    sel = tidy[tidy["metric"].isin(list(metrics)) & tidy["level"].isin(list(levels))]
-    s = fold_summary(sel, ("model", "level", "metric"))
-    ref = s[s["model"] == reference].set_index(["level", "metric"])["mean"]
-    s["ref_mean"] = [ref.get((lv, mt), np.nan) for lv, mt in zip(s["level"], s["metric"])]
-    sign = np.where([M.lower_is_better(m) for m in s["metric"]], -1.0, 1.0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        s["rel"] = sign * 100.0 * (s["mean"] / s["ref_mean"] - 1.0)
-        s["rel_sem"] = s["sem"] * 100.0 / s["ref_mean"].abs()
-    return s[["model", "level", "metric", "mean", "sem", "ref_mean", "rel", "rel_sem", "n_folds"]]
-
-
-def relative_bar_chart(ax, rel: pd.DataFrame, models: Sequence[str], levels: Sequence[str],
-                       labels: Mapping[str, str] | None = None, ref_label: str = "reference",
-                       metric: str = "ndcg") -> None:
-    """Grouped bars of `relative_to` output on a matplotlib axis: x = level, one bar per model, ± rel_sem.
-
-    Each level's tick shows the reference's absolute mean (the paper's Figs 3–5).
+    rel: columns model, level, metric, mean, rel, rel_sem. Each level's tick shows the reference
+    model's absolute mean (the paper's Figs 3–5).
     """
     labels = dict(labels or {})
     r = rel[rel["metric"] == metric].set_index(["model", "level"])
@@ -311,13 +265,12 @@ def relative_bar_chart(ax, rel: pd.DataFrame, models: Sequence[str], levels: Seq
     x = np.arange(len(levels))
     for i, m in enumerate(models):
         vals = [r["rel"].get((m, lv), np.nan) for lv in levels]
-        errs = [r["rel_sem"].get((m, lv), np.nan) for lv in levels]
-        errs = np.nan_to_num(np.asarray(errs, dtype=float))
+        errs = np.nan_to_num(np.asarray([r["rel_sem"].get((m, lv), np.nan) for lv in levels], dtype=float))
         ax.bar(x + (i - (len(models) - 1) / 2) * width, vals, width, yerr=errs, capsize=3,
                label=labels.get(m, m), color=f"C{i}")
-    refs = [rel[(rel["metric"] == metric) & (rel["level"] == lv)]["ref_mean"].iloc[0]
-            if ((rel["metric"] == metric) & (rel["level"] == lv)).any() else np.nan for lv in levels]
-    ax.set_xticks(x, [f"{lv}\n{ref_label} {v:.3f}" for lv, v in zip(levels, refs)], fontsize=8)
+    ref_label = labels.get(reference, reference)
+    refs = [r["mean"].get((reference, lv), np.nan) for lv in levels]
+    ax.set_xticks(x, [f"{lv}\n{ref_label}: {v:.3f}" for lv, v in zip(levels, refs)], fontsize=8)
     ax.axhline(0, color="0.3", lw=0.8)
     ax.set_ylabel(f"relative {metric.upper()} vs {ref_label} (%)")
     ax.legend(fontsize=8)

@@ -174,31 +174,6 @@ def test_runtime_table_mean_sem_and_ratio():
         S.runtime_table(t, "nope")
 
 
-def test_mean_sem():
-    m, s, n = S.mean_sem([1.0, 2.0, np.nan, 3.0])
-    assert (m, n) == (2.0, 3) and s == pytest.approx(1 / np.sqrt(3))
-    assert np.isnan(S.mean_sem([4.0])[1])
-
-
-def test_fold_summary_and_relative_to_by_hand():
-    tidy = _tidy({("ref", "billing", "ndcg"): {0: 0.5, 1: 0.6, 2: 0.7},
-                  ("m", "billing", "ndcg"): {0: 0.45, 1: 0.55, 2: 0.65},
-                  ("ref", "billing", "re@50"): {0: 10.0, 1: 10.0, 2: 10.0},
-                  ("m", "billing", "re@50"): {0: 8.0, 1: 9.0, 2: 10.0},
-                  ("m", "chapter", "ndcg"): {0: 0.9, 1: np.nan, 2: 0.8}})
-    fs = S.fold_summary(tidy).set_index(["model", "level", "metric"])
-    assert fs.loc[("m", "chapter", "ndcg"), "n_folds"] == 2
-    assert fs.loc[("m", "chapter", "ndcg"), "mean"] == pytest.approx(0.85)
-    rel = S.relative_to(tidy, "ref", ["ndcg", "re@50"], ["billing", "chapter"]).set_index(["model", "level", "metric"])
-    assert rel.loc[("m", "billing", "ndcg"), "rel"] == pytest.approx(100 * (0.55 / 0.6 - 1))
-    assert rel.loc[("m", "billing", "ndcg"), "rel_sem"] == pytest.approx(0.1 / np.sqrt(3) * 100 / 0.6)  # sd of .45, .55, .65 is 0.1
-    assert rel.loc[("m", "billing", "re@50"), "rel"] == pytest.approx(10.0)  # fewer rank errors: positive
-    assert rel.loc[("ref", "billing", "ndcg"), "rel"] == 0
-    assert np.isnan(rel.loc[("m", "chapter", "ndcg"), "rel"])  # no reference value at that level
-    with pytest.raises(ValueError, match="'zz'"):
-        S.relative_to(tidy, "zz", ["ndcg"], ["billing"])
-
-
 def test_relative_bar_chart_draws_one_bar_per_model_and_level():
     import matplotlib
 
@@ -207,10 +182,12 @@ def test_relative_bar_chart_draws_one_bar_per_model_and_level():
 
     tidy = _tidy({(m, lv, "ndcg"): {0: v, 1: v * 1.01, 2: v * 0.99}
                   for m, v in (("ref", 0.5), ("a", 0.48), ("b", 0.52)) for lv in ("chapter", "billing")})
-    rel = S.relative_to(tidy, "ref", ["ndcg"], ["chapter", "billing"])
+    from cacicd import stats
+
+    rel = stats.relative_to(stats.fold_summary(tidy), "ref")
     fig, ax = plt.subplots()
-    S.relative_bar_chart(ax, rel, ["a", "b"], ["chapter", "billing"], ref_label="naive")
+    S.relative_bar_chart(ax, rel, ["a", "b"], ["chapter", "billing"], "ref", labels={"ref": "naive"})
     heights = sorted(round(p.get_height(), 6) for p in ax.patches)
     assert heights == sorted([round(100 * (0.48 / 0.5 - 1), 6)] * 2 + [round(100 * (0.52 / 0.5 - 1), 6)] * 2)
-    assert "naive 0.500" in ax.get_xticklabels()[0].get_text()
+    assert "naive: 0.500" in ax.get_xticklabels()[0].get_text()
     plt.close(fig)
