@@ -231,6 +231,21 @@ def hierarchy_violations(y_score, parent_idx, child_idx, chunk_rows: int = 2048)
 
 # ------------------------------------------------------------------------------ runtimes (section 3.3)
 
+def sum_of_models(timings: pd.DataFrame, parts: Sequence[str], name: str) -> pd.DataFrame:
+    """Rows (name, fold, timing, seconds) summing the `parts` models' seconds per fold and timing.
+
+    Only (fold, timing) pairs present for every part are summed (e.g. the epoch time of four networks).
+    """
+    missing = sorted(set(parts) - set(timings["model"]))
+    if missing:
+        raise ValueError(f"no timing for model(s) {missing}")
+    sel = timings[timings["model"].isin(list(parts))]
+    g = sel.groupby(["fold", "timing"], sort=True)
+    out = g["seconds"].sum().to_frame().join(g["model"].nunique().rename("k")).reset_index()
+    out = out[out["k"] == len(set(parts))].drop(columns="k")
+    return out.assign(model=name)[["model", "fold", "timing", "seconds"]].reset_index(drop=True)
+
+
 def runtime_table(timings: pd.DataFrame, reference: str) -> pd.DataFrame:
     """Mean ± SEM over folds of each (model, timing) and its ratio to the reference model's mean.
 

@@ -191,3 +191,14 @@ def test_relative_bar_chart_draws_one_bar_per_model_and_level():
     assert heights == sorted([round(100 * (0.48 / 0.5 - 1), 6)] * 2 + [round(100 * (0.52 / 0.5 - 1), 6)] * 2)
     assert "naive: 0.500" in ax.get_xticklabels()[0].get_text()
     plt.close(fig)
+
+
+def test_sum_of_models_adds_parts_per_fold_and_timing():
+    t = pd.DataFrame({"model": ["a", "a", "b", "b", "a"], "fold": [0, 1, 0, 1, 0],
+                      "timing": ["epoch_s", "epoch_s", "epoch_s", "epoch_s", "train_s"],
+                      "seconds": [1.0, 2.0, 10.0, 20.0, 5.0]})
+    out = S.sum_of_models(t, ["a", "b"], "ab")
+    assert out.to_dict("records") == [{"model": "ab", "fold": 0, "timing": "epoch_s", "seconds": 11.0},
+                                      {"model": "ab", "fold": 1, "timing": "epoch_s", "seconds": 22.0}]
+    with pytest.raises(ValueError, match="'c'"):
+        S.sum_of_models(t, ["a", "c"], "ac")

@@ -1,0 +1,216 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 03 · Multitask learning: naive, per level, re-weighted (paper §2.4, §3.3, Fig 3, Fig S5)
+#
+# Three ways of using the levels of the ICD-9-CM hierarchy as tasks (spec section 7), all tuned on NDCG:
+#
+# * **naive multitask** (`naive_ndcg`): one network with one output per code of every level;
+# * **per level** (`per_level_ndcg`): four networks, on chapters, subchapters, 3-digit and billing codes only;
+#   each level is scored with its own network's predictions;
+# * **re-weighted multitask** (`reweighted_ndcg`): weighted BCE giving each level group the same total weight.
+#
+# The paper's claims (§3.3): the re-weighted model degrades NDCG significantly at every level; the naive
+# multitask model is on average at least as good as the per-level models, within error bounds for NDCG, and
+# its RE@R advantage is significant (paired t-test over the 3 folds) only at the billing level for high
+# recalls; one multitask network costs less time than four per-level networks.
+#
+# Fig S5 shows RE@R per level for every method of sections 3.3–3.5 (the hierarchical and class-imbalance
+# models of notebooks 04 and 05 too); experiments are cached, so each is trained once whichever notebook runs first.
+
+# %% tags=["parameters"]
+profile = "default"
+data = "synthetic"
+figures_dir = "../figures/default"
+tables_dir = "../tables/default"
+cache_dir = None
+
+# %%
+import logging
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from cacicd import data as cdata
+from cacicd import experiments as E
+from cacicd import stats
+from cacicd import subgroups as S
+from cacicd.claims import check, save_claims
+from cacicd.config import cache_root, get_profile
+from cacicd.figures import SYNTHETIC_NOTE, is_synthetic, save_figure, save_table
+
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+P = get_profile(profile)
+CACHE = cache_dir or cache_root()
+if is_synthetic(data):
+    print(f"Data: {SYNTHETIC_NOTE}. Numbers resemble MIMIC-III by construction; they are not MIMIC-III.")
+
+# %%
+LEVELS = ["chapter", "subchapter", "3digit", "billing"]
+RS = [10, 25, 33, 50, 66, 75, 90, 100]
+RE_METRICS = [f"re@{r}" for r in RS]
+FAMILIES = {
+    "multitask (§3.3)": {"per_level_ndcg": "per level", "reweighted_ndcg": "re-weighted"},
+    "hierarchical (§3.4)": {"hierl2_ndcg": "HierL2", "treemin_ndcg": "TreeMin", "mcloss_ndcg": "MCLoss",
+                            "rolldown_ndcg": "roll-down", "rollup_ndcg": "roll-up"},
+    "class imbalance (§3.5)": {"focal_ndcg": "focal", "outl2_ndcg": "output L2", "irw_ndcg": "IRW",
+                               "irnw_ndcg": "IRNW"},
+}
+LABELS = {"naive_ndcg": "naive multitask", **{k: v for fam in FAMILIES.values() for k, v in fam.items()}}
+
+ds = cdata.load_data(data, P, CACHE)
+results = {name: E.run(name, P, ds, cache_dir=CACHE) for name in LABELS}
+tidy = pd.concat([r.test_metrics.assign(model=name, fold=r.fold) for name, rs in results.items() for r in rs],
+                 ignore_index=True)
+print(f"{len(results)} experiments × {P.n_folds} folds; {ds.n_stays:,} stays, {len(ds.codes):,} codes")
+
+# %% [markdown]
+# ## Fig 3 — relative NDCG per level vs naive multitask
+# Bars: 100·(NDCG/NDCG_naive − 1), mean over folds ± SEM (scaled by 100/NDCG_naive). Below each level,
+# the naive model's absolute NDCG.
+
+# %%
+summary = stats.fold_summary(tidy[["model", "level", "metric", "fold", "value"]])
+rel = stats.relative_to(summary, "naive_ndcg")
+fig3_models = ["per_level_ndcg", "reweighted_ndcg"]
+fig3 = rel[rel.model.isin(["naive_ndcg", *fig3_models]) & rel.level.isin(LEVELS) & (rel.metric == "ndcg")]
+save_table(fig3, "fig3_relative_ndcg_multitask", tables_dir)
+fig, ax = plt.subplots(figsize=(7, 4))
+S.relative_bar_chart(ax, fig3, fig3_models, LEVELS, "naive_ndcg", labels=LABELS)
+ax.set_title("Fig 3 · multitask strategies vs naive multitask (NDCG)")
+fig.tight_layout()
+save_figure(fig, "fig3_relative_ndcg_multitask", figures_dir, data)
+
+# %%
+ndcg_tests = pd.concat([S.paired_ttests(tidy, m, "naive_ndcg", ["ndcg"], LEVELS) for m in fig3_models],
+                       ignore_index=True)
+save_table(ndcg_tests, "fig3_ndcg_paired_ttests", tables_dir)
+ndcg_tests
+
+# %% [markdown]
+# ## Fig S5 — RE@R per level for every method, and the paired t-tests naive vs per level
+# Relative RE@R vs naive multitask (positive: fewer rank errors than naive), mean over folds ± SEM.
+# Stars mark the R where the paired t-test naive vs per level has p < 0.05.
+
+# %%
+ttests = S.paired_ttests(tidy, "naive_ndcg", "per_level_ndcg", RE_METRICS, LEVELS)
+ttable = ttests.rename(columns={"mean_a": "mean_naive", "mean_b": "mean_per_level",
+                                "mean_diff": "mean_diff_naive_minus_per_level"})[
+    ["R", "level", "mean_naive", "mean_per_level", "mean_diff_naive_minus_per_level", "t", "p", "n_folds"]]
+save_table(ttable, "figS5_ttests_naive_vs_per_level", tables_dir)
+figS5 = rel[rel.level.isin(LEVELS) & rel.metric.isin(RE_METRICS)].assign(
+    R=lambda d: d.metric.map(S.recall_of))
+save_table(figS5, "figS5_relative_re_at_r", tables_dir)
+ttable
+
+# %%
+fig, axes = plt.subplots(len(FAMILIES), len(LEVELS), figsize=(14, 9), sharex=True)
+sig = S.significant(ttests)
+for i, (family, models) in enumerate(FAMILIES.items()):
+    for j, level in enumerate(LEVELS):
+        ax = axes[i, j]
+        ax.axhline(0, color="0.3", lw=0.8)
+        for k, (m, lab) in enumerate(models.items()):
+            d = figS5[(figS5.model == m) & (figS5.level == level)].sort_values("R")
+            ax.errorbar(d.R, d.rel, yerr=d.rel_sem.fillna(0), marker="o", ms=3, capsize=2, label=lab, color=f"C{k}")
+        if family.startswith("multitask"):
+            for r in sig[sig.level == level].R:
+                ax.annotate("*", (r, 0), ha="center", va="bottom", fontsize=14, color="C0")
+        ax.set_xticks(RS)
+        ax.tick_params(labelsize=7)
+        if i == 0:
+            ax.set_title(level)
+        if j == 0:
+            ax.set_ylabel(f"{family}\nrelative RE@R (%)", fontsize=8)
+        if i == len(FAMILIES) - 1:
+            ax.set_xlabel("recall R (%)")
+    axes[i, -1].legend(fontsize=7, loc="best")
+fig.suptitle("Fig S5 · RE@R relative to naive multitask (positive = fewer rank errors); * p < .05 naive vs per level")
+fig.tight_layout()
+save_figure(fig, "figS5_relative_re_at_r", figures_dir, data)
+
+# %% [markdown]
+# ## Runtime: one multitask network against four per-level networks
+# Wall times stored with each experiment (search, training of the best configuration, mean epoch, test-set
+# inference); the per-level row is the sum of the four networks, fold by fold. Ratio: to the naive multitask
+# model. Training time depends on the number of epochs early stopping keeps; the epoch time does not. Profiles
+# that search on fold 0 only (smoke, default) record a search time on fold 0 and 0 s on the other folds.
+
+# %%
+parts = {name: E.run(name, P, ds, cache_dir=CACHE) for name in E.LEVEL_PARTS.values()}
+timed = {"naive_ndcg": results["naive_ndcg"], **parts}
+timings = pd.DataFrame([{"model": name, "fold": r.fold, "timing": k, "seconds": float(r.timings[k])}
+                        for name, rs in timed.items() for r in rs
+                        for k in ("search_s", "train_s", "epoch_s", "inference_s") if k in r.timings])
+timings = pd.concat([timings, S.sum_of_models(timings, list(parts), "per_level_ndcg")], ignore_index=True)
+runtime = S.runtime_table(timings, "naive_ndcg")
+save_table(runtime, "runtime_multitask_vs_per_level", tables_dir)
+fig, ax = plt.subplots(figsize=(7, 3.5))
+TIMINGS = {"train_s": "training (best configuration)", "epoch_s": "one training epoch", "inference_s": "inference (test set)"}
+rt = runtime[runtime.model.isin(["naive_ndcg", "per_level_ndcg"]) & runtime.timing.isin(list(TIMINGS))]
+for k, (m, lab) in enumerate({"naive_ndcg": "naive multitask (1 network)",
+                              "per_level_ndcg": "per level (4 networks)"}.items()):
+    d = rt[rt.model == m].set_index("timing").reindex(list(TIMINGS))
+    ax.barh(np.arange(len(TIMINGS)) + (k - 0.5) * 0.4, d.mean_s, 0.4, xerr=d.sem_s.fillna(0), label=lab, color=f"C{k}")
+ax.set_yticks(range(len(TIMINGS)), list(TIMINGS.values()))
+ax.set_xscale("log")
+ax.set_xlabel("seconds (mean ± SEM over folds, log scale)")
+ax.legend(fontsize=8)
+ax.set_title("Runtime: multitask vs per-level models")
+fig.tight_layout()
+save_figure(fig, "runtime_multitask_vs_per_level", figures_dir, data)
+runtime
+
+# %% [markdown]
+# ## Claims of §3.3, checked on this run
+
+# %%
+claims = []
+nd = fig3.set_index(["model", "level"])
+rw = ndcg_tests[ndcg_tests.model_a == "reweighted_ndcg"].set_index("level")
+rw_rel = {lv: nd.loc[("reweighted_ndcg", lv), "rel"] for lv in LEVELS}
+claims.append(check(
+    "3.3", "reweighted_degrades_ndcg",
+    "The re-weighted multitask model significantly degrades NDCG at every level of the hierarchy.",
+    all(rw_rel[lv] < 0 and rw.loc[lv, "p"] < 0.05 for lv in LEVELS),
+    "; ".join(f"{lv} {rw_rel[lv]:+.2f}% (p={rw.loc[lv, 'p']:.3g})" for lv in LEVELS)))
+
+pl = ndcg_tests[ndcg_tests.model_a == "per_level_ndcg"].set_index("level")
+pl_rel = {lv: nd.loc[("per_level_ndcg", lv), "rel"] for lv in LEVELS}
+within = {lv: abs(pl_rel[lv]) <= 2 * np.nan_to_num(nd.loc[("per_level_ndcg", lv), "rel_sem"]) or
+          not pl.loc[lv, "p"] < 0.05 for lv in LEVELS}
+claims.append(check(
+    "3.3", "naive_ge_per_level_ndcg",
+    "Mean NDCG per level is generally higher for naive multitask than per level, the differences within error bounds.",
+    sum(pl_rel[lv] <= 0 for lv in LEVELS) >= len(LEVELS) / 2 and all(within.values()),
+    "per level vs naive: " + "; ".join(f"{lv} {pl_rel[lv]:+.2f}% (p={pl.loc[lv, 'p']:.3g})" for lv in LEVELS)))
+
+better = ttests.mean_diff < 0  # fewer rank errors for naive multitask
+sig_cells = [f"{lv} RE@{int(r)} (p={p:.3g})" for lv, r, p in zip(sig.level, sig.R, sig.p)]
+claims.append(check(
+    "3.3", "naive_better_re_significant_only_billing_high_recall",
+    "RE@R is better for naive multitask than per level at most R and levels, significantly (paired t-test) only "
+    "at the billing level for recalls of 75% and above.",
+    bool(better.mean() >= 0.5 and len(sig) > 0 and (sig.level == "billing").all() and (sig.R >= 75).all()),
+    f"naive better in {int(better.sum())}/{len(ttests)} (R, level) cells; p < .05 in: "
+    + (", ".join(sig_cells) if sig_cells else "none")))
+
+rt_m = runtime.set_index(["model", "timing"])
+ratios = {k: rt_m.loc[("per_level_ndcg", k), "ratio_to_reference"] for k in TIMINGS}
+claims.append(check(
+    "3.3", "multitask_runtime_advantage",
+    "One naive multitask network costs less time than the four per-level networks (runtime advantage).",
+    bool(ratios["epoch_s"] > 1 and ratios["inference_s"] > 1),
+    "per-level / multitask time: " + ", ".join(f"{TIMINGS[k]} ×{v:.2f}" for k, v in ratios.items())))
+save_claims(claims, "03_multitask", tables_dir)
