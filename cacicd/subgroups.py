@@ -8,7 +8,6 @@ metrics once a `model` and a `fold` column are added.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -24,8 +23,6 @@ REPORTED_STAY_TYPES: tuple[str, ...] = ("newborn", "surgical", "medical")
 KNOWN_STAY_TYPES: tuple[str, ...] = REPORTED_STAY_TYPES + ("unknown",)
 TABLE_S9_LEVELS: tuple[str, ...] = ("all", "chapter", "subchapter", "3digit", "billing")
 TABLE_S9_METRICS: tuple[str, ...] = ("ndcg", "ndcg@15", "re@25", "re@50", "re@75", "re@100")
-TIDY_COLUMNS: tuple[str, ...] = ("model", "fold", "level", "metric", "value")
-_RE = re.compile(r"^re@(\d+(?:\.\d+)?)$")
 
 
 # ------------------------------------------------------------------------------ stay types (Table S9)
@@ -143,55 +140,43 @@ def lowess_curve(x, y, frac: float = 1 / 3, log: bool = True, n_points: int | No
 
 # ------------------------------------------------------------------------------ paired t-tests over folds (Fig S5)
 
-def _check_tidy(tidy: pd.DataFrame) -> None:
-    missing = [c for c in TIDY_COLUMNS if c not in tidy.columns]
-    if missing:
-        raise ValueError(f"tidy metrics table lacks column(s) {missing}; expected {list(TIDY_COLUMNS)}")
-
-
-def recall_of(metric: str) -> float:
-    """R of an 're@R' metric name (NaN for any other metric)."""
-    m = _RE.match(str(metric))
-    return float(m.group(1)) if m else float("nan")
-
-
 def paired_ttests(tidy: pd.DataFrame, model_a: str, model_b: str, metrics: Sequence[str],
                   levels: Sequence[str]) -> pd.DataFrame:
     """Paired t-test over folds (scipy `ttest_rel`) of model_a vs model_b, per metric and level.
 
-    tidy: columns (model, fold, level, metric, value). Folds are paired by their number; only folds
-    present for both models count. One row per (metric, level): model_a, model_b, metric, R (for
-    re@R, else NaN), level, mean_a, mean_b, mean_diff (a - b), t, p, n_folds. t and p are NaN with
-    fewer than 2 paired folds or when every paired difference is equal (no variance).
+    tidy: columns (model, fold, level, metric, value). Folds are paired by number; only folds where
+    both models have a value count (`compare.paired_differences`). One row per (metric, level), in
+    the order given: model_a, model_b, metric, R (for re@R, else NaN), level, mean_a, mean_b,
+    mean_diff (a - b), t, p, n_folds. t and p are NaN with fewer than 2 paired folds or when every
+    paired difference is equal (no variance: scipy would report an infinite t).
     """
-    _check_tidy(tidy)
+    from . import compare
+
+    t = compare.check_tidy(tidy)
     for name in (model_a, model_b):
-        if name not in set(tidy["model"]):
-            raise ValueError(f"model {name!r} not in the metrics table (models: {sorted(set(tidy['model']))})")
+        if name not in set(t["model"]):
+            raise ValueError(f"model {name!r} not in the metrics table (models: {sorted(set(t['model']))})")
+    t = t[t["model"].isin([model_a, model_b]) & t["metric"].isin(list(metrics)) & t["level"].isin(list(levels))]
+    cols = ["model_a", "model_b", "metric", "R", "level", "mean_a", "mean_b", "mean_diff", "t", "p", "n_folds"]
+    if t.empty:
+        return pd.DataFrame(columns=cols)
+    d = compare.paired_differences(t, model_a, model_b).set_index(["metric", "level"])
+    w = t.pivot_table(index=["metric", "level"], columns=["model", "fold"], values="value", dropna=False)
     rows = []
     for metric in metrics:
         for level in levels:
-            sel = tidy[(tidy["metric"] == metric) & (tidy["level"] == level)]
-            a = sel[sel["model"] == model_a].set_index("fold")["value"]
-            b = sel[sel["model"] == model_b].set_index("fold")["value"]
-            if a.index.duplicated().any() or b.index.duplicated().any():
-                raise ValueError(f"duplicated folds for {metric} at level {level} in the metrics table")
-            folds = a.index.intersection(b.index).sort_values()
-            va, vb = a.loc[folds].to_numpy(float), b.loc[folds].to_numpy(float)
-            ok = np.isfinite(va) & np.isfinite(vb)
-            va, vb = va[ok], vb[ok]
-            d = va - vb
-            if len(d) >= 2 and np.ptp(d) > 0:
-                res = ST.paired_ttest(va, vb, f"{model_a} vs {model_b}, {metric}, {level}")
-                tval, pval = res.statistic, res.pvalue
-            else:
-                tval = pval = float("nan")
-            rows.append({"model_a": model_a, "model_b": model_b, "metric": metric, "R": recall_of(metric),
-                         "level": level, "mean_a": float(np.mean(va)) if len(va) else float("nan"),
-                         "mean_b": float(np.mean(vb)) if len(vb) else float("nan"),
-                         "mean_diff": float(np.mean(d)) if len(d) else float("nan"),
-                         "t": tval, "p": pval, "n_folds": int(len(d))})
-    return pd.DataFrame(rows)
+            if (metric, level) not in d.index:
+                continue
+            r = d.loc[(metric, level)]
+            a = w.loc[(metric, level), model_a] if model_a in w.columns.get_level_values(0) else pd.Series(dtype=float)
+            b = w.loc[(metric, level), model_b] if model_b in w.columns.get_level_values(0) else pd.Series(dtype=float)
+            diffs = (a - b).dropna().to_numpy(float)
+            flat = len(diffs) < 2 or np.ptp(diffs) == 0
+            rows.append({"model_a": model_a, "model_b": model_b, "metric": metric, "R": compare.re_of(metric),
+                         "level": level, "mean_a": r["mean_a"], "mean_b": r["mean_b"], "mean_diff": r["diff"],
+                         "t": np.nan if flat else r["statistic"], "p": np.nan if flat else r["pvalue"],
+                         "n_folds": int(r["n"])})
+    return pd.DataFrame(rows, columns=cols)
 
 
 def significant(table: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
@@ -269,7 +254,7 @@ def runtime_table(timings: pd.DataFrame, reference: str) -> pd.DataFrame:
 
 def relative_bar_chart(ax, rel: pd.DataFrame, models: Sequence[str], levels: Sequence[str], reference: str,
                        labels: Mapping[str, str] | None = None, metric: str = "ndcg") -> None:
-    """Grouped bars of a `stats.relative_to` table on a matplotlib axis: x = level, one bar per model, ± rel_sem.
+    """Grouped bars of a `compare.relative` table on a matplotlib axis: x = level, one bar per model, ± rel_sem.
 
     rel: columns model, level, metric, mean, rel, rel_sem. Each level's tick shows the reference
     model's absolute mean (the paper's Figs 3–5).

@@ -42,9 +42,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from cacicd import compare
 from cacicd import data as cdata
 from cacicd import experiments as E
-from cacicd import stats
 from cacicd import subgroups as S
 from cacicd.claims import check, save_claims
 from cacicd.config import cache_root, get_profile
@@ -71,8 +71,7 @@ LABELS = {"naive_ndcg": "naive multitask", **{k: v for fam in FAMILIES.values() 
 
 ds = cdata.load_data(data, P, CACHE)
 results = {name: E.run(name, P, ds, cache_dir=CACHE) for name in LABELS}
-tidy = pd.concat([r.test_metrics.assign(model=name, fold=r.fold) for name, rs in results.items() for r in rs],
-                 ignore_index=True)
+tidy = compare.tidy_results(results)
 print(f"{len(results)} experiments × {P.n_folds} folds; {ds.n_stays:,} stays, {len(ds.codes):,} codes")
 
 # %% [markdown]
@@ -81,8 +80,7 @@ print(f"{len(results)} experiments × {P.n_folds} folds; {ds.n_stays:,} stays, {
 # the naive model's absolute NDCG.
 
 # %%
-summary = stats.fold_summary(tidy[["model", "level", "metric", "fold", "value"]])
-rel = stats.relative_to(summary, "naive_ndcg")
+rel = compare.relative(tidy, "naive_ndcg", levels=LEVELS)
 fig3_models = ["per_level_ndcg", "reweighted_ndcg"]
 fig3 = rel[rel.model.isin(["naive_ndcg", *fig3_models]) & rel.level.isin(LEVELS) & (rel.metric == "ndcg")]
 save_table(fig3, "fig3_relative_ndcg_multitask", tables_dir)
@@ -109,8 +107,7 @@ ttable = ttests.rename(columns={"mean_a": "mean_naive", "mean_b": "mean_per_leve
                                 "mean_diff": "mean_diff_naive_minus_per_level"})[
     ["R", "level", "mean_naive", "mean_per_level", "mean_diff_naive_minus_per_level", "t", "p", "n_folds"]]
 save_table(ttable, "figS5_ttests_naive_vs_per_level", tables_dir)
-figS5 = rel[rel.level.isin(LEVELS) & rel.metric.isin(RE_METRICS)].assign(
-    R=lambda d: d.metric.map(S.recall_of))
+figS5 = rel[rel.metric.isin(RE_METRICS)].assign(R=lambda d: d.metric.map(compare.re_of))
 save_table(figS5, "figS5_relative_re_at_r", tables_dir)
 ttable
 

@@ -141,10 +141,6 @@ def test_paired_ttests_pairs_by_fold_and_checks_names():
         S.paired_ttests(tidy.drop(columns="fold"), "a", "b", ["ndcg"], ["all"])
 
 
-def test_recall_of():
-    assert S.recall_of("re@33") == 33 and S.recall_of("re@2.5") == 2.5 and np.isnan(S.recall_of("ndcg"))
-
-
 CODES = ["001-139", "001-009", "001", "0010", "0011", "002", "0020"]
 
 
