@@ -179,9 +179,13 @@ def paired_ttests(tidy: pd.DataFrame, model_a: str, model_b: str, metrics: Seque
     return pd.DataFrame(rows, columns=cols)
 
 
-def significant(table: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
-    """Rows of a `paired_ttests` table with p < alpha (NaN p never significant)."""
-    return table[table["p"].lt(alpha)]
+def significant(table: pd.DataFrame, alpha: float = 0.05, min_rel_diff: float = 1e-6) -> pd.DataFrame:
+    """Rows of a `paired_ttests` table with p < alpha (NaN p never significant).
+
+    Differences below min_rel_diff·|mean_b| are float32 noise (e.g. a penalty of weight 1e-9), never significant.
+    """
+    real = table["mean_diff"].abs() > min_rel_diff * table["mean_b"].abs()
+    return table[table["p"].lt(alpha) & real]
 
 
 # ------------------------------------------------------------------------------ hierarchical consistency (section 3.4)

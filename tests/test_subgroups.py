@@ -125,6 +125,8 @@ def test_paired_ttests_against_hand_formula():
     assert np.isnan(const.t) and np.isnan(const.p) and const.mean_diff == -1.0
     assert 0.05 < p < 0.2  # NaN p (chapter) is never significant
     assert S.significant(out, alpha=0.2).level.tolist() == ["billing"] and S.significant(out).empty
+    noise = out.assign(mean_diff=1e-9, p=0.01)  # a "significant" difference of float noise
+    assert S.significant(noise).empty and len(S.significant(noise, min_rel_diff=0)) == 2
 
 
 def test_paired_ttests_pairs_by_fold_and_checks_names():
