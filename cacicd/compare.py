@@ -11,7 +11,8 @@ Everything downstream is a pure function of tidy tables:
   (`cacicd.stats.relative_to`); keeps the reference's absolute mean (`ref_mean`) for labels;
 * `recall_curves` — Recall@K per model and level as (model, level, k, mean, sem, n);
 * `paired_differences` — per-fold difference of two models (mean ± SEM and paired t-test);
-* `spearman_matrix` — Spearman ρ between scalar metrics and RE@R, one observation per (model, fold).
+* `spearman_matrix` — Spearman ρ between scalar metrics and RE@R, one observation per (model, fold);
+  `best_correlated` names the metric that agrees best with each RE@R.
 
 Model names are free strings (usually experiment names); folds are integers.
 """
@@ -185,13 +186,25 @@ def spearman_matrix(tidy: pd.DataFrame, level: str = "all", scalar_metrics: Sequ
     return pd.DataFrame(rows)
 
 
-def best_correlated(spearman: pd.DataFrame) -> pd.DataFrame:
-    """Per RE@R target, the scalar metric with the largest |ρ|: target, metric, rho (from `spearman_matrix`)."""
-    s = spearman.dropna(subset=["rho"]).assign(abs_rho=lambda d: d["rho"].abs())
+def best_correlated(spearman: pd.DataFrame, exclude: Sequence[str] = ()) -> pd.DataFrame:
+    """Per RE@R target, the scalar metric that agrees best with it: target, metric, rho, agreement.
+
+    agreement = −ρ for higher-is-better metrics and +ρ for lower-is-better ones (ECE, MCE, Brier,
+    coverage), so a metric that ranks models as RE@R does scores near 1 and one that ranks them the
+    other way near −1 (a large |ρ| of the wrong sign is not a good target). `exclude`: metrics left out.
+    """
+    s = spearman_agreement(spearman)
+    s = s[~s["metric"].isin(list(exclude))].dropna(subset=["agreement"])
     if s.empty:
-        return pd.DataFrame(columns=["target", "metric", "rho"])
-    idx = s.groupby("target", sort=False)["abs_rho"].idxmax()
-    return s.loc[idx, ["target", "metric", "rho"]].reset_index(drop=True)
+        return pd.DataFrame(columns=["target", "metric", "rho", "agreement"])
+    idx = s.groupby("target", sort=False)["agreement"].idxmax()
+    return s.loc[idx, ["target", "metric", "rho", "agreement"]].reset_index(drop=True)
+
+
+def spearman_agreement(spearman: pd.DataFrame) -> pd.DataFrame:
+    """`spearman_matrix` output with `agreement` = ρ signed so that positive means "ranks models as RE@R does"."""
+    sign = np.where([M.lower_is_better(m) for m in spearman["metric"]], 1.0, -1.0)
+    return spearman.assign(agreement=sign * spearman["rho"].to_numpy(float))
 
 
 def re_of(metric: str) -> float:

@@ -106,22 +106,27 @@ def test_spearman_matrix_matches_scipy_and_best_correlated():
     re50 = rng.random(n_models * n_folds) * 10
     ndcg = -re50 + rng.normal(0, 0.5, re50.size)  # strongly (negatively) related
     lrap = rng.random(re50.size)  # unrelated
+    ece = -re50 + rng.normal(0, 0.1, re50.size)  # lower-is-better metric in the wrong direction: |rho| high, bad
     rows = []
     for i in range(re50.size):
         m, k = f"m{i // n_folds}", i % n_folds
-        rows += [(m, k, "all", "re@50", re50[i]), (m, k, "all", "ndcg", ndcg[i]), (m, k, "all", "lrap", lrap[i]),
+        rows += [(m, k, "all", "re@50", re50[i]), (m, k, "all", "ndcg", ndcg[i]), (m, k, "all", "lrap", lrap[i]), (m, k, "all", "ece", ece[i]),
                  (m, k, "billing", "ndcg", 0.0)]
     t = pd.DataFrame(rows, columns=list(C.TIDY))
     s = C.spearman_matrix(t, level="all", r_values=[50, 75])
     assert set(s["target"]) == {"re@50"}  # re@75 absent: skipped
-    assert set(s["metric"]) == {"ndcg", "lrap"}
+    assert set(s["metric"]) == {"ndcg", "lrap", "ece"}
     got = s.set_index("metric")
     for m, x in (("ndcg", ndcg), ("lrap", lrap)):
         ref = spearmanr(x, re50)
         assert (got.loc[m, "rho"], got.loc[m, "pvalue"]) == pytest.approx((ref.statistic, ref.pvalue))
         assert got.loc[m, "n"] == 12
     best = C.best_correlated(s)
-    assert best.iloc[0]["metric"] == "ndcg" and best.iloc[0]["rho"] < -0.8
+    assert got.loc["ece", "rho"] < got.loc["ndcg", "rho"] < -0.8  # ece has the largest |rho|, of the wrong sign
+    assert best.iloc[0]["metric"] == "ndcg" and best.iloc[0]["agreement"] == pytest.approx(-got.loc["ndcg", "rho"])
+    assert C.best_correlated(s, exclude=["ndcg"]).iloc[0]["metric"] == "lrap"
+    ag = C.spearman_agreement(s).set_index("metric")["agreement"]
+    assert ag["ece"] == pytest.approx(got.loc["ece", "rho"]) and ag["lrap"] == pytest.approx(-got.loc["lrap", "rho"])
     with pytest.raises(ValueError, match="no row at level"):
         C.spearman_matrix(t, level="chapter")
 
