@@ -1,4 +1,4 @@
-"""Comparisons across models and folds: tidy per-fold metrics, relative improvements, Recall@K curves, Spearman matrices.
+"""Comparisons across models and folds: tidy metrics, relative improvements, Recall@K curves, Spearman matrices.
 
 The common currency is the tidy table with columns ``model, fold, level, metric, value`` (one row per
 value; `TIDY`). Build it from the engine's results (`tidy_results`, `cached_tidy`) or by scoring
@@ -213,29 +213,38 @@ def re_of(metric: str) -> float:
     return float(m.group(1)) if m else float("nan")
 
 
+def _done(profile, data, cache_dir, names, exclude) -> dict[str, list[int]]:
+    """experiment -> folds with a current cached result (engine's `status`), filtered by names/exclude."""
+    from . import experiments as E
+
+    st = E.status(profile, data, cache_dir)
+    st = st[st["state"] == "done"]
+    wanted, skip = (None if names is None else set(names)), set(exclude)
+    return {name: sorted(int(k) for k in g["fold"]) for name, g in st.groupby("experiment", sort=False)
+            if name not in skip and (wanted is None or name in wanted)}
+
+
 def cached_results(profile, data, cache_dir: str | Path | None = None, names: Iterable[str] | None = None,
                    exclude: Iterable[str] = ()) -> dict[str, list]:
     """Every experiment × fold with a current result in the engine's cache (nothing is computed).
 
     data: a source string or a `Dataset` (pass the loaded Dataset to avoid reloading it). Returns
     experiment -> list of `RunResult` (folds in order); experiments without any done fold are absent.
+    Holds every score matrix in memory: for metrics only, use `cached_tidy`.
     """
     from . import experiments as E
 
-    st = E.status(profile, data, cache_dir)
-    done = st[st["state"] == "done"]
-    wanted = None if names is None else set(names)
-    out: dict[str, list] = {}
-    for name, g in done.groupby("experiment", sort=False):
-        if name in set(exclude) or (wanted is not None and name not in wanted):
-            continue
-        out[name] = E.load(name, profile, data, folds=[int(k) for k in sorted(g["fold"])], cache_dir=cache_dir)
-    logger.info("cache holds %d experiment(s), %d fold result(s)", len(out), sum(map(len, out.values())))
-    return out
+    done = _done(profile, data, cache_dir, names, exclude)
+    return {name: E.load(name, profile, data, folds=folds, cache_dir=cache_dir) for name, folds in done.items()}
 
 
 def cached_tidy(profile, data, cache_dir: str | Path | None = None, names: Iterable[str] | None = None,
                 exclude: Iterable[str] = (), split: str = "test") -> pd.DataFrame:
-    """`tidy_results` of `cached_results` (per-fold metrics of every cached experiment), without keeping the scores."""
-    res = cached_results(profile, data, cache_dir, names, exclude)
-    return tidy_results(res, split)
+    """Tidy per-fold metrics of every cached experiment × fold, loading one experiment at a time."""
+    from . import experiments as E
+
+    done = _done(profile, data, cache_dir, names, exclude)
+    parts = [tidy_results({name: E.load(name, profile, data, folds=folds, cache_dir=cache_dir)}, split)
+             for name, folds in done.items()]
+    logger.info("cache holds %d experiment(s), %d fold result(s)", len(done), sum(map(len, done.values())))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(TIDY))

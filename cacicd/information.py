@@ -177,7 +177,10 @@ def rank_ratio_shares(ratio, groups: Mapping[str, np.ndarray]) -> pd.DataFrame:
 
 
 def cumulative_histogram(values, bins=None) -> pd.DataFrame:
-    """Cumulative histogram of finite values: edge, count <= edge, share <= edge (Fig 1b; default edges −1..1 by 0.05, plus the max)."""
+    """Cumulative histogram of finite values: edge, count <= edge, share <= edge (Fig 1b).
+
+    Default edges: −1..1 by 0.05, plus the largest value when it exceeds 1.
+    """
     x = np.asarray(values, dtype=np.float64)
     x = np.sort(x[np.isfinite(x)])
     if bins is None:

@@ -112,9 +112,9 @@ vals = information.group_values(er, groups)
 mwu = stats.mann_whitney(vals["filtered-out-by-belief"], vals["cherry-picked"],
                          "entropy reduction per code (naive_f1_micro, mean over folds): filtered-out-by-belief "
                          "codes (>= 100 occurrences) vs cherry-picked codes; two-sided")
-mwu_row = dict(mwu.as_dict(), n_a=len(vals["filtered-out-by-belief"]), n_b=len(vals["cherry-picked"]),
-               median_a=float(np.median(vals["filtered-out-by-belief"])) if len(vals["filtered-out-by-belief"]) else np.nan,
-               median_b=float(np.median(vals["cherry-picked"])) if len(vals["cherry-picked"]) else np.nan,
+va, vb = vals["filtered-out-by-belief"], vals["cherry-picked"]
+mwu_row = dict(mwu.as_dict(), n_a=len(va), n_b=len(vb), median_a=float(np.median(va)) if len(va) else np.nan,
+               median_b=float(np.median(vb)) if len(vb) else np.nan,
                paper_pvalue=0.155)
 save_json(mwu_row, "fig1a_mann_whitney", tables_dir)
 save_table(pd.DataFrame([mwu_row]), "fig1a_mann_whitney", tables_dir)

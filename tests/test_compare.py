@@ -110,7 +110,8 @@ def test_spearman_matrix_matches_scipy_and_best_correlated():
     rows = []
     for i in range(re50.size):
         m, k = f"m{i // n_folds}", i % n_folds
-        rows += [(m, k, "all", "re@50", re50[i]), (m, k, "all", "ndcg", ndcg[i]), (m, k, "all", "lrap", lrap[i]), (m, k, "all", "ece", ece[i]),
+        rows += [(m, k, "all", "re@50", re50[i]), (m, k, "all", "ndcg", ndcg[i]), (m, k, "all", "lrap", lrap[i]),
+                 (m, k, "all", "ece", ece[i]),
                  (m, k, "billing", "ndcg", 0.0)]
     t = pd.DataFrame(rows, columns=list(C.TIDY))
     s = C.spearman_matrix(t, level="all", r_values=[50, 75])
@@ -133,3 +134,21 @@ def test_spearman_matrix_matches_scipy_and_best_correlated():
 
 def test_re_of():
     assert C.re_of("re@33") == 33 and np.isnan(C.re_of("ndcg"))
+
+
+def test_cached_tidy_reads_every_done_experiment(tmp_path):
+    from test_experiments import TINY
+    from test_train import ensure_metrics, make_dataset
+
+    from cacicd import experiments as E
+
+    ensure_metrics()
+    ds = make_dataset(n=200, n_ingredients=20, n_leaves=30, seed=2)
+    assert C.cached_tidy(TINY, ds, tmp_path).empty  # nothing cached yet, nothing computed
+    rs = E.run("dummy", TINY, ds, cache_dir=tmp_path, folds=[1], progress=False)
+    t = C.cached_tidy(TINY, ds, tmp_path)
+    assert set(t["model"]) == {"dummy"} and set(t["fold"]) == {1}
+    pd.testing.assert_frame_equal(t.reset_index(drop=True), C.tidy_results({"dummy": rs}).reset_index(drop=True))
+    assert C.cached_tidy(TINY, ds, tmp_path, exclude=["dummy"]).empty
+    res = C.cached_results(TINY, ds, tmp_path, names=["dummy"])
+    assert [r.fold for r in res["dummy"]] == [1] and res["dummy"][0].scores.shape[1] == len(ds.codes)
