@@ -360,11 +360,7 @@ f1w = s4_sum[s4_sum["metric"] == "f1_micro"].pivot_table(index="level", columns=
 print("μF1 on cherry-picked codes, all-codes minus cherry model (points): "
       + ", ".join(f"{lv} {100 * (f1w.loc[lv, 'naive_f1_micro'] - f1w.loc[lv, 'cherry_f1_micro']):+.2f}"
                   for lv in f1w.index))
-S4_NAMES = {"naive_f1_micro": "μF1-tuned all codes", "cherry_f1_micro": "μF1-tuned cherry-picked"}
-paper_rows.append(pd.DataFrame([
-    {"item": "Table S4", "level": f"{r.level} (cherry-picked codes)", "model": S4_NAMES[r.model],
-     "metric": {"f1_micro": "μF1", "precision_micro": "precision", "recall_micro": "recall"}[r.metric],
-     "value": 100 * r.mean, "sem": 100 * r.sem, "unit": "%"} for r in s4_sum.itertuples()]))
+# (notebook 06 reports these rows to the replication report, next to the adaptive-threshold rows)
 tableS4a
 
 # %% [markdown]
