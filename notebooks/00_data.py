@@ -69,7 +69,7 @@ table1
 # %%
 table2 = desc["table2"]
 save_table(table2, "table2_codes_per_stay", tables_dir)
-tableS2 = desc["table_s2"]
+tableS2 = desc["tableS2"]
 save_table(tableS2, "tableS2_codes_per_stay_cherry_picked", tables_dir)
 paper2 = pd.DataFrame({
     "level": ["chapter", "subchapter", "3digit", "4digit", "5digit", "billing", "all"],
@@ -86,11 +86,11 @@ tableS2
 
 # %%
 fig, ax = plt.subplots(figsize=(6, 4))
-for level, counts in desc["frequencies"].items():
-    c = np.sort(np.asarray(counts))[::-1]
-    c = c[c > 0]
-    if len(c):
-        ax.loglog(np.arange(1, len(c) + 1), c, label=f"{level} ({len(c)})")
+zipf = desc["zipf"]
+for level, z in zipf.groupby("level", sort=False):
+    z = z[z.stays > 0]
+    if len(z):
+        ax.loglog(z["rank"], z["stays"], label=f"{level} ({len(z)})")
 ax.set_xlabel("code rank")
 ax.set_ylabel("stays with the code")
 ax.set_title("Fig S1 · code frequency by ICD-9-CM level")
@@ -101,18 +101,13 @@ save_figure(fig, "figS1_zipf_by_level", figures_dir, data)
 # ## Codes per stay
 
 # %%
-hist = desc["codes_per_stay_hist"]
+hist = desc["codes_per_stay"]
 save_table(hist, "codes_per_stay_histogram", tables_dir)
-levels = [lv for lv in ["chapter", "subchapter", "3digit", "4digit", "5digit", "billing", "all"] if lv in set(hist.level)]
-fig, axes = plt.subplots(2, 4, figsize=(12, 5))
-for ax, level in zip(axes.ravel(), levels):
-    h = hist[hist.level == level]
-    ax.bar(h.n_codes, h.n_stays, width=1.0, color="C0")
-    ax.set_title(level)
-    ax.set_xlabel("codes per stay")
-axes.ravel()[-1].axis("off")
-fig.suptitle("Distinct codes per stay, after roll-up")
-fig.tight_layout()
+fig, ax = plt.subplots(figsize=(6, 3.5))
+ax.bar(hist["codes"], hist["stays"], width=1.0, color="C0")
+ax.set_xlabel("distinct codes per stay, all levels after roll-up")
+ax.set_ylabel("stays")
+ax.set_title("Codes per stay")
 save_figure(fig, "codes_per_stay_histogram", figures_dir, data)
 
 # %% [markdown]
