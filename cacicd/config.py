@@ -56,9 +56,9 @@ class Profile:
 PROFILES: dict[str, Profile] = {
     "smoke": Profile(
         name="smoke",
-        n_stays=1_500,
+        n_stays=1_000,
         split_fraction=0.15,
-        max_epochs=3,
+        max_epochs=2,
         space=SearchSpace(num_layers=(1, 2), units=(64, 128, 64), dropout=(0.0, 0.5), batchnorm=(False,)),
         n_trials=2,
         executions_per_trial=1,
@@ -72,11 +72,11 @@ PROFILES: dict[str, Profile] = {
     ),
     "default": Profile(
         name="default",
-        n_stays=12_000,
+        n_stays=8_000,
         split_fraction=0.125,
-        max_epochs=8,
-        space=SearchSpace(num_layers=(2, 2), units=(256, 512, 256), dropout=(0.2, 0.6), batchnorm=(False,)),
-        n_trials=3,  # Hyperband over 8 epochs prunes; fold 0 only (search_all_folds=False), see cacicd.experiments
+        max_epochs=6,
+        space=SearchSpace(num_layers=(2, 2), units=(256, 384, 128), dropout=(0.2, 0.6), batchnorm=(False,)),
+        n_trials=2,  # Hyperband over 8 epochs prunes; fold 0 only (search_all_folds=False), see cacicd.experiments
         executions_per_trial=1,
         search_all_folds=False,
         patience=2,

@@ -75,13 +75,29 @@ def make_storage(storage: str | Path) -> optuna.storages.BaseStorage:
     if s.startswith(("postgresql://", "postgresql+psycopg://", "postgres://")):
         if s.startswith(("postgresql://", "postgres://")):
             s = "postgresql+psycopg://" + s.split("://", 1)[1]  # the installed driver is psycopg 3
-        return optuna.storages.RDBStorage(s, heartbeat_interval=30, grace_period=120,
-                                          engine_kwargs={"pool_pre_ping": True})
+        return _retry(lambda: optuna.storages.RDBStorage(s, heartbeat_interval=30, grace_period=120,
+                                                         engine_kwargs={"pool_pre_ping": True}))
     if not s.startswith("sqlite:///"):
         path = Path(s).resolve()
         path.parent.mkdir(parents=True, exist_ok=True)
         s = f"sqlite:///{path}"
     return optuna.storages.RDBStorage(s, engine_kwargs={"connect_args": {"timeout": 60}})
+
+
+def _retry(make, attempts: int = 5):
+    """Call `make`, retrying when workers race to create the same storage schema or study."""
+    import random
+    import time
+
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    for i in range(attempts):
+        try:
+            return make()
+        except (IntegrityError, ProgrammingError, optuna.exceptions.DuplicatedStudyError):
+            if i == attempts - 1:
+                raise
+            time.sleep(0.5 + random.random())
 
 
 def create_study(name: str, storage: str | Path, profile: Profile) -> optuna.Study:
@@ -90,8 +106,8 @@ def create_study(name: str, storage: str | Path, profile: Profile) -> optuna.Stu
                                             reduction_factor=profile.hyperband_factor)
     # each process gets its own sampler stream (a shared seed would make workers sample the same points)
     sampler = optuna.samplers.RandomSampler(seed=None if _is_shared(storage) else profile.seed)
-    return optuna.create_study(study_name=name, storage=make_storage(storage), sampler=sampler, pruner=pruner,
-                               direction="maximize", load_if_exists=True)
+    return _retry(lambda: optuna.create_study(study_name=name, storage=make_storage(storage), sampler=sampler,
+                                              pruner=pruner, direction="maximize", load_if_exists=True))
 
 
 def _is_shared(storage: str | Path) -> bool:

@@ -81,11 +81,32 @@ def slow(self):
     time.sleep(0.3)
     return real(self)
 T.Trainer.step = slow
+import os, pathlib
+ds = make_dataset(n=400, n_ingredients=40, n_leaves=50, seed=1)
+ready = pathlib.Path({cache!r}) / "ready"
+ready.mkdir(parents=True, exist_ok=True)
+(ready / str(os.getpid())).touch()
+t0 = time.time()
+while len(list(ready.iterdir())) < 2 and time.time() - t0 < 120:  # start together, however loaded the machine
+    time.sleep(0.1)
 out = E.search_worker("naive_ndcg", {url!r}, TINY.replace(max_epochs=3, patience=3),
-                      make_dataset(n=400, n_ingredients=40, n_leaves=50, seed=1), fold=0, n_trials=6,
+                      ds, fold=0, n_trials=6,
                       cache_dir={cache!r}, progress=False)
 print("RESULT", out["n_counted"], out["n_mine"], out["study"])
 """
+
+
+def _fresh_database(url: str) -> str:
+    """A new empty database on the server of `url`, so that no earlier study is found."""
+    import uuid
+
+    import psycopg
+
+    name = f"cacicd_search_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(url, autocommit=True) as con:
+        con.execute(f"CREATE DATABASE {name}")
+    base, _, query = url.partition("?")
+    return base.rsplit("/", 1)[0] + "/" + name + (f"?{query}" if query else "")
 
 
 @pytest.mark.postgres
@@ -94,6 +115,7 @@ def test_two_workers_share_one_postgres_study(tmp_path):
     url = os.environ.get("CACICD_TEST_PG_URL")
     if not url:
         pytest.skip("CACICD_TEST_PG_URL is unset: `source .ci/start_postgres.sh` starts a throwaway PostgreSQL")
+    url = _fresh_database(url)
     root = Path(__file__).parents[1]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
     code = WORKER.format(tests=str(Path(__file__).parent), url=url, cache=str(tmp_path))
