@@ -10,7 +10,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import icd9
-from .io import atomic_write_bytes, atomic_write_text
+from .io import atomic_write_bytes, atomic_write_text, jsonable
 
 STAY_TYPES = ("newborn", "surgical", "medical", "unknown")
 
@@ -111,7 +111,7 @@ class Dataset:
         meta = {"features": self.features, "codes": self.codes, "source": self.source,
                 "report": self.report, "hash": self.content_hash()}
         # meta.json is written last: its presence marks a complete dataset
-        atomic_write_text(folder / "meta.json", json.dumps(meta, indent=1, default=_jsonable))
+        atomic_write_text(folder / "meta.json", json.dumps(meta, indent=1, default=jsonable))
         return folder
 
     @classmethod
@@ -125,13 +125,3 @@ class Dataset:
         return cls(sp.load_npz(folder / "X.npz").tocsr(), sp.load_npz(folder / "Y.npz").tocsr(),
                    meta["features"], meta["codes"], ids["visit_ids"], ids["person_ids"],
                    ids["stay_type"].astype(object), meta.get("source", ""), meta.get("report", {}))
-
-
-def _jsonable(o):
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)

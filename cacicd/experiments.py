@@ -38,7 +38,7 @@ import torch
 from . import icd9
 from .config import Profile, cache_root, get_profile
 from .dataset import Dataset
-from .io import atomic_write_bytes, atomic_write_text, file_lock
+from .io import atomic_write_bytes, atomic_write_text, file_lock, jsonable
 
 logger = logging.getLogger(__name__)
 
@@ -222,7 +222,7 @@ def _save_result(folder: Path, r: RunResult, keys: dict, model: torch.nn.Module 
         torch.save({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "config": json.dumps(cfg)}, buf)
         atomic_write_bytes(folder / "model.pt", buf.getvalue())
     meta = dict(keys, best_params=r.best_params, timings=r.timings, info=r.info, codes_hash=_codes_hash(r.codes))
-    atomic_write_text(folder / "result.json", json.dumps(meta, indent=1, default=_jsonable))  # last: marks complete
+    atomic_write_text(folder / "result.json", json.dumps(meta, indent=1, default=jsonable))  # last: marks complete
 
 
 def _load_result(folder: Path, meta: dict, codes: list[str]) -> RunResult:
@@ -239,15 +239,6 @@ def _load_result(folder: Path, meta: dict, codes: list[str]) -> RunResult:
 def _codes_hash(codes) -> str:
     return hashlib.sha256("\n".join(codes).encode()).hexdigest()[:16]
 
-
-def _jsonable(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -358,7 +349,7 @@ def _search(exp: Experiment, c: _Ctx, fold: int, Xs, Ys, ctx, rule) -> dict:
     meta = dict(keys, best_params=params, best_value=value, n_trials=n_trials,
                 n_complete=states.count(TrialState.COMPLETE), n_pruned=states.count(TrialState.PRUNED),
                 n_failed=states.count(TrialState.FAIL), search_s=time.perf_counter() - t0)
-    atomic_write_text(f, json.dumps(meta, indent=1, default=_jsonable))
+    atomic_write_text(f, json.dumps(meta, indent=1, default=jsonable))
     return meta
 
 

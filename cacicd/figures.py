@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .io import atomic_write_bytes, atomic_write_text
+from .io import atomic_write_bytes, atomic_write_text, jsonable
 
 log = logging.getLogger(__name__)
 SYNTHETIC_NOTE = "synthetic data (cacicd generator): not MIMIC-III"
@@ -63,15 +63,5 @@ def save_table(df: pd.DataFrame, name: str, tables_dir: str | Path, floatfmt: st
 def save_json(obj: dict, name: str, tables_dir: str | Path) -> Path:
     """Write a small JSON document (test statistics, claims) next to the tables."""
     path = Path(tables_dir) / f"{name}.json"
-    atomic_write_text(path, json.dumps(obj, indent=1, default=_plain))
+    atomic_write_text(path, json.dumps(obj, indent=1, default=jsonable))
     return path
-
-
-def _plain(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
