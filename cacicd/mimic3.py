@@ -29,7 +29,8 @@ import duckdb
 import numpy as np
 
 from .dataset import Dataset
-from .omop import Col, DataError, _isnull, assemble, cache_key, cached, code_pairs, find_tables, query, register_file
+from .omop import (Col, DataError, _isnull, assemble, cache_key, cached, check_unique, code_pairs, find_tables, query,
+                   register_file)
 
 log = logging.getLogger(__name__)
 
@@ -152,11 +153,7 @@ def _build(con, source: str, files: dict[str, Path], drug_types) -> Dataset:
     report: dict = {"source": source, "ingredient_mapping": "drug name (cacicd.mimic3.drug_key)",
                     "drug_types": drug_types, "files": {t: p.name for t, p in sorted(files.items())}}
     for table, col in (("admissions", "hadm_id"), ("patients", "subject_id")):
-        dup = query(con, f"SELECT {col} FROM {table} GROUP BY {col} HAVING count(*) > 1 ORDER BY {col}",
-                    f"{source}: checking {table}")
-        if len(dup):
-            raise DataError(f"{files[table]}: column {col}: {len(dup)} id(s) appear more than once "
-                            f"(e.g. {', '.join(str(x) for x in dup[col][:3])})")
+        check_unique(con, table, col, source, str(files[table]))
     st = query(con, SQL_STAYS, f"{source}: reading ADMISSIONS and PATIENTS")
     orphan = st["known_subject"].isna().to_numpy()
     if orphan.any():

@@ -579,6 +579,15 @@ def code_pairs(visits: np.ndarray, codes: np.ndarray, vocabularies: np.ndarray, 
     return visits[keep], kept_codes
 
 
+def check_unique(con: duckdb.DuckDBPyConnection, table: str, col: str, source: str, where: str) -> None:
+    """Raise DataError (prefixed by `where`) when `table`.`col` holds an id more than once."""
+    dup = query(con, f"SELECT {col} FROM {table} GROUP BY {col} HAVING count(*) > 1 ORDER BY {col}",
+                f"{source}: checking {table}")
+    if len(dup):
+        raise DataError(f"{where}: column {col}: {len(dup)} id(s) appear more than once "
+                        f"(e.g. {', '.join(str(x) for x in dup[col][:3])})")
+
+
 def build_dataset(con: duckdb.DuckDBPyConnection, tables: Sequence[str], source: str = "",
                   drug_type_concept_id: int | Sequence[int] | None = PRESCRIPTION_WRITTEN,
                   ingredient_mapping: str = "concept_ancestor",
@@ -600,11 +609,7 @@ def build_dataset(con: duckdb.DuckDBPyConnection, tables: Sequence[str], source:
 
     # stays, persons, sex, age
     for table, col in (("visit_occurrence", "visit_occurrence_id"), ("person", "person_id")):
-        dup = query(con, f"SELECT {col} FROM {table} GROUP BY {col} HAVING count(*) > 1 ORDER BY {col}",
-                    f"{source}: checking {table}")
-        if len(dup):
-            raise DataError(f"{source}: {table}: column {col}: {len(dup)} id(s) appear more than once "
-                            f"(e.g. {', '.join(str(x) for x in dup[col][:3])})")
+        check_unique(con, table, col, source, f"{source}: {table}")
     v = query(con, SQL_VISITS.format(**fmt), f"{source}: reading visit_occurrence and person")
     if len(v) == 0:
         raise DataError(f"{source}: no visit_occurrence rows" + (f" with visit_concept_id {visit_concept_id}" if visit_concept_id is not None else ""))

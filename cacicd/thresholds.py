@@ -92,11 +92,7 @@ def adaptive_threshold_table(y_dev, s_dev: np.ndarray, y_test, s_test: np.ndarra
     """
     rows = []
     for level in levels:
-        if level not in level_masks:
-            raise ValueError(f"level {level!r} not in level masks {sorted(level_masks)}")
-        m = np.asarray(level_masks[level], dtype=bool)
-        if code_mask is not None:
-            m = m & np.asarray(code_mask, dtype=bool)
+        m = _level_mask(level_masks, level, code_mask)
         t, dev_f1 = best_threshold(y_dev, s_dev, m)
         if not np.isfinite(t):
             logger.warning("level %s: no dev positive among %d codes; threshold undefined", level, int(m.sum()))
@@ -105,17 +101,21 @@ def adaptive_threshold_table(y_dev, s_dev: np.ndarray, y_test, s_test: np.ndarra
     return pd.DataFrame(rows)
 
 
+def _level_mask(level_masks: Mapping[str, np.ndarray], level: str, code_mask: np.ndarray | None) -> np.ndarray:
+    """The codes of one level, intersected with `code_mask` when given."""
+    if level not in level_masks:
+        raise ValueError(f"level {level!r} not in level masks {sorted(level_masks)}")
+    m = np.asarray(level_masks[level], dtype=bool)
+    return m if code_mask is None else m & np.asarray(code_mask, dtype=bool)
+
+
 def fixed_threshold_table(y_test, s_test: np.ndarray, level_masks: Mapping[str, np.ndarray],
                           code_mask: np.ndarray | None = None, threshold: float = 0.5,
                           levels: tuple[str, ...] = TABLE_S4_LEVELS) -> pd.DataFrame:
     """Per level: test micro precision/recall/F1 at a fixed threshold (0.5), same columns as the adaptive table."""
     rows = []
     for level in levels:
-        if level not in level_masks:
-            raise ValueError(f"level {level!r} not in level masks {sorted(level_masks)}")
-        m = np.asarray(level_masks[level], dtype=bool)
-        if code_mask is not None:
-            m = m & np.asarray(code_mask, dtype=bool)
+        m = _level_mask(level_masks, level, code_mask)
         rows.append({"level": level, "n_codes": int(m.sum()), "threshold": threshold, "dev_f1": float("nan"),
                      **hard_metrics(y_test, s_test, threshold, m)})
     return pd.DataFrame(rows)
