@@ -19,6 +19,16 @@ def is_synthetic(data: str) -> bool:
     return data == "synthetic"
 
 
+def setup(profile: str, data: str, cache_dir=None, note: str = "", level: int = logging.WARNING):
+    """A notebook's common start: logging, the Profile, the cache folder, and the synthetic-data notice."""
+    from .config import cache_root, get_profile
+
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if is_synthetic(data):
+        print(f"Data: {SYNTHETIC_NOTE}. {note}".rstrip())
+    return get_profile(profile), Path(cache_dir) if cache_dir else cache_root()
+
+
 def save_figure(fig, name: str, figures_dir: str | Path, data: str = "synthetic") -> list[Path]:
     """Save a matplotlib figure as NAME.png and NAME.pdf; synthetic-data figures say so."""
     figures_dir = Path(figures_dir)

@@ -50,13 +50,10 @@ from cacicd import compare, report
 from cacicd import data as cdata
 from cacicd import experiments as E
 from cacicd.claims import check, save_claims
-from cacicd.config import cache_root, get_profile
-from cacicd.figures import SYNTHETIC_NOTE, is_synthetic, save_figure, save_table
+from cacicd.figures import save_figure, save_table, setup
 from cacicd.stats import paired_ttest
 
-logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-P = get_profile(profile)
-CACHE = cache_dir or cache_root()
+P, CACHE = setup(profile, data, cache_dir, note="The numbers below are not MIMIC-III's; compare their form, not their values.", level=logging.WARNING)
 T0 = time.perf_counter()
 
 
@@ -66,8 +63,6 @@ def finish(fig, name):
     save_figure(fig, name, figures_dir, data)
 
 
-if is_synthetic(data):
-    print(f"Data: {SYNTHETIC_NOTE}. The numbers below are not MIMIC-III's; compare their form, not their values.")
 
 # %%
 ds = cdata.load_data(data, P, CACHE)

@@ -47,14 +47,9 @@ from cacicd import data as cdata
 from cacicd import experiments as E
 from cacicd import subgroups as S
 from cacicd.claims import check, save_claims
-from cacicd.config import cache_root, get_profile
-from cacicd.figures import SYNTHETIC_NOTE, is_synthetic, save_figure, save_table
+from cacicd.figures import save_figure, save_table, setup
 
-logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-P = get_profile(profile)
-CACHE = cache_dir or cache_root()
-if is_synthetic(data):
-    print(f"Data: {SYNTHETIC_NOTE}. Numbers resemble MIMIC-III by construction; they are not MIMIC-III.")
+P, CACHE = setup(profile, data, cache_dir, note='Numbers resemble MIMIC-III by construction; they are not MIMIC-III.', level=logging.INFO)
 
 # %%
 LEVELS = ["chapter", "subchapter", "3digit", "billing"]

@@ -48,15 +48,10 @@ from cacicd import data as cdata
 from cacicd import experiments as E
 from cacicd import icd9, metrics, report, splits, stats, thresholds
 from cacicd.claims import check, save_claims
-from cacicd.config import cache_root, get_profile
-from cacicd.figures import SYNTHETIC_NOTE, is_synthetic, save_figure, save_table
+from cacicd.figures import save_figure, save_table, setup
 from cacicd.train import predict_proba
 
-logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-P = get_profile(profile)
-CACHE = cache_dir or cache_root()
-if is_synthetic(data):
-    print(f"Data: {SYNTHETIC_NOTE}. The numbers below are not MIMIC-III's; compare their form, not their values.")
+P, CACHE = setup(profile, data, cache_dir, note="The numbers below are not MIMIC-III's; compare their form, not their values.", level=logging.WARNING)
 
 # %%
 ds = cdata.load_data(data, P, CACHE)

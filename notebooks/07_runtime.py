@@ -41,15 +41,10 @@ from cacicd import data as cdata
 from cacicd import experiments as E
 from cacicd import runtime, splits
 from cacicd.claims import check, save_claims
-from cacicd.config import cache_root, get_profile
-from cacicd.figures import SYNTHETIC_NOTE, is_synthetic, save_figure, save_json, save_table
+from cacicd.figures import save_figure, save_json, save_table, setup
 from cacicd.train import default_device, set_threads
 
-logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-P = get_profile(profile)
-CACHE = cache_dir or cache_root()
-if is_synthetic(data):
-    print(f"Data: {SYNTHETIC_NOTE}. Its size and code count set the work, not its values.")
+P, CACHE = setup(profile, data, cache_dir, note='Its size and code count set the work, not its values.', level=logging.WARNING)
 
 # %%
 ds = cdata.load_data(data, P, CACHE)

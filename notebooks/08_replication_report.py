@@ -37,16 +37,11 @@ from IPython.display import Markdown, display
 from cacicd import data as cdata
 from cacicd import report, runtime
 from cacicd.claims import load_claims
-from cacicd.config import cache_root, get_profile
-from cacicd.figures import SYNTHETIC_NOTE, is_synthetic, save_table
+from cacicd.figures import is_synthetic, save_table, setup
 from cacicd.io import atomic_write_text
 from cacicd.train import default_device
 
-logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-P = get_profile(profile)
-CACHE = cache_dir or cache_root()
-if is_synthetic(data):
-    print(f"Data: {SYNTHETIC_NOTE}. The comparison with published values is for form only.")
+P, CACHE = setup(profile, data, cache_dir, note='The comparison with published values is for form only.', level=logging.WARNING)
 
 # %% [markdown]
 # ## Published and regenerated values
