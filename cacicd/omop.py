@@ -4,8 +4,8 @@ Layout. `register_folder` validates each file and loads it as a typed DuckDB tab
 its table (person, visit_occurrence, visit_detail, drug_exposure, condition_occurrence, concept,
 concept_ancestor), with the columns of `SCHEMA` only (an optional column that is absent reads as
 NULL). `build_dataset` then runs the aggregating SQL (`SQL_*` below: plain SQL that DuckDB and
-PostgreSQL both accept) on whatever connection holds such views, so a PostgreSQL source only has
-to create the same views (e.g. over a Postgres ATTACH) and call `build_dataset`.
+PostgreSQL both accept) through `query`, on a DuckDB connection holding such tables or on any
+`Queryable`: `cacicd.pg` reads a PostgreSQL database that way, with the same SQL text.
 
 Files. `<table>.csv`, `.csv.gz`, `.parquet` (any case of the name, e.g. PERSON.csv); column
 headers of any case. CSV cells are read as text and checked before any cast, so a bad value is
@@ -40,7 +40,7 @@ ICD-9 codes unknown to the 2015 hierarchy are dropped and reported (count and di
 Stay type (Table S9), from visit_detail.visit_detail_source_value read as a MIMIC-III service
 code: the stay's first row by start date (rows holding a known service code, `SERVICES`, come
 first): NB, NBB -> newborn; CSURG, NSURG, ORTHO, PSURG, SURG, TSURG, VSURG, TRAUM -> surgical;
-any other value -> medical; no visit_detail table, or no row for the stay -> "unknown".
+any other value -> medical; no visit_detail table, no row for the stay, or a blank value -> "unknown".
 """
 from __future__ import annotations
 
@@ -51,6 +51,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import duckdb
 import numpy as np
@@ -260,8 +261,16 @@ def _ident(s: str) -> str:
     return '"' + s.replace('"', '""') + '"'
 
 
-def query(con: duckdb.DuckDBPyConnection, sql: str, what: str, params=None) -> pd.DataFrame:
+class Queryable(Protocol):
+    """A non-DuckDB connection for `build_dataset` (e.g. `cacicd.pg.PgQuery`): SQL -> DataFrame, DataError on failure."""
+
+    def fetch_df(self, sql: str, what: str, params=None) -> pd.DataFrame: ...
+
+
+def query(con: duckdb.DuckDBPyConnection | Queryable, sql: str, what: str, params=None) -> pd.DataFrame:
     """Run SQL and return a DataFrame; a DuckDB error becomes a DataError saying what failed."""
+    if not isinstance(con, duckdb.DuckDBPyConnection):
+        return con.fetch_df(sql, what, params)
     try:
         return con.execute(sql, params).df() if params else con.execute(sql).df()
     except duckdb.Error as e:
@@ -465,8 +474,8 @@ def _isnull(x) -> bool:
 
 
 def stay_type_of(service) -> str:
-    """Stay type of a MIMIC-III service code (None -> unknown)."""
-    if _isnull(service) or service is None:
+    """Stay type of a MIMIC-III service code (None or blank -> unknown)."""
+    if _isnull(service) or service is None or not str(service).strip():
         return "unknown"
     s = str(service).strip().upper()
     if s in NEWBORN_SERVICES:
@@ -579,7 +588,7 @@ def code_pairs(visits: np.ndarray, codes: np.ndarray, vocabularies: np.ndarray, 
     return visits[keep], kept_codes
 
 
-def check_unique(con: duckdb.DuckDBPyConnection, table: str, col: str, source: str, where: str) -> None:
+def check_unique(con: duckdb.DuckDBPyConnection | Queryable, table: str, col: str, source: str, where: str) -> None:
     """Raise DataError (prefixed by `where`) when `table`.`col` holds an id more than once."""
     dup = query(con, f"SELECT {col} FROM {table} GROUP BY {col} HAVING count(*) > 1 ORDER BY {col}",
                 f"{source}: checking {table}")
@@ -588,12 +597,8 @@ def check_unique(con: duckdb.DuckDBPyConnection, table: str, col: str, source: s
                         f"(e.g. {', '.join(str(x) for x in dup[col][:3])})")
 
 
-def build_dataset(con: duckdb.DuckDBPyConnection, tables: Sequence[str], source: str = "",
-                  drug_type_concept_id: int | Sequence[int] | None = PRESCRIPTION_WRITTEN,
-                  ingredient_mapping: str = "concept_ancestor",
-                  visit_concept_id: int | Sequence[int] | None = None) -> Dataset:
-    """Run the aggregating SQL on the typed views of `con` (tables: those present) -> Dataset."""
-    tables = set(tables)
+def check_mapping(tables: Sequence[str], ingredient_mapping: str, source: str) -> None:
+    """Raise unless `ingredient_mapping` is known and its vocabulary tables are among `tables`."""
     if ingredient_mapping not in ("concept_ancestor", "drug_concept"):
         raise ValueError(f"ingredient_mapping must be 'concept_ancestor' or 'drug_concept', got {ingredient_mapping!r}")
     if ingredient_mapping == "concept_ancestor":
@@ -602,6 +607,19 @@ def build_dataset(con: duckdb.DuckDBPyConnection, tables: Sequence[str], source:
             raise DataError(f"{source}: no {' and no '.join(lacking)} table, so drugs cannot be mapped to RxNorm "
                             "ingredients; add the OMOP vocabulary tables concept and concept_ancestor, or load with "
                             "ingredient_mapping='drug_concept' (drug concepts used directly as features)")
+
+
+def build_dataset(con: duckdb.DuckDBPyConnection | Queryable, tables: Sequence[str], source: str = "",
+                  drug_type_concept_id: int | Sequence[int] | None = PRESCRIPTION_WRITTEN,
+                  ingredient_mapping: str = "concept_ancestor",
+                  visit_concept_id: int | Sequence[int] | None = None) -> Dataset:
+    """Run the aggregating SQL on the typed tables of `con` (DuckDB, or PostgreSQL through `cacicd.pg`) -> Dataset.
+
+    tables: the OMOP tables present. Only aggregates leave the database: one row per stay, the
+    distinct (visit, ingredient) and (visit, code) pairs, and counts.
+    """
+    tables = set(tables)
+    check_mapping(tables, ingredient_mapping, source)
     fmt = {"visit_filter": _int_filter("visit_concept_id", visit_concept_id),
            "type_filter": _int_filter("drug_type_concept_id", drug_type_concept_id)}
     report: dict = {"source": source, "ingredient_mapping": ingredient_mapping,
