@@ -4,8 +4,12 @@ Sources (strings):
   "synthetic"            the embedded generator (`cacicd.synthetic`), profile.n_stays and profile.seed;
   "<folder>" / "omop:<folder>"   an OMOP CDM folder of CSV/Parquet files (`cacicd.omop`);
   "mimic3:<folder>"      raw MIMIC-III CSV tables (`cacicd.mimic3`);
-  "postgresql://…"       an OMOP database (not available yet: NotImplementedError).
-Loader options may follow a folder as a query string, e.g.
+  "postgresql://[user[:password]@]host[:port]/db?schema=omop&vocab_schema=vocab"
+                         an OMOP CDM database in PostgreSQL (`cacicd.pg`): CDM tables in `schema`
+                         (default: the session's current schema), concept and concept_ancestor in
+                         `vocab_schema` (default: `schema`); other parameters go to libpq. Credentials:
+                         the URL, PGUSER/PGPASSWORD/..., ~/.pgpass; the password is never shown.
+Loader options may follow a folder or URL as a query string, e.g.
 "omop:/data/mimic-iv-omop?ingredient_mapping=drug_concept&drug_type_concept_id=none" (integers,
 comma-separated integer lists, "none" for None, other values as text).
 """
@@ -76,8 +80,9 @@ def load_data(source: str, profile: Profile, cache_dir: str | Path, **options) -
         ds.source = f"synthetic:n{profile.n_stays}-s{profile.seed}"
         return ds
     if kind == "postgresql":
-        raise NotImplementedError(f"the PostgreSQL OMOP source ({where.split('@')[-1]}) is not available yet "
-                                  "(module cacicd.pg); export the tables to CSV/Parquet and pass the folder")
+        from .pg import load_pg_cached
+
+        return load_pg_cached(where, cache_dir, **opts)
     path = Path(where).expanduser()
     if not path.is_dir():
         raise DataError(f"data source {source!r}: {path} is not a folder; use 'synthetic', an OMOP folder, "

@@ -225,8 +225,10 @@ def test_load_data_sources(tmp_path, tiny_omop):
     assert b.content_hash() == omop.load_omop(tiny_omop, drug_type_concept_id=None).content_hash()
     assert data.parse_source("omop:/x?ingredient_mapping=drug_concept&visit_concept_id=9201,262") == (
         "omop", "/x", {"ingredient_mapping": "drug_concept", "visit_concept_id": [9201, 262]})
-    with pytest.raises(NotImplementedError, match="PostgreSQL"):
-        data.load_data("postgresql://u:secret@db/omop", prof, tmp_path)
+    assert data.parse_source("postgresql://u:secret@db/omop?schema=omop")[0] == "postgresql"
+    with pytest.raises(DataError, match="cannot reach the server") as e:  # cacicd.pg; more in test_postgres_source
+        data.load_data("postgresql://u:secret@127.0.0.1:1/omop?schema=omop", prof, tmp_path)
+    assert "secret" not in str(e.value)
     with pytest.raises(DataError, match="is not a folder"):
         data.load_data(str(tmp_path / "none"), prof, tmp_path)
 
