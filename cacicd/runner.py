@@ -5,6 +5,7 @@ import argparse
 import hashlib
 import json
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -88,10 +89,26 @@ def execute(name: str, dirs: OutputDirs, params: dict, kernel: str = "python3") 
         src.unlink(missing_ok=True)
 
 
+def without_password(data: str) -> str:
+    """A PostgreSQL source without its password, which goes to PGPASSWORD (inherited by the notebooks' kernels).
+
+    Notebook parameters, run logs and input keys then never hold it; other sources are returned as they are.
+    """
+    if not str(data).startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
+        return data
+    from .pg import split_password
+
+    data, password = split_password(data)
+    if password is not None:
+        os.environ["PGPASSWORD"] = password
+    return data
+
+
 def run_all(profile: str, data: str = "synthetic", out: str | None = None, only: list[str] | None = None,
             force: bool = False, cache_dir: str | None = None) -> int:
     """Run the notebooks in order; stop at the first failure. Returns a shell exit code."""
     get_profile(profile)
+    data = without_password(data)
     dirs = OutputDirs.for_run(profile, out)
     for d in (dirs.notebooks, dirs.figures, dirs.tables):
         d.mkdir(parents=True, exist_ok=True)
