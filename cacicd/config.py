@@ -101,6 +101,22 @@ def get_profile(name: str) -> Profile:
         raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}") from None
 
 
+def project_root(start: Path | None = None) -> Path | None:
+    """The nearest folder at or above `start` (default: the working directory) holding run_all.sh and cacicd/."""
+    here = (start or Path.cwd()).resolve()
+    for d in (here, *here.parents):
+        if (d / "run_all.sh").is_file() and (d / "cacicd").is_dir():
+            return d
+    return None
+
+
 def cache_root() -> Path:
-    """Root folder of the on-disk cache (env CACICD_CACHE, else ./cache)."""
-    return Path(os.environ.get("CACICD_CACHE", "cache")).resolve()
+    """Root folder of the on-disk cache: env CACICD_CACHE, else <project root>/cache, else ./cache.
+
+    Anchoring at the project root lets `./run_all.sh` (run from the root) and a notebook opened in
+    notebooks/ (whose working directory is notebooks/) share one cache.
+    """
+    if os.environ.get("CACICD_CACHE"):
+        return Path(os.environ["CACICD_CACHE"]).resolve()
+    root = project_root()
+    return (root / "cache") if root is not None else Path("cache").resolve()

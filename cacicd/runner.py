@@ -104,11 +104,23 @@ def without_password(data: str) -> str:
     return data
 
 
+def absolute_source(data: str) -> str:
+    """The source with a relative folder made absolute (notebooks run with notebooks/ as working directory)."""
+    from .data import parse_source
+
+    kind, loc, _ = parse_source(data)
+    if kind not in ("omop", "mimic3") or not loc or Path(loc).is_absolute():
+        return data
+    s = data.strip()
+    prefix = next((p for p in ("omop:", "mimic3:") if s.startswith(p)), "")
+    return prefix + str(Path(loc).resolve()) + s[len(prefix) + len(loc):]
+
+
 def run_all(profile: str, data: str = "synthetic", out: str | None = None, only: list[str] | None = None,
             force: bool = False, cache_dir: str | None = None) -> int:
     """Run the notebooks in order; stop at the first failure. Returns a shell exit code."""
     get_profile(profile)
-    data = without_password(data)
+    data = absolute_source(without_password(data))
     dirs = OutputDirs.for_run(profile, out)
     for d in (dirs.notebooks, dirs.figures, dirs.tables):
         d.mkdir(parents=True, exist_ok=True)

@@ -101,3 +101,27 @@ def test_failure_stops_the_run(fake_repo, monkeypatch, capsys):
     monkeypatch.setattr(runner, "execute", failing)
     assert runner.run_all("smoke", out=str(out)) == 1
     assert ran == ["00_a"] and "cell 3 exploded" in capsys.readouterr().err
+
+
+def test_relative_folder_sources_become_absolute(tmp_path, monkeypatch):
+    from cacicd.runner import absolute_source
+
+    monkeypatch.chdir(tmp_path)
+    assert absolute_source("synthetic") == "synthetic"
+    assert absolute_source("postgresql://u@h/db?schema=omop") == "postgresql://u@h/db?schema=omop"
+    assert absolute_source("omop_dump") == str(tmp_path / "omop_dump")
+    assert absolute_source("mimic3:demo?x=1") == f"mimic3:{tmp_path / 'demo'}?x=1"
+    assert absolute_source("/abs/omop") == "/abs/omop"
+
+
+def test_cache_root_is_anchored_at_the_project_root(tmp_path, monkeypatch):
+    from cacicd.config import cache_root
+
+    (tmp_path / "cacicd").mkdir()
+    (tmp_path / "run_all.sh").write_text("")
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.delenv("CACICD_CACHE", raising=False)
+    monkeypatch.chdir(tmp_path / "notebooks")
+    assert cache_root() == tmp_path.resolve() / "cache"  # a notebook opened in notebooks/ shares run_all's cache
+    monkeypatch.setenv("CACICD_CACHE", str(tmp_path / "elsewhere"))
+    assert cache_root() == tmp_path.resolve() / "elsewhere"
