@@ -397,12 +397,11 @@ def prepare(q: PgQuery, src: PgSource) -> dict[str, str]:
     vocab = src.vocab_schema or schema
     q.schemas = (schema, vocab)
     schemas = q.fetch_df("SELECT nspname FROM pg_catalog.pg_namespace ORDER BY 1", f"{src}: listing schemas")["nspname"].tolist()
-    for role, s in (("schema", schema), ("vocab_schema", vocab)):
+    for role, s, tables in (("CDM", schema, omop.REQUIRED_TABLES), ("vocabulary", vocab, VOCAB_TABLES)):
         if s not in schemas:
             present = [x for x in schemas if not x.startswith(("pg_", "information_schema"))]
-            tables = ", ".join(VOCAB_TABLES if role == "vocab_schema" else omop.REQUIRED_TABLES)
-            raise DataError(f"{src}: schema {s} ({role}) does not exist in the database; expected the OMOP CDM "
-                            f"tables {tables} there (schemas present: {', '.join(present) or 'none'})")
+            raise DataError(f"{src}: schema {s} (the {role} schema) does not exist in the database; expected the "
+                            f"OMOP {role} tables {', '.join(tables)} there (schemas present: {', '.join(present) or 'none'})")
     cat = q.fetch_df(SQL_CATALOG, f"{src}: reading the catalog", ([schema, vocab],))
     found: dict[str, str] = {}
     for table in omop.SCHEMA:

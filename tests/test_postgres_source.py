@@ -249,10 +249,11 @@ BAD_INPUTS = [
     ("missing database", [], lambda u, s: u.replace("/" + u.split("/")[3].split("?")[0], "/cacicd_no_such_db"),
      r"the database does not exist \(.*database cacicd_no_such_db.*\); expected an existing database"),
     ("missing schema", [], lambda u, s: u.replace(f"schema={s}", "schema=no_such_schema"),
-     r"schema no_such_schema \(schema\) does not exist in the database; expected the OMOP CDM tables person, "
+     r"schema no_such_schema \(the CDM schema\) does not exist in the database; expected the OMOP CDM tables person, "
      r"visit_occurrence, drug_exposure, condition_occurrence there \(schemas present: .*\)"),
     ("missing vocabulary schema", [], lambda u, s: u + "&vocab_schema=no_such_vocab",
-     r"schema no_such_vocab \(vocab_schema\) does not exist.*expected the OMOP CDM tables concept, concept_ancestor"),
+     r"schema no_such_vocab \(the vocabulary schema\) does not exist.*expected the OMOP vocabulary tables concept, "
+     r"concept_ancestor"),
     ("missing table", ["DROP TABLE {s}.drug_exposure"], None,
      r"missing table\(s\) {s}\.drug_exposure; expected the OMOP CDM tables person, visit_occurrence, drug_exposure, "
      r"condition_occurrence in schema {s} \(found there: .*\)"),
