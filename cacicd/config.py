@@ -72,11 +72,11 @@ PROFILES: dict[str, Profile] = {
     ),
     "default": Profile(
         name="default",
-        n_stays=8_000,
+        n_stays=7_000,
         split_fraction=0.125,
-        max_epochs=8,
+        max_epochs=7,
         space=SearchSpace(num_layers=(2, 2), units=(256, 384, 128), dropout=(0.2, 0.6), batchnorm=(False,)),
-        n_trials=2,  # Hyperband over 8 epochs prunes; fold 0 only (search_all_folds=False), see cacicd.experiments
+        n_trials=2,  # Hyperband over 7 epochs prunes; fold 0 only (search_all_folds=False), see cacicd.experiments
         executions_per_trial=1,
         search_all_folds=False,
         patience=2,
