@@ -18,6 +18,7 @@ Model names are free strings (usually experiment names); folds are integers.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -78,6 +79,18 @@ def tidy_results(results: Mapping[str, Sequence], split: str = "test") -> pd.Dat
     if not parts:
         return pd.DataFrame(columns=list(TIDY))
     return check_tidy(pd.concat(parts, ignore_index=True), "tidy_results")
+
+
+def identical_groups(results: Mapping[str, Sequence]) -> list[list[str]]:
+    """Groups of two or more models whose test scores are equal on every fold (the same model was chosen)."""
+    def fingerprint(runs) -> tuple:
+        return tuple((int(r.fold), hashlib.sha256(np.ascontiguousarray(r.scores).tobytes()).hexdigest())
+                     for r in sorted(runs, key=lambda r: int(r.fold)))
+
+    groups: dict[tuple, list[str]] = {}
+    for name, runs in results.items():
+        groups.setdefault(fingerprint(runs), []).append(name)
+    return [g for g in groups.values() if len(g) > 1]
 
 
 def evaluate_folds(y_trues: Sequence, scores: Sequence, groups: Mapping[str, np.ndarray], *,

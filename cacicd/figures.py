@@ -1,6 +1,7 @@
 """Writing figures (PNG + PDF) and tables (CSV + Markdown) for the notebooks, with provenance marks."""
 from __future__ import annotations
 
+import io
 import json
 import logging
 from pathlib import Path
@@ -34,12 +35,11 @@ def save_figure(fig, name: str, figures_dir: str | Path, data: str = "synthetic"
     figures_dir = Path(figures_dir)
     figures_dir.mkdir(parents=True, exist_ok=True)
     if is_synthetic(data):
-        fig.text(0.995, 0.005, SYNTHETIC_NOTE, ha="right", va="bottom", fontsize=7, color="0.45", style="italic")
+        # just below the figure's own area (the tight bounding box takes it in), so it never covers an axis label
+        fig.text(0.995, 0.0, SYNTHETIC_NOTE, ha="right", va="top", fontsize=7, color="0.45", style="italic")
     paths = []
     for ext, kw in (("png", {"dpi": 130}), ("pdf", {})):
         path = figures_dir / f"{name}.{ext}"
-        import io
-
         buf = io.BytesIO()
         fig.savefig(buf, format=ext, bbox_inches="tight", metadata=None if ext == "png" else {"CreationDate": None}, **kw)
         atomic_write_bytes(path, buf.getvalue())

@@ -189,7 +189,8 @@ claims.append(check(
     "per level vs naive: " + "; ".join(f"{lv} {pl_rel[lv]:+.2f}% (p={pl.loc[lv, 'p']:.3g})" for lv in LEVELS)))
 
 better = ttests.mean_diff < 0  # fewer rank errors for naive multitask
-sig_cells = [f"{lv} RE@{int(r)} (p={p:.3g})" for lv, r, p in zip(sig.level, sig.R, sig.p)]
+sig_cells = [f"{lv} RE@{int(r)} ({'naive' if d < 0 else 'per level'} better, p={p:.3g})"
+             for lv, r, p, d in zip(sig.level, sig.R, sig.p, sig.mean_diff)]
 claims.append(check(
     "3.3", "naive_better_re_significant_only_billing_high_recall",
     "RE@R is better for naive multitask than per level at most R and levels, significantly (paired t-test) only "

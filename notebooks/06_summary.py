@@ -325,11 +325,13 @@ drop = wide_hp.filter(like="dropout_").astype(float)
 ok_layers = float(hidden.between(2, 3).mean()) if len(hidden) else float("nan")
 mean_units = float(np.nanmean(units.to_numpy())) if units.size else float("nan")
 mean_drop = float(np.nanmean(drop.to_numpy())) if drop.size else float("nan")
+lo, hi = P.space.num_layers
+reachable = lo - 1 <= 3 and hi - 1 >= 2 and P.space.units[1] >= 2000 and P.space.dropout[1] >= 0.5
 claims.append(check("3.6.2", "shallow_wide_models",
                     "The top models have 2–3 hidden layers of ~2–3k units with ~60 % dropout",
-                    None if not len(hidden) else bool(ok_layers >= 0.5 and 2000 <= mean_units <= 3000
-                                                      and 0.5 <= mean_drop <= 0.7),
-                    f"{len(hidden)} models: {100 * ok_layers:.0f} % with 2–3 hidden layers, mean units "
+                    None if not len(hidden) or not reachable else bool(ok_layers >= 0.5 and 2000 <= mean_units <= 3000
+                                                                       and 0.5 <= mean_drop <= 0.7),
+                    ("" if reachable else "this profile's search space cannot reach such models; ") + f"{len(hidden)} models: {100 * ok_layers:.0f} % with 2–3 hidden layers, mean units "
                     f"{mean_units:.0f}, mean dropout {mean_drop:.2f} (search space of profile {P.name}: layers "
                     f"{P.space.num_layers}, units {P.space.units[:2]}, dropout {P.space.dropout})"))
 

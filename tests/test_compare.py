@@ -152,3 +152,16 @@ def test_cached_tidy_reads_every_done_experiment(tmp_path):
     assert C.cached_tidy(TINY, ds, tmp_path, exclude=["dummy"]).empty
     res = C.cached_results(TINY, ds, tmp_path, names=["dummy"])
     assert [r.fold for r in res["dummy"]] == [1] and res["dummy"][0].scores.shape[1] == len(ds.codes)
+
+
+def test_identical_groups_finds_models_with_equal_scores_on_every_fold():
+    rng = np.random.default_rng(0)
+    a = [rng.random((4, 3)).astype(np.float32) for _ in range(2)]
+    b = [x.copy() for x in a]
+    c = [a[0].copy(), a[1] + 1e-6]  # equal on fold 0 only: a different model
+    runs = {name: [SimpleNamespace(fold=k, scores=s) for k, s in enumerate(folds)]
+            for name, folds in {"a": a, "b": b, "c": c, "d": [x.copy() for x in a]}.items()}
+    assert C.identical_groups(runs) == [["a", "b", "d"]]
+    assert C.identical_groups({"a": runs["a"], "c": runs["c"]}) == []
+    # fold order does not matter
+    assert C.identical_groups({"a": runs["a"], "r": runs["b"][::-1]}) == [["a", "r"]]
