@@ -7,6 +7,8 @@ workers (processes or machines). The budget counts COMPLETE and PRUNED trials; a
 number lies past the budget fails at once without training and stops its worker, so workers
 sharing a study stop at exactly `n_trials` counted trials. `recover` marks trials left RUNNING by a
 dead process as FAIL (not counted) before resuming; with PostgreSQL, heartbeats do the same.
+Sampling: `TrialSeededSampler` draws trial k's point from (profile seed, k), so a resumed search does not
+repeat finished points and workers sharing a study draw distinct, reproducible ones.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import logging
 import math
 import os
 import socket
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -100,12 +103,28 @@ def _retry(make, attempts: int = 5):
             time.sleep(0.5 + random.random())
 
 
+class TrialSeededSampler(optuna.samplers.RandomSampler):
+    """Random sampling where a parameter's value depends only on (seed, trial number, parameter name).
+
+    A resumed search never repeats the points of its finished trials (one seeded stream would restart
+    from its first point), and workers sharing a study sample distinct, reproducible points.
+    """
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__(seed=seed)
+        self.seed = int(seed)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        key = np.random.SeedSequence([self.seed, trial.number, zlib.crc32(param_name.encode())])
+        one = optuna.samplers.RandomSampler(seed=int(key.generate_state(1)[0]))
+        return one.sample_independent(study, trial, param_name, param_distribution)
+
+
 def create_study(name: str, storage: str | Path, profile: Profile) -> optuna.Study:
     """Create or load the study `name`: random sampler seeded by the profile, Hyperband pruner, maximise."""
     pruner = optuna.pruners.HyperbandPruner(min_resource=max(1, profile.min_epochs), max_resource=profile.max_epochs,
                                             reduction_factor=profile.hyperband_factor)
-    # each process gets its own sampler stream (a shared seed would make workers sample the same points)
-    sampler = optuna.samplers.RandomSampler(seed=None if _is_shared(storage) else profile.seed)
+    sampler = TrialSeededSampler(profile.seed)
     return _retry(lambda: optuna.create_study(study_name=name, storage=make_storage(storage), sampler=sampler,
                                               pruner=pruner, direction="maximize", load_if_exists=True))
 

@@ -131,3 +131,27 @@ def test_two_workers_share_one_postgres_study(tmp_path):
     print("trials per worker:", {w: sum(t.user_attrs["worker"] == w for t in trials) for w in workers})
     assert len(trials) == 6 and len(workers) == 2
     assert sum(int(r[2]) for r in res) == 6
+
+
+def test_trial_seeded_sampler_resumes_without_repeating_and_is_reproducible(tmp_path):
+    from cacicd.search import TrialSeededSampler
+
+    def objective(trial):
+        return trial.suggest_float("x", 0, 1) + trial.suggest_int("n", 1, 100)
+
+    def values(study):
+        return [(t.params["x"], t.params["n"]) for t in sorted(study.trials, key=lambda t: t.number)]
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    first = optuna.create_study(study_name="s", storage=url, sampler=TrialSeededSampler(0))
+    first.optimize(objective, n_trials=3)
+    resumed = optuna.load_study(study_name="s", storage=url, sampler=TrialSeededSampler(0))  # a new process
+    resumed.optimize(objective, n_trials=3)
+    got = values(resumed)
+    assert len(set(got)) == 6  # the resumed trials did not restart the stream
+    fresh = optuna.create_study(sampler=TrialSeededSampler(0))
+    fresh.optimize(objective, n_trials=6)
+    assert values(fresh) == got  # trial k's point depends on (seed, k) only
+    other = optuna.create_study(sampler=TrialSeededSampler(1))
+    other.optimize(objective, n_trials=2)
+    assert values(other) != got[:2]
