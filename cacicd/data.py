@@ -28,6 +28,7 @@ from .config import Profile
 from .dataset import Dataset
 from .io import file_lock
 from .omop import DataError
+from .pg import SCHEMES
 from .splits import Split, load_splits, make_splits, save_splits
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ def parse_source(source: str) -> tuple[str, str, dict]:
     s = str(source).strip()
     if s == "synthetic":
         return "synthetic", "", {}
-    if s.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
+    if s.startswith(SCHEMES):
         return "postgresql", s, {}
     kind = "omop"
     for prefix in ("omop:", "mimic3:"):

@@ -94,9 +94,11 @@ def without_password(data: str) -> str:
 
     Notebook parameters, run logs and input keys then never hold it; other sources are returned as they are.
     """
-    if not str(data).startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
-        return data
+    from .data import parse_source
     from .pg import split_password
+
+    if parse_source(data)[0] != "postgresql":
+        return data
 
     data, password = split_password(data)
     if password is not None:

@@ -129,10 +129,6 @@ def create_study(name: str, storage: str | Path, profile: Profile) -> optuna.Stu
                                               pruner=pruner, direction="maximize", load_if_exists=True))
 
 
-def _is_shared(storage: str | Path) -> bool:
-    return str(storage).startswith(("postgres", "mysql"))
-
-
 def recover(study: optuna.Study) -> int:
     """Mark trials left RUNNING (by a killed process) as FAIL; returns how many. Call under the run's lock."""
     stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))

@@ -135,13 +135,13 @@ fig2.round(2)
 # %%
 a = rel[rel["level"] == "all"].pivot_table(index="model", columns="R", values="rel")
 best = ["naive_ndcg", "naive_auprc_micro"]
+same_as_ref = all(m in same_of.get(REF, ()) for m in best)
 claims.append(check(
     "3.2", "ndcg_auprc_beat_f1",
     "Tuning on NDCG or micro AUPRC gives better RE@R than tuning on μF1 at every R (paper: ~5% better at any recall)",
-    None if a.loc[best].isna().all().all() or all(m in same_of.get(REF, ()) for m in best)
-    else bool((a.loc[best] > 0).all().all()),
+    None if a.loc[best].isna().all().all() or same_as_ref else bool((a.loc[best] > 0).all().all()),
     ("the NDCG-, μAUPRC- and μF1-tuned searches chose the same model, so they cannot differ; "
-     if all(m in same_of.get(REF, ()) for m in best) else "") + "; ".join(f"{SHORT[m]}: " + ", ".join(f"RE@{r_} {a.loc[m, r_]:+.1f}%" for r_ in RS) for m in best)))
+     if same_as_ref else "") + "; ".join(f"{SHORT[m]}: " + ", ".join(f"RE@{r_} {a.loc[m, r_]:+.1f}%" for r_ in RS) for m in best)))
 pairs = [("naive_f1_micro", "naive_f1_macro"), ("naive_auprc_micro", "naive_auprc_macro"),
          ("naive_auroc_micro", "naive_auroc_macro")]
 a0 = a.copy()
@@ -189,9 +189,9 @@ rel[rel["level"] != "all"].pivot_table(index=["level", "model"], columns="R", va
 
 # %%
 FIG_S4 = [name for name in E.EXPERIMENTS if name != "dummy"]
-for name in FIG_S4:  # trains what 03–05 would otherwise train first (then read from the cache)
-    E.run(name, P, ds, cache_dir=CACHE, progress=False)
-cached = compare.cached_tidy(P, ds, CACHE, names=FIG_S4)
+# one experiment at a time (its score matrices are dropped after); trains what 03–05 would otherwise train first
+cached = pd.concat([compare.tidy_results({name: E.run(name, P, ds, cache_dir=CACHE, progress=False)})
+                    for name in FIG_S4], ignore_index=True)
 n_models = cached[["model", "fold"]].drop_duplicates().shape[0]
 models_used = sorted(cached["model"].unique())
 print(f"Spearman over {n_models} (experiment, fold) pairs from {len(models_used)} experiments: "
