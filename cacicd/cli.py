@@ -33,20 +33,20 @@ def build_parser() -> argparse.ArgumentParser:
         _common(p)
         p.add_argument("--fold", default="all", help="fold number(s), e.g. 0 or 0,2 (default: all)")
         if name == "run":
-            p.add_argument("--storage", default=None, help="PostgreSQL URL of a shared search (default: SQLite in the run folder)")
+            p.add_argument("--storage", default=None, help="PostgreSQL URL of a shared search (default: SQLite in the cache)")
             p.add_argument("--force", action="store_true", help="recompute even when cached")
-            p.add_argument("--amp", action="store_true", help="mixed precision on the GPU")
+            p.add_argument("--precision", default=None, choices=("auto", "float32", "bfloat16"),
+                           help="training and inference precision (default: the profile's)")
         else:
             p.add_argument("--split", default="test", choices=("test", "dev"))
     p = sub.add_parser("status", help="done / stale / missing results for a profile and data source")
     _common(p)
-    p = sub.add_parser("search", help="a search worker joining a shared study (start one per process/machine)")
+    p = sub.add_parser("search", help="a worker joining the shared search of an experiment's family (one per process/machine)")
     p.add_argument("experiment")
     _common(p)
     p.add_argument("--storage", required=True, help="postgresql://… shared by the workers")
     p.add_argument("--fold", type=int, default=0)
-    p.add_argument("--n-trials", type=int, default=None, help="total budget of the study (default: the profile's)")
-    p.add_argument("--amp", action="store_true")
+    p.add_argument("--precision", default=None, choices=("auto", "float32", "bfloat16"))
     return ap
 
 
@@ -55,9 +55,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING if args.verbose < 2 else optuna.logging.INFO)
     from . import experiments as E
 
     pd.set_option("display.width", 160, "display.max_rows", 500)
@@ -79,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {k}: {v}")
         elif args.cmd == "run":
             rs = E.run(args.experiment, args.profile, args.data, _folds(args.fold), args.cache, storage=args.storage,
-                       force=args.force, amp=args.amp)
+                       force=args.force, precision=args.precision)
             for r in rs:
                 t = r.timings
                 print(f"{r.experiment} fold {r.fold}: search {t.get('search_s', 0):.1f}s, train {t.get('train_s', 0):.1f}s, "
@@ -93,9 +90,9 @@ def main(argv: list[str] | None = None) -> int:
             print(st.pivot(index="experiment", columns="fold", values="state").to_string())
             print(st["state"].value_counts().to_string())
         elif args.cmd == "search":
-            out = E.search_worker(args.experiment, args.storage, args.profile, args.data, args.fold, args.n_trials,
-                                  args.cache, amp=args.amp)
-            print(f"study {out['study']}: {out['n_counted']} trials counted, {out['n_mine']} by this worker")
+            out = E.search_worker(args.experiment, args.storage, args.profile, args.data, args.fold, args.cache,
+                                  precision=args.precision)
+            print(f"store {out['store']}: {out['nodes']} networks trained, {out['nodes_mine']} by this worker")
     except (ValueError, FileNotFoundError) as e:
         print(f"cacicd {args.cmd}: error: {e}", file=sys.stderr)
         return 2

@@ -1,22 +1,19 @@
 """Every experiment of the paper declared once, and `run(name, profile, data, folds)` with an on-disk cache.
 
-A run of one experiment on one fold: search hyperparameters on the dev set (`cacicd.search`), train
-the best configuration (`cacicd.train`), predict the test set, expand the predictions to the
-dataset's full code list (codes the model never saw score 0), score dev and test per level
-(`cacicd.metrics`). Derived experiments reuse others: `base` (roll-up / roll-down post-process the
-base model's test predictions, no retraining) and `parts` (per-level models assembled into one
-score matrix).
+A run of one experiment on one fold: the Hyperband search of its family (`cacicd.search`: the
+experiments with the same labels and loss share one store of trained networks), the search's top model
+(not retrained), its predictions on the test set expanded to the dataset's full code list (codes the
+model never saw score 0), dev and test scored per level (`cacicd.metrics`). `parts` experiments
+assemble per-level models into one score matrix.
 
-Cache layout: <cache_dir>/<profile>/<dataset hash>/<experiment>/fold<k>/ holding study.db (Optuna,
-SQLite), search.json, scores.npy, test_idx.npy, dev/test_metrics.csv, history.csv, model.pt and
+Cache layout: <cache_dir>/<profile>/<dataset hash>/_search/<family>/fold<k>/ holds a family's store of
+curves (curves.db, SQLite) and its finished search (search.json); <cache_dir>/<profile>/<dataset
+hash>/<experiment>/fold<k>/ holds scores.npy, test_idx.npy, dev/test_metrics.csv, history.csv, model.pt and
 result.json, written last (its presence marks a complete result). result.json records the keys
 of the experiment declaration and of the profile; a mismatch makes the folder stale (wiped and
 recomputed). A new dataset hash is a new folder, so a data update invalidates only what depends on
 it. The fold folder is locked (`cacicd.io.file_lock`) while it is computed; a second process waits,
-then reads the cache. A run killed at any point resumes from its last completed search trial.
-
-Profiles with `search_all_folds=False` search on fold 0 only and train the other folds with fold
-0's best hyperparameters (the paper profile searches every fold).
+then reads the cache. A run killed at any point resumes from its last trained network (node).
 """
 from __future__ import annotations
 
@@ -57,14 +54,13 @@ class Experiment:
     output_rule: str = "identity"  # applied at inference (and to dev predictions during training)
     target: str = "ndcg"
     model: str = "mlp"  # "mlp" | "dummy"
-    base: str | None = None  # reuse this experiment's test predictions (no training)
     parts: tuple[str, ...] = ()  # composite of these experiments' predictions
 
     def key(self) -> str:
-        """Hash of the declaration (and of its base/parts): a change invalidates cached results."""
+        """Hash of the declaration (and of its parts): a change invalidates cached results."""
         d = dataclasses.asdict(self)
         d.pop("description")
-        deps = [EXPERIMENTS[n].key() for n in ((self.base,) if self.base else ()) + self.parts]
+        deps = [EXPERIMENTS[n].key() for n in self.parts]
         return hashlib.sha256(json.dumps([d, deps, RESULT_VERSION], sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -90,10 +86,10 @@ EXPERIMENTS: dict[str, Experiment] = _declare(
                parts=tuple(LEVEL_PARTS.values())),
     Experiment("reweighted_ndcg", "re-weighted multitask BCE (equal total weight per level group)",
                loss="reweighted_bce"),
-    Experiment("rollup_ndcg", "naive_ndcg's model with roll-up at inference (max over descendants)",
-               output_rule="rollup", base="naive_ndcg"),
-    Experiment("rolldown_ndcg", "naive_ndcg's model with roll-down at inference (min over ancestors)",
-               output_rule="rolldown", base="naive_ndcg"),
+    Experiment("rollup_ndcg", "plain BCE, roll-up (max over descendants) applied to what the search sees, "
+               "tuned on NDCG", output_rule="rollup"),
+    Experiment("rolldown_ndcg", "plain BCE, roll-down (min over ancestors) applied to what the search sees, "
+               "tuned on NDCG", output_rule="rolldown"),
     Experiment("mcloss_ndcg", "MCLoss (hierarchy-constrained BCE), roll-up at inference", loss="mcloss",
                output_rule="rollup"),
     Experiment("treemin_ndcg", "TreeMin loss (hierarchy-constrained BCE), plain sigmoid at inference",
@@ -112,11 +108,9 @@ def _validate() -> None:
     for e in EXPERIMENTS.values():
         if e.labels not in LABEL_SETS or e.target not in TARGETS or e.model not in ("mlp", "dummy"):
             raise ValueError(f"experiment {e.name}: bad labels/target/model {e.labels}/{e.target}/{e.model}")
-        for dep in ((e.base,) if e.base else ()) + e.parts:
+        for dep in e.parts:
             if dep not in EXPERIMENTS:
                 raise ValueError(f"experiment {e.name} depends on unknown experiment {dep!r}")
-        if e.base and EXPERIMENTS[e.base].output_rule != "identity":
-            raise ValueError(f"experiment {e.name}: its base {e.base} must have output rule identity")
 
 
 _validate()
@@ -131,8 +125,8 @@ def get_experiment(name: str) -> Experiment:
 
 
 def trained_experiments() -> list[str]:
-    """Names of the experiments that train a network (no base, no parts, model mlp)."""
-    return [e.name for e in EXPERIMENTS.values() if e.model == "mlp" and not e.base and not e.parts]
+    """Names of the experiments that train a network (no parts, model mlp)."""
+    return [e.name for e in EXPERIMENTS.values() if e.model == "mlp" and not e.parts]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -311,65 +305,123 @@ class _Ctx:
     storage: str | None
     progress: bool
     device: str | None
-    amp: bool
+    precision: str
 
 
-def _study_name(keys: dict) -> str:
-    return (f"{keys['profile']}-{keys['dataset_hash']}-{keys['experiment']}-fold{keys['fold']}-"
-            f"{keys['experiment_key'][:8]}{keys['profile_key'][:8]}")
+def family(exp: Experiment) -> list[Experiment]:
+    """The experiments whose searches train the same networks as `exp` (same labels and loss): one store."""
+    if exp.model != "mlp" or exp.parts:
+        raise ValueError(f"experiment {exp.name} has no search of its own (model {exp.model}, parts {exp.parts})")
+    return [e for e in EXPERIMENTS.values()
+            if e.model == "mlp" and not e.parts and e.labels == exp.labels and e.loss == exp.loss]
 
 
-def _search(exp: Experiment, c: _Ctx, fold: int, Xs, Ys, ctx, rule) -> dict:
-    """Run (or resume, or read) the search of `exp` on `fold`; returns search.json's content."""
-    from . import search
+def is_naive_family(exp: Experiment) -> bool:
+    """True for the plain-BCE all-codes searches (section 3.2's seven targets, roll-up, roll-down)."""
+    return exp.labels == "all" and exp.loss == "bce" and exp.model == "mlp" and not exp.parts
 
-    folder = fold_dir(c.cache_dir, c.profile, c.dataset_hash, exp.name, fold)
+
+def search_iterations(exp: Experiment, profile: Profile) -> int:
+    """Hyperband iterations of the search of `exp`: the naive family's, or the method searches'."""
+    if is_naive_family(exp) or profile.method_iterations is None:
+        return profile.hyperband_iterations
+    return profile.method_iterations
+
+
+def _family_id(members: list[Experiment], profile: Profile) -> str:
+    d = [[e.name, e.key()] for e in members]
+    return members[0].labels + "-" + members[0].loss + "-" + hashlib.sha256(
+        json.dumps([d, _profile_key(profile), RESULT_VERSION]).encode()).hexdigest()[:12]
+
+
+@dataclass
+class _Family:
+    search: "object"  # cacicd.search.FamilySearch
+    results: dict  # member name -> result (best trial, trials)
+    meta: dict  # costs of the whole family
+    cols: np.ndarray
+    codes: list[str]
+    ctx: object
+    folder: Path
+
+
+def _family_search(exp: Experiment, c: _Ctx, fold: int, run: bool = True) -> _Family:
+    """The family search of `exp` on `fold`: run, resume or join it (run=True), else only open its store."""
+    from . import losses, outputs
+    from .curves import CurveStore
+    from .search import FamilyData, FamilySearch, Member, TrainSettings
+
+    members = family(exp)
+    fid = _family_id(members, c.profile)
+    folder = Path(c.cache_dir) / c.profile.name / c.dataset_hash / "_search" / fid / f"fold{fold}"
+    ds = c.dataset
+    train_idx, dev_idx, _ = fold_indices(ds, c.profile, fold, c.cache_dir)
+    cols = label_columns(ds, exp.labels)
+    codes = [ds.codes[j] for j in cols]
+    Y = ds.Y[:, cols].tocsr() if cols.size != len(ds.codes) else ds.Y.tocsr()
+    X = ds.X.tocsr()
+    ctx = losses.LabelContext.from_labels(codes, Y[train_idx])
+    rules = {e.output_rule: (None if e.output_rule == "identity" else outputs.make_output_rule(e.output_rule, ctx))
+             for e in members}
+    data = FamilyData.split(X[train_idx], Y[train_idx], X[dev_idx], Y[dev_idx], exp.loss, ctx, rules)
+    storage = c.storage or str(folder / "curves.db")
+    folder.mkdir(parents=True, exist_ok=True)
+    store = CurveStore(storage, f"{c.profile.name}-{c.dataset_hash}-{fid}-fold{fold}")
+    settings = TrainSettings(c.profile.learning_rate, c.profile.batch_size, c.profile.patience, c.device, c.precision)
+    fs = FamilySearch([Member(e.name, e.target, e.output_rule) for e in members], data, c.profile, store,
+                      iterations=search_iterations(exp, c.profile), seed_material=[c.profile.seed, fold],
+                      loss_space=losses.LOSS_SPACES.get(exp.loss, {}), settings=settings, progress=c.progress)
     f = folder / "search.json"
-    keys = _keys(exp, c.profile, c.dataset_hash, fold)
-    if f.exists():
-        meta = json.loads(f.read_text())
-        if all(meta.get(k) == v for k, v in keys.items()):
-            return meta
-    t0 = time.perf_counter()
-    n_trials = search.trial_budget(c.profile)
-    storage = c.storage or folder / "study.db"
-    study_name = _study_name(keys)
-    study = search.create_study(study_name, storage, c.profile)
-    if c.storage is None:
-        search.recover(study)  # we hold the folder lock: anything RUNNING belongs to a dead process
-    objective = search.make_objective(Xs[0], Ys[0], Xs[1], Ys[1], profile=c.profile, loss_name=exp.loss, ctx=ctx,
-                                      target=exp.target, output_rule=rule, device=c.device, amp=c.amp)
-    search.run_study(study, objective, n_trials, progress=c.progress)
-    if c.storage is not None:
-        search.wait_for_budget(study, n_trials)
-    params, value = search.best_params(study)
-    from optuna.trial import TrialState
 
-    states = [t.state for t in study.get_trials(deepcopy=False)]
-    meta = dict(keys, best_params=params, best_value=value, n_trials=n_trials,
-                n_complete=states.count(TrialState.COMPLETE), n_pruned=states.count(TrialState.PRUNED),
-                n_failed=states.count(TrialState.FAIL), search_s=time.perf_counter() - t0)
-    atomic_write_text(f, json.dumps(meta, indent=1, default=jsonable))
-    return meta
+    def finished() -> _Family | None:
+        if not f.exists():
+            return None
+        saved = json.loads(f.read_text())
+        return _Family(fs, saved["results"], saved["meta"], cols, codes, ctx, folder)
+
+    def search() -> _Family:
+        logger.info("searching %s fold %d (%d member(s): %s)", exp.labels + "/" + exp.loss, fold, len(members),
+                    ", ".join(e.name for e in members))
+        results = fs.run()
+        recs = store.records()
+        meta = {"family": fid, "members": [e.name for e in members], "search_s": fs.seconds,
+                "nodes_in_store": len(recs), "epochs_in_store": int(sum(len(r["epochs"]) for r in recs.values())),
+                "nodes_trained_here": fs.nodes_trained, "epochs_trained_here": fs.epochs_trained,
+                "workers": store.workers(), "iterations": fs.iterations}
+        atomic_write_text(f, json.dumps({"results": results, "meta": meta}, indent=1, default=jsonable))
+        return _Family(fs, results, meta, cols, codes, ctx, folder)
+
+    if (done := finished()) is not None:
+        return done
+    if not run:
+        raise FileNotFoundError(f"no finished search for {exp.name} fold {fold} in {folder}")
+    if c.storage is not None:  # a shared store: workers on this cache must not wait for each other
+        fam = search()
+        with file_lock(folder / ".lock"):
+            return finished() or fam
+    with file_lock(folder / ".lock"):
+        if (done := finished()) is not None:  # another process finished it
+            return done
+        store.release()  # we hold the lock: a node left running belongs to a dead process
+        return search()
 
 
 def _train_fold(exp: Experiment, c: _Ctx, fold: int) -> tuple[RunResult, torch.nn.Module | None]:
-    from . import losses, outputs
-    from .models import DummyModel
-    from .train import predict_proba, train
+    from .models import DummyModel, build_mlp
+    from .search import load_state, network_params
+    from .train import predict_proba
 
     ds = c.dataset
     t_start = time.perf_counter()
     train_idx, dev_idx, test_idx = fold_indices(ds, c.profile, fold, c.cache_dir)
     cols = label_columns(ds, exp.labels)
-    codes = [ds.codes[j] for j in cols]
-    Y = ds.Y[:, cols].tocsr() if cols.size != len(ds.codes) else ds.Y
     n_codes = len(ds.codes)
     timings: dict = {}
     info: dict = {"n_labels": int(cols.size), "n_train": int(len(train_idx)), "n_dev": int(len(dev_idx)),
                   "n_test": int(len(test_idx))}
-    model, params, history = None, {}, pd.DataFrame(columns=["epoch", "loss", "dev", "seconds"])
+    model, params, history = None, {}, pd.DataFrame(columns=["epoch", "loss", "val", "dev", "seconds"])
     if exp.model == "dummy":
+        Y = ds.Y[:, cols].tocsr() if cols.size != n_codes else ds.Y
         t0 = time.perf_counter()
         dummy = DummyModel.fit(Y[train_idx])
         timings["train_s"] = time.perf_counter() - t0
@@ -377,42 +429,30 @@ def _train_fold(exp: Experiment, c: _Ctx, fold: int) -> tuple[RunResult, torch.n
         p_dev, p_test = dummy.predict(len(dev_idx)), dummy.predict(len(test_idx))
         timings["inference_s"] = time.perf_counter() - t0
     else:
-        ctx = losses.LabelContext.from_labels(codes, Y[train_idx])
-        rule = None if exp.output_rule == "identity" else outputs.make_output_rule(exp.output_rule, ctx)
+        fam = _family_search(exp, c, fold)
+        res = fam.results[exp.name]
+        best = res["best"]
+        params = dict(best["config"])
+        model = build_mlp(ds.X.shape[1], int(cols.size), network_params(params))
+        load_state(model, fam.search.checkpoint(best["checkpoint"]))
+        model.eval()
+        key = f"{exp.target}|{exp.output_rule}"
+        rows = fam.search.lineage(best["checkpoint"])
+        history = pd.DataFrame([{"epoch": r["epoch"], "loss": r["loss"], "val": r.get(f"val_{key}"),
+                                 "dev": r.get(f"dev_{key}"), "seconds": r["seconds"]} for r in rows])
+        timings["search_s"] = float(fam.meta["search_s"])
+        timings["train_s"] = float(history["seconds"].sum()) if len(history) else 0.0
+        timings["epoch_s"] = float(history["seconds"].mean()) if len(history) else float("nan")
+        info.update({"best_value": best["score"], "final_dev": best["best_dev"], "best_epoch": best["best_epoch"],
+                     "best_trial": {k: best[k] for k in ("index", "iteration", "bracket", "round")},
+                     "n_configurations": res["n_configurations"], "n_trials": res["n_trials"],
+                     "family": fam.meta["family"], "family_members": fam.meta["members"],
+                     "nodes_in_store": fam.meta["nodes_in_store"], "epochs_in_store": fam.meta["epochs_in_store"]})
+        rule = fam.search.data.rules.get(exp.output_rule)
         X = ds.X.tocsr()
-        Xs, Ys = (X[train_idx], X[dev_idx]), (Y[train_idx], Y[dev_idx])
-        search_fold = fold if c.profile.search_all_folds else 0
-        if search_fold != fold:  # reuse fold 0's search (under fold 0's lock)
-            folder0 = fold_dir(c.cache_dir, c.profile, c.dataset_hash, exp.name, 0)
-            with file_lock(folder0 / ".lock"):
-                tr0, dv0, _ = fold_indices(ds, c.profile, 0, c.cache_dir)
-                ctx0 = losses.LabelContext.from_labels(codes, Y[tr0])
-                rule0 = None if rule is None else outputs.make_output_rule(exp.output_rule, ctx0)
-                s = _search(exp, c, 0, (X[tr0], X[dv0]), (Y[tr0], Y[dv0]), ctx0, rule0)
-            timings["search_s"] = 0.0
-            info["search_fold"] = 0
-        else:
-            s = _search(exp, c, fold, Xs, Ys, ctx, rule)
-            timings["search_s"] = s["search_s"]
-            info["search_fold"] = fold
-        info.update({k: s[k] for k in ("best_value", "n_trials", "n_complete", "n_pruned", "n_failed")})
-        params = s["best_params"]
-        from .search import split_params
-
-        net, loss_kw = split_params(params)
+        p_dev = predict_proba(model, X[dev_idx], device=c.device, precision=c.precision)
         t0 = time.perf_counter()
-        res = train(Xs[0], Ys[0], Xs[1], Ys[1], net, losses.make_loss(exp.loss, ctx, **loss_kw), exp.target,
-                    seed=c.profile.seed * 1000 + 7919 * (fold + 1), max_epochs=c.profile.max_epochs,
-                    lr=c.profile.learning_rate, batch_size=c.profile.batch_size, patience=c.profile.patience,
-                    output_rule=rule, device=c.device, amp=c.amp, progress=c.progress)
-        timings["train_s"] = time.perf_counter() - t0
-        timings["epoch_s"] = float(np.mean([h["seconds"] for h in res.history]))
-        info["best_epoch"], info["final_dev"] = res.best_epoch, res.best_value
-        history = pd.DataFrame(res.history)
-        model = res.model
-        p_dev = predict_proba(model, X[dev_idx], device=c.device, amp=c.amp)
-        t0 = time.perf_counter()
-        p_test = predict_proba(model, X[test_idx], device=c.device, amp=c.amp)
+        p_test = predict_proba(model, X[test_idx], device=c.device, precision=c.precision)
         timings["inference_s"] = time.perf_counter() - t0
         if rule is not None:
             p_dev, p_test = rule(p_dev), rule(p_test)
@@ -428,49 +468,25 @@ def _train_fold(exp: Experiment, c: _Ctx, fold: int) -> tuple[RunResult, torch.n
 
 
 def _derived_fold(exp: Experiment, c: _Ctx, fold: int) -> RunResult:
-    """Roll-up / roll-down of a base model's predictions, or the assembly of per-level parts."""
-    from . import losses, outputs
-
+    """The assembly of per-level parts into one score matrix (each part's own level scored by its model)."""
     ds = c.dataset
     t_start = time.perf_counter()
-    train_idx, dev_idx, test_idx = fold_indices(ds, c.profile, fold, c.cache_dir)
-    if exp.base:
-        base = _run_fold(get_experiment(exp.base), c, fold)
-        cols = label_columns(ds, exp.labels)
-        codes = [ds.codes[j] for j in cols]
-        ctx = losses.LabelContext.from_labels(codes, ds.Y[train_idx][:, cols])
-        rule = outputs.make_output_rule(exp.output_rule, ctx)
-        t0 = time.perf_counter()
-        scores = _expand(rule(base.scores[:, cols]), cols, len(ds.codes))
-        timings = {"search_s": 0.0, "train_s": 0.0, "inference_s": base.timings.get("inference_s", 0.0)
-                   + time.perf_counter() - t0}
-        params, history, info = base.best_params, base.history, {"base": exp.base}
-        dev_m = pd.DataFrame(columns=["level", "metric", "value"])
-        if rule is not None and base.path is not None and (base.path / "model.pt").exists():
-            from .train import predict_proba
-
-            p_dev = predict_proba(base.load_model(c.device), ds.X[dev_idx], device=c.device)
-            dev_m = evaluate(ds.Y[dev_idx], _expand(rule(p_dev[:, cols] if p_dev.shape[1] != len(cols) else p_dev),
-                                                    cols, len(ds.codes)), ds.codes)
-    else:
-        parts = [_run_fold(get_experiment(p), c, fold) for p in exp.parts]
-        scores = np.zeros((len(test_idx), len(ds.codes)), dtype=np.float32)
-        masks = icd9.level_masks(ds.codes)
-        for p in parts:  # later parts win on shared codes (billing over 3-digit for 3-digit leaves)
-            cols = label_columns(ds, get_experiment(p.experiment).labels)
-            scores[:, cols] = p.scores[:, cols]
-        timings = {k: float(sum(p.timings.get(k, 0.0) for p in parts)) for k in ("search_s", "train_s", "inference_s")}
-        params = {p.experiment: p.best_params for p in parts}
-        history = pd.concat([p.history.assign(part=p.experiment) for p in parts], ignore_index=True)
-        info = {"parts": list(exp.parts)}
-        dev_m = pd.concat([p.dev_metrics[p.dev_metrics["level"] == get_experiment(p.experiment).labels]
-                           for p in parts], ignore_index=True)
-        del masks
+    _, _, test_idx = fold_indices(ds, c.profile, fold, c.cache_dir)
+    parts = [_run_fold(get_experiment(p), c, fold) for p in exp.parts]
+    scores = np.zeros((len(test_idx), len(ds.codes)), dtype=np.float32)
+    for p in parts:  # later parts win on shared codes (billing over 3-digit for 3-digit leaves)
+        cols = label_columns(ds, get_experiment(p.experiment).labels)
+        scores[:, cols] = p.scores[:, cols]
+    timings = {k: float(sum(p.timings.get(k, 0.0) for p in parts)) for k in ("search_s", "train_s", "inference_s")}
+    params = {p.experiment: p.best_params for p in parts}
+    history = pd.concat([p.history.assign(part=p.experiment) for p in parts], ignore_index=True)
+    info = {"parts": list(exp.parts)}
+    dev_m = pd.concat([p.dev_metrics[p.dev_metrics["level"] == get_experiment(p.experiment).labels]
+                       for p in parts], ignore_index=True)
     test_m = evaluate(ds.Y[test_idx], scores, ds.codes)
-    if exp.parts:  # each part's own level is scored with its own model's predictions
-        own = {get_experiment(p.experiment).labels: p.test_metrics for p in parts}
-        test_m = pd.concat([test_m[~test_m["level"].isin(list(own))]]
-                           + [m[m["level"] == lv] for lv, m in own.items()], ignore_index=True)
+    own = {get_experiment(p.experiment).labels: p.test_metrics for p in parts}
+    test_m = pd.concat([test_m[~test_m["level"].isin(list(own))]] + [m[m["level"] == lv] for lv, m in own.items()],
+                       ignore_index=True)
     timings["total_s"] = time.perf_counter() - t_start
     return RunResult(exp.name, c.profile.name, fold, c.dataset_hash, list(ds.codes), test_idx, scores, dev_m,
                      test_m, params, history, timings, info)
@@ -481,7 +497,7 @@ def _run_fold(exp: Experiment, c: _Ctx, fold: int, force: bool = False) -> RunRe
     keys = _keys(exp, c.profile, c.dataset_hash, fold)
     if not force and (meta := _cached(folder, keys)) is not None:
         return _load_result(folder, meta, c.dataset.codes)
-    for dep in ((exp.base,) if exp.base else ()) + exp.parts:  # dependencies first, outside our lock
+    for dep in exp.parts:  # dependencies first, outside our lock
         _run_fold(get_experiment(dep), c, fold)
     with file_lock(folder / ".lock"):
         if not force and (meta := _cached(folder, keys)) is not None:  # another process finished it
@@ -489,7 +505,7 @@ def _run_fold(exp: Experiment, c: _Ctx, fold: int, force: bool = False) -> RunRe
         _wipe_if_stale(folder, keys, force)
         atomic_write_text(folder / "key.json", json.dumps(keys))
         logger.info("running %s fold %d (profile %s, data %s)", exp.name, fold, c.profile.name, c.dataset_hash)
-        if exp.base or exp.parts:
+        if exp.parts:
             r, model = _derived_fold(exp, c, fold), None
         else:
             r, model = _train_fold(exp, c, fold)
@@ -510,23 +526,26 @@ def _wipe_if_stale(folder: Path, keys: dict, force: bool) -> None:
     (folder / "result.json").unlink(missing_ok=True)
 
 
-def _context(profile, data, cache_dir, storage, progress, device, amp) -> _Ctx:
+def _context(profile, data, cache_dir, storage, progress, device, precision) -> _Ctx:
     profile = get_profile(profile) if isinstance(profile, str) else profile
     cache_dir = Path(cache_dir) if cache_dir is not None else cache_root()
     ds = load_dataset(data, profile, cache_dir)
-    return _Ctx(profile, ds, ds.content_hash(), cache_dir, storage, progress, device, amp)
+    return _Ctx(profile, ds, ds.content_hash(), cache_dir, storage, progress, device,
+                precision if precision is not None else profile.precision)
 
 
 def run(name: str, profile: str | Profile = "default", data: str | Dataset = "synthetic",
         folds: int | list[int] | None = None, cache_dir: str | Path | None = None, *, storage: str | None = None,
-        force: bool = False, progress: bool = True, device: str | None = None, amp: bool = False) -> list[RunResult]:
+        force: bool = False, progress: bool = True, device: str | None = None,
+        precision: str | None = None) -> list[RunResult]:
     """Run (or read from the cache) experiment `name` on some folds (None: all); one RunResult per fold.
 
     data: a source string for `cacicd.data.load_data` ("synthetic", an OMOP folder, ...) or a Dataset.
-    storage: None for the run folder's SQLite study, or a PostgreSQL URL shared with `cacicd search` workers.
+    storage: None for the family's SQLite store, or a PostgreSQL URL shared with `cacicd search` workers.
+    precision: None for the profile's; "float32", "bfloat16" or "auto".
     """
     exp = get_experiment(name)
-    c = _context(profile, data, cache_dir, storage, progress, device, amp)
+    c = _context(profile, data, cache_dir, storage, progress, device, precision)
     if folds is None:
         folds = list(range(c.profile.n_folds))
     elif isinstance(folds, (int, np.integer)):
@@ -538,41 +557,24 @@ def run(name: str, profile: str | Profile = "default", data: str | Dataset = "sy
 
 
 def search_worker(name: str, storage: str, profile: str | Profile = "default", data: str | Dataset = "synthetic",
-                  fold: int = 0, n_trials: int | None = None, cache_dir: str | Path | None = None,
-                  progress: bool = True, device: str | None = None, amp: bool = False) -> dict:
-    """Join the shared search of (`name`, fold) in `storage` until the study holds n_trials counted trials.
+                  fold: int = 0, cache_dir: str | Path | None = None, progress: bool = True,
+                  device: str | None = None, precision: str | None = None) -> dict:
+    """Join the shared search of `name`'s family on `fold` in `storage` (PostgreSQL) until it is finished.
 
-    n_trials defaults to the profile's budget. Returns {study, n_counted, n_mine}. Start one per worker;
-    then `run(name, ..., storage=storage)` trains the best configuration.
+    Start one per worker (process or machine); each trains the networks no other worker holds. Then
+    `run(name, ..., storage=storage)` reads the finished search. Returns {store, nodes, nodes_mine, workers}.
     """
-    from . import losses, outputs, search
+    from .search import worker_id
     from .train import set_threads
 
     exp = get_experiment(name)
-    if exp.model != "mlp" or exp.base or exp.parts:
-        raise ValueError(f"experiment {name} has no search of its own (model {exp.model}, base/parts)")
-    c = _context(profile, data, cache_dir, storage, progress, device, amp)
+    family(exp)  # refuses experiments without a search
+    c = _context(profile, data, cache_dir, storage, progress, device, precision)
     set_threads()
-    tr, dv, _ = fold_indices(c.dataset, c.profile, fold, c.cache_dir)
-    cols = label_columns(c.dataset, exp.labels)
-    codes = [c.dataset.codes[j] for j in cols]
-    Y, X = c.dataset.Y[:, cols].tocsr(), c.dataset.X.tocsr()
-    ctx = losses.LabelContext.from_labels(codes, Y[tr])
-    rule = None if exp.output_rule == "identity" else outputs.make_output_rule(exp.output_rule, ctx)
-    keys = _keys(exp, c.profile, c.dataset_hash, fold)
-    study_name = _study_name(keys)
-    study = search.create_study(study_name, storage, c.profile)
-    objective = search.make_objective(X[tr], Y[tr], X[dv], Y[dv], profile=c.profile, loss_name=exp.loss, ctx=ctx,
-                                      target=exp.target, output_rule=rule, device=device, amp=amp)
-    budget = n_trials if n_trials is not None else search.trial_budget(c.profile)
-    import os
-    import socket
-
-    search.run_study(study, objective, budget, progress=progress)
-    me = f"{socket.gethostname()}:{os.getpid()}"
-    trials = study.get_trials(deepcopy=False, states=search.COUNTED)
-    return {"study": study_name, "n_counted": len(trials),
-            "n_mine": sum(t.user_attrs.get("worker") == me for t in trials)}
+    fam = _family_search(exp, c, fold)
+    workers = fam.search.store.workers()
+    return {"store": fam.search.store.store, "nodes": sum(workers.values()), "nodes_mine": workers.get(worker_id(), 0),
+            "workers": workers}
 
 
 def status(profile: str | Profile = "default", data: str | Dataset = "synthetic",
@@ -603,7 +605,7 @@ def load(name: str, profile: str | Profile = "default", data: str | Dataset = "s
          folds: int | list[int] | None = None, cache_dir: str | Path | None = None) -> list[RunResult]:
     """Cached results only (no computation); raises FileNotFoundError naming what is missing."""
     exp = get_experiment(name)
-    c = _context(profile, data, cache_dir, None, False, None, False)
+    c = _context(profile, data, cache_dir, None, False, None, None)
     folds = list(range(c.profile.n_folds)) if folds is None else ([folds] if isinstance(folds, int) else folds)
     out = []
     for k in folds:

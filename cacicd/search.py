@@ -1,237 +1,471 @@
-"""Hyperparameter search with Optuna (spec section 6): random sampling with a HyperbandPruner standing
-for keras-tuner's Hyperband (max epochs = max resource, reduction factor 3), the dev target metric
-as objective (maximised), `executions_per_trial` models per trial trained in lockstep and averaged.
+"""Hyperparameter search as the authors ran it (spec section 6): keras-tuner 1.1's Hyperband, shared by a family.
 
-Storage: an SQLite file (the run's cache folder) by default, or a PostgreSQL URL shared by several
-workers (processes or machines). The budget counts COMPLETE and PRUNED trials; a trial whose
-number lies past the budget fails at once without training and stops its worker, so workers
-sharing a study stop at exactly `n_trials` counted trials. `recover` marks trials left RUNNING by a
-dead process as FAIL (not counted) before resuming; with PostgreSQL, heartbeats do the same.
-Sampling: `TrialSeededSampler` draws trial k's point from (profile seed, k), so a resumed search does not
-repeat finished points and workers sharing a study draw distinct, reproducible ones.
+A *family* is a set of searches that train the same networks and differ only in what judges them: the
+seven naive target metrics, roll-up and roll-down all train plain BCE networks on every code. Each search
+(a `Member`: target metric and output rule) follows keras-tuner's Hyperband (`cacicd.hyperband`):
+- round 0 of a bracket samples configurations at random (one `units` value and one dropout rate for every
+  hidden layer; a configuration already tried is redrawn, up to 20 times, then its slot is skipped);
+- each configuration is trained `executions_per_trial` times (one seed each) with Adam, early stopping
+  (patience, strictly better) on the member's target measured on a validation split (the last 5 % of the
+  training rows, which are not trained on), for at most the round's epochs;
+- the trial's score is the mean over executions of its best dev value (the objective); its checkpoint is
+  the weights of the best dev epoch over all executions (keras-tuner's SaveBestEpoch);
+- round r > 0 continues the best `round_size` trials of round r - 1 from their checkpoints, with a fresh
+  optimizer, for `epochs(r) - epochs(r - 1)` epochs;
+- the analysed model is the checkpoint of the trial with the best score (not retrained).
+A node (one configuration, one seed, one starting point) is trained once for the whole family
+(`cacicd.curves.CurveStore`), with every member's objective recorded per epoch; each member reads the
+prefix its early stopping allows. Training is deterministic, so a family gives each member exactly what
+its search alone would give (tests/test_search.py).
 """
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import logging
 import math
 import os
 import socket
-import zlib
-from collections.abc import Callable
-from pathlib import Path
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
-import optuna
-from optuna.trial import TrialState
+import scipy.sparse as sp
+import torch
 
+from . import hyperband
 from .config import Profile, SearchSpace
+from .curves import CurveStore
 
 logger = logging.getLogger(__name__)
-COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
+VALIDATION_SPLIT = 0.05  # Keras validation_split of the authors' fit: the last 5 % of the training rows
+MAX_COLLISIONS = 20  # keras-tuner redraws a configuration already tried at most this often
 
 
-class BudgetReached(Exception):
-    """Raised inside a trial whose number lies past the search budget."""
+def worker_id() -> str:
+    """host:pid, the name of this process in a shared store."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def hyperband_budget(max_epochs: int, factor: int = 3, iterations: int = 1) -> int:
-    """Number of models keras-tuner's Hyperband trains: Σ over brackets s of ceil((s_max+1)/(s+1)·factor^s)."""
-    s_max = int(math.floor(math.log(max_epochs, factor) + 1e-9)) if max_epochs >= 1 else 0
-    per_iter = sum(math.ceil((s_max + 1) / (s + 1) * factor ** s) for s in range(s_max + 1))
-    return per_iter * iterations
+# ---------------------------------------------------------------------------------------------
+# configurations
 
-
-def trial_budget(profile: Profile) -> int:
-    """The profile's trial budget: n_trials, or the Hyperband count when n_trials is None."""
-    if profile.n_trials is not None:
-        return int(profile.n_trials)
-    return hyperband_budget(profile.max_epochs, profile.hyperband_factor, profile.hyperband_iterations)
-
-
-def sample_params(trial: optuna.Trial, space: SearchSpace, loss_space: dict | None = None) -> dict:
-    """Sample num_layers, units_i, dropout_i (i < num_layers − 1), batchnorm and the loss's own parameters."""
+def sample_config(space: SearchSpace, loss_space: dict | None, key: Sequence[int]) -> dict:
+    """A random configuration drawn from (seed material) `key`: num_layers, units, dropout, batchnorm, loss_*."""
+    rng = np.random.default_rng(np.random.SeedSequence([int(k) for k in key]))
     lo, hi = space.num_layers
-    params = {"num_layers": trial.suggest_int("num_layers", lo, hi)}
     ulo, uhi, ustep = space.units
-    for i in range(params["num_layers"] - 1):
-        params[f"units_{i}"] = trial.suggest_int(f"units_{i}", ulo, uhi, step=ustep)
-        params[f"dropout_{i}"] = trial.suggest_float(f"dropout_{i}", *space.dropout)
-    bn = tuple(space.batchnorm)
-    params["batchnorm"] = bool(trial.suggest_categorical("batchnorm", bn)) if len(bn) > 1 else bool(bn[0])
-    for name, (kind, low, high) in (loss_space or {}).items():
-        if kind not in ("loguniform", "uniform"):
+    cfg = {"num_layers": int(rng.integers(lo, hi + 1)),
+           "units": int(ulo + ustep * rng.integers(0, (uhi - ulo) // ustep + 1)),
+           "dropout": float(rng.uniform(*space.dropout)),
+           "batchnorm": bool(space.batchnorm[int(rng.integers(len(space.batchnorm)))])}
+    for name, (kind, low, high) in sorted((loss_space or {}).items()):
+        if kind == "loguniform":
+            cfg[f"loss_{name}"] = float(math.exp(rng.uniform(math.log(low), math.log(high))))
+        elif kind == "uniform":
+            cfg[f"loss_{name}"] = float(rng.uniform(low, high))
+        else:
             raise ValueError(f"loss parameter {name!r}: unknown kind {kind!r} (loguniform or uniform)")
-        params[f"loss_{name}"] = trial.suggest_float(f"loss_{name}", low, high, log=kind == "loguniform")
-    return params
+    return cfg
 
 
-def split_params(params: dict) -> tuple[dict, dict]:
-    """(network params, loss params) from a flat params dict (loss params are prefixed 'loss_')."""
-    net = {k: v for k, v in params.items() if not k.startswith("loss_")}
-    loss = {k[5:]: v for k, v in params.items() if k.startswith("loss_")}
-    return net, loss
+def network_params(cfg: dict) -> dict:
+    """`cacicd.models.build_mlp` parameters: the one units/dropout value repeated for each hidden layer."""
+    n = int(cfg["num_layers"])
+    p = {"num_layers": n, "batchnorm": bool(cfg.get("batchnorm", False))}
+    for i in range(n - 1):
+        p[f"units_{i}"], p[f"dropout_{i}"] = int(cfg["units"]), float(cfg["dropout"])
+    return p
 
 
-def make_storage(storage: str | Path) -> optuna.storages.BaseStorage:
-    """Optuna storage from an SQLite file path, an sqlite:/// URL or a postgresql:// URL (with heartbeats)."""
-    s = str(storage)
-    if s.startswith(("postgresql://", "postgresql+psycopg://", "postgres://")):
-        if s.startswith(("postgresql://", "postgres://")):
-            s = "postgresql+psycopg://" + s.split("://", 1)[1]  # the installed driver is psycopg 3
-        return _retry(lambda: optuna.storages.RDBStorage(s, heartbeat_interval=30, grace_period=120,
-                                                         engine_kwargs={"pool_pre_ping": True}))
-    if not s.startswith("sqlite:///"):
-        path = Path(s).resolve()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        s = f"sqlite:///{path}"
-    return optuna.storages.RDBStorage(s, engine_kwargs={"connect_args": {"timeout": 60}})
+def loss_params(cfg: dict) -> dict:
+    """The loss's own parameters of a configuration (keys prefixed 'loss_' in it)."""
+    return {k[5:]: v for k, v in cfg.items() if k.startswith("loss_")}
 
 
-def _retry(make, attempts: int = 5):
-    """Call `make`, retrying when workers race to create the same storage schema or study."""
-    import random
-    import time
-
-    from sqlalchemy.exc import IntegrityError, ProgrammingError
-
-    for i in range(attempts):
-        try:
-            return make()
-        except (IntegrityError, ProgrammingError, optuna.exceptions.DuplicatedStudyError):
-            if i == attempts - 1:
-                raise
-            time.sleep(0.5 + random.random())
+def describe(cfg: dict) -> str:
+    """A short text of a configuration, e.g. '2 layers x 512, dropout 0.31, BN, lam=1e-07'."""
+    s = f"{cfg['num_layers']} layer(s)"
+    if cfg["num_layers"] > 1:
+        s += f" x {cfg['units']}, dropout {cfg['dropout']:.2f}" + (", BN" if cfg.get("batchnorm") else "")
+    return s + "".join(f", {k[5:]}={v:.3g}" for k, v in loss_params(cfg).items())
 
 
-class TrialSeededSampler(optuna.samplers.RandomSampler):
-    """Random sampling where a parameter's value depends only on (seed, trial number, parameter name).
+def _hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
 
-    A resumed search never repeats the points of its finished trials (one seeded stream would restart
-    from its first point), and workers sharing a study sample distinct, reproducible points.
+
+# ---------------------------------------------------------------------------------------------
+# members and what they read of a curve
+
+@dataclass(frozen=True)
+class Member:
+    """One search of a family: an experiment tuned on `target`, its output rule applied to what it sees."""
+
+    name: str
+    target: str
+    rule: str = "identity"
+
+    @property
+    def key(self) -> str:
+        """The name of this member's objective in node records ('<target>|<rule>')."""
+        return f"{self.target}|{self.rule}"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one member reads of one node: epochs read, best dev epoch (1-based, local) and value."""
+
+    n_read: int
+    best_epoch: int
+    best_dev: float
+    done: bool
+
+
+def read_curve(epochs: list[dict], key: str, budget: int, patience: int) -> Outcome:
+    """Early stopping on epochs[i]['val'][key] (patience, strictly better) and the best epochs[i]['dev'][key].
+
+    done is False when the record is too short to know where this reader stops.
     """
-
-    def __init__(self, seed: int = 0) -> None:
-        super().__init__(seed=seed)
-        self.seed = int(seed)
-
-    def sample_independent(self, study, trial, param_name, param_distribution):
-        key = np.random.SeedSequence([self.seed, trial.number, zlib.crc32(param_name.encode())])
-        one = optuna.samplers.RandomSampler(seed=int(key.generate_state(1)[0]))
-        return one.sample_independent(study, trial, param_name, param_distribution)
-
-
-def create_study(name: str, storage: str | Path, profile: Profile) -> optuna.Study:
-    """Create or load the study `name`: random sampler seeded by the profile, Hyperband pruner, maximise."""
-    pruner = optuna.pruners.HyperbandPruner(min_resource=max(1, profile.min_epochs), max_resource=profile.max_epochs,
-                                            reduction_factor=profile.hyperband_factor)
-    sampler = TrialSeededSampler(profile.seed)
-    return _retry(lambda: optuna.create_study(study_name=name, storage=make_storage(storage), sampler=sampler,
-                                              pruner=pruner, direction="maximize", load_if_exists=True))
+    best_val, wait, best_dev, best_epoch = -math.inf, 0, -math.inf, 0
+    for i, e in enumerate(epochs[:budget]):
+        d, v = e["dev"][key], e["val"][key]
+        if d is not None and d > best_dev:
+            best_dev, best_epoch = d, i + 1
+        if v is not None and v > best_val:
+            best_val, wait = v, 0
+        else:
+            wait += 1
+            if wait >= patience:
+                return Outcome(i + 1, best_epoch, best_dev, True)
+    n = min(len(epochs), budget)
+    return Outcome(n, best_epoch, best_dev, n == budget)
 
 
-def recover(study: optuna.Study) -> int:
-    """Mark trials left RUNNING (by a killed process) as FAIL; returns how many. Call under the run's lock."""
-    stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    for t in stale:
-        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-    if stale:
-        logger.info("study %s: %d trial(s) left running by a dead process marked failed", study.study_name, len(stale))
-    return len(stale)
+# ---------------------------------------------------------------------------------------------
+# training a node
+
+@dataclass
+class FamilyData:
+    """What the nodes of a family train and are judged on (one fold)."""
+
+    X_fit: sp.csr_matrix
+    Y_fit: sp.csr_matrix
+    X_val: sp.csr_matrix
+    Y_val: sp.csr_matrix
+    X_dev: sp.csr_matrix
+    Y_dev: sp.csr_matrix
+    loss: str
+    ctx: object  # cacicd.losses.LabelContext
+    rules: dict[str, Callable[[np.ndarray], np.ndarray] | None] = field(default_factory=dict)
+
+    @classmethod
+    def split(cls, X_train, Y_train, X_dev, Y_dev, loss: str, ctx, rules: dict) -> "FamilyData":
+        """Hold out the last VALIDATION_SPLIT of the training rows for early stopping (Keras validation_split)."""
+        n_fit = int(math.floor(X_train.shape[0] * (1 - VALIDATION_SPLIT)))
+        if n_fit < 1 or n_fit == X_train.shape[0]:
+            raise ValueError(f"{X_train.shape[0]} training rows cannot give a {VALIDATION_SPLIT:.0%} validation split")
+        X_train, Y_train = sp.csr_matrix(X_train), sp.csr_matrix(Y_train)
+        return cls(X_train[:n_fit], Y_train[:n_fit], X_train[n_fit:], Y_train[n_fit:], sp.csr_matrix(X_dev),
+                   sp.csr_matrix(Y_dev), loss, ctx, rules)
 
 
-def counted_trials(study: optuna.Study) -> int:
-    """COMPLETE + PRUNED trials (those that count toward the budget)."""
-    return len(study.get_trials(deepcopy=False, states=COUNTED))
+@dataclass(frozen=True)
+class TrainSettings:
+    """Training settings of the profile, plus the device and precision of this run."""
+
+    lr: float
+    batch_size: int
+    patience: int
+    device: str | None = None
+    precision: str = "auto"
 
 
-def run_study(study: optuna.Study, objective: Callable[[optuna.Trial], float], n_trials: int,
-              progress: bool = False) -> optuna.Study:
-    """Run trials until `n_trials` COMPLETE+PRUNED trials exist (shared with any other worker)."""
-    worker = f"{socket.gethostname()}:{os.getpid()}"
+@dataclass(frozen=True)
+class Node:
+    """One training run: a configuration, an execution (seed), a starting checkpoint or None."""
 
-    def guarded(trial: optuna.Trial) -> float:
-        before = [t for t in study.get_trials(deepcopy=False, states=COUNTED + (TrialState.RUNNING,))
-                  if t.number < trial.number]
-        if len(before) >= n_trials:
-            study.stop()
-            raise BudgetReached(f"trial {trial.number}: budget of {n_trials} trials reached")
-        trial.set_user_attr("worker", worker)
-        return objective(trial)
+    key: str
+    config: dict
+    execution: int
+    parent: str | None
+    seed: int
 
-    from tqdm.auto import tqdm
-
-    done = counted_trials(study)
-    bar = tqdm(total=n_trials, initial=min(done, n_trials), desc=f"trials {study.study_name}", leave=False,
-               disable=not progress)
-
-    def tick(st: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        bar.n = min(counted_trials(st), n_trials)
-        bar.refresh()
-
-    try:
-        while counted_trials(study) < n_trials:
-            study.optimize(guarded, n_trials=n_trials - counted_trials(study), catch=(BudgetReached,),
-                           callbacks=[tick], gc_after_trial=False)
-            if _budget_closed(study, n_trials):
-                break
-    finally:
-        bar.close()
-    return study
+    @classmethod
+    def make(cls, config: dict, execution: int, parent: str | None, seed_material: Sequence) -> "Node":
+        """The node of (config, execution, parent) under a family's seed material (profile seed, fold)."""
+        h = _hash([list(seed_material), config, execution, parent])
+        return cls(h[:32], config, execution, parent, int(h[32:40], 16))
 
 
-def _budget_closed(study: optuna.Study, n_trials: int) -> bool:
-    """True when counted + running trials of other workers already fill the budget."""
-    live = study.get_trials(deepcopy=False, states=COUNTED + (TrialState.RUNNING,))
-    return len(live) >= n_trials
+def state_bytes(model: torch.nn.Module) -> bytes:
+    """A model's weights (state dict) as bytes."""
+    buf = io.BytesIO()
+    torch.save({k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, buf)
+    return buf.getvalue()
 
 
-def wait_for_budget(study: optuna.Study, n_trials: int, poll_s: float = 2.0, timeout_s: float | None = None) -> None:
-    """Block until the study holds `n_trials` counted trials (other workers finishing theirs)."""
-    import time
-
-    t0 = time.monotonic()
-    while counted_trials(study) < n_trials:
-        if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            raise RuntimeError(f"study {study.study_name}: {counted_trials(study)} of {n_trials} trials and none running")
-        if timeout_s is not None and time.monotonic() - t0 > timeout_s:
-            raise TimeoutError(f"study {study.study_name}: budget not reached in {timeout_s}s")
-        time.sleep(poll_s)
+def load_state(model: torch.nn.Module, data: bytes) -> None:
+    """Load weights saved by `state_bytes`."""
+    model.load_state_dict(torch.load(io.BytesIO(data), map_location="cpu", weights_only=True))
 
 
-def best_params(study: optuna.Study) -> tuple[dict, float]:
-    """(params, value) of the best COMPLETE trial (pruned trials reached fewer epochs; never chosen)."""
-    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
-    if not done:
-        raise RuntimeError(f"study {study.study_name} has no complete trial")
-    best = max(done, key=lambda t: (t.value, -t.number))
-    return dict(best.params), float(best.value)
+def _scores(model, data: FamilyData, members: Sequence[Member], settings: TrainSettings) -> tuple[dict, dict]:
+    from .train import predict_proba, target_score
+
+    p_val = predict_proba(model, data.X_val, device=settings.device, precision=settings.precision)
+    p_dev = predict_proba(model, data.X_dev, device=settings.device, precision=settings.precision)
+    val, dev = {}, {}
+    for rule in sorted({m.rule for m in members}):
+        fn = data.rules.get(rule)
+        pv, pd_ = (fn(p_val), fn(p_dev)) if fn is not None else (p_val, p_dev)
+        for m in members:
+            if m.rule == rule:
+                v, d = target_score(m.target, data.Y_val, pv), target_score(m.target, data.Y_dev, pd_)
+                val[m.key] = v if math.isfinite(v) else None
+                dev[m.key] = d if math.isfinite(d) else None
+    return val, dev
 
 
-def make_objective(X_train, Y_train, X_dev, Y_dev, *, profile: Profile, loss_name: str, ctx, target: str,
-                   output_rule=None, device=None, amp: bool = False) -> Callable[[optuna.Trial], float]:
-    """Optuna objective: sample params, train executions_per_trial models in lockstep, report per epoch."""
+def train_node(node: Node, data: FamilyData, members: Sequence[Member], settings: TrainSettings,
+               demands: dict[str, int], load_parent: Callable[[str], bytes], *, extra_epochs: Sequence[int] = (),
+               heartbeat: Callable[[], None] | None = None) -> tuple[dict, dict[str, bytes]]:
+    """Train `node` until every reader (member key -> epoch budget) knows where it stops.
+
+    Returns the node's record (per epoch: loss, seconds, val and dev objective of every member) and the
+    checkpoints of each reader's best dev epoch (and of `extra_epochs`), named '<node>@<epoch>'.
+    """
     from . import losses
-    from .train import train_many
+    from .train import Trainer
 
-    loss_space = getattr(losses, "LOSS_SPACES", {}).get(loss_name, {})
+    parent = load_parent(node.parent) if node.parent is not None else None  # first: a rebuild trains (RNG)
+    loss = losses.make_loss(data.loss, data.ctx, **loss_params(node.config))
+    trainer = Trainer(data.X_fit, data.Y_fit, data.X_val, data.Y_val, network_params(node.config), loss, "ndcg",
+                      lr=settings.lr, batch_size=settings.batch_size, patience=settings.patience, seed=node.seed,
+                      device=settings.device, precision=settings.precision)
+    if parent is not None:
+        load_state(trainer.model, parent)
+    epochs: list[dict] = []
+    snaps: dict[int, bytes] = {}
+    need_until = max(extra_epochs, default=0)
+    while True:
+        t0 = time.perf_counter()
+        tr_loss = trainer.train_epoch()
+        val, dev = _scores(trainer.model, data, members, settings)
+        epochs.append({"epoch": len(epochs) + 1, "loss": float(tr_loss), "seconds": time.perf_counter() - t0,
+                       "val": val, "dev": dev})
+        outs = [read_curve(epochs, k, b, settings.patience) for k, b in demands.items()]
+        keep = {o.best_epoch for o in outs} | set(extra_epochs)
+        if len(epochs) in keep:
+            snaps[len(epochs)] = state_bytes(trainer.model)
+        snaps = {e: s for e, s in snaps.items() if e in keep}
+        if heartbeat is not None:
+            heartbeat()
+        if all(o.done for o in outs) and len(epochs) >= need_until:
+            break
+    record = {"node": node.key, "config": node.config, "execution": node.execution, "parent": node.parent,
+              "seed": node.seed, "epochs": epochs}
+    return record, {f"{node.key}@{e}": s for e, s in snaps.items()}
 
-    def objective(trial: optuna.Trial) -> float:
-        params = sample_params(trial, profile.space, loss_space)
-        _, loss_kw = split_params(params)
 
-        def report(epoch: int, value: float) -> None:
-            trial.report(value if np.isfinite(value) else 0.0, epoch)
-            if trial.should_prune():
-                raise optuna.TrialPruned(f"pruned at epoch {epoch}")
+# ---------------------------------------------------------------------------------------------
+# the family search
 
-        seeds = [profile.seed * 1000 + trial.number * 10 + e for e in range(profile.executions_per_trial)]
-        results = train_many(X_train, Y_train, X_dev, Y_dev, split_params(params)[0],
-                             lambda: losses.make_loss(loss_name, ctx, **loss_kw), target, seeds=seeds,
-                             max_epochs=profile.max_epochs, on_epoch=report, lr=profile.learning_rate,
-                             batch_size=profile.batch_size, patience=profile.patience, output_rule=output_rule,
-                             device=device, amp=amp)
-        trial.set_user_attr("best_epochs", [r.best_epoch for r in results])
-        value = float(np.mean([r.best_value for r in results]))
-        return value if np.isfinite(value) else 0.0
+@dataclass
+class Trial:
+    """One trial of one member's search: a configuration trained for one round."""
 
-    return objective
+    index: int
+    iteration: int
+    bracket: int
+    round: int
+    initial_epoch: int
+    epochs: int
+    config: dict
+    parent: str | None
+    nodes: list[str]
+    score: float
+    checkpoint: str
+    best_epoch: int  # keras-tuner's epoch label of the checkpoint: initial_epoch + local epoch
+    best_dev: float
+
+    def as_dict(self) -> dict:
+        """JSON-ready."""
+        return dict(self.__dict__)
+
+
+def _rank(x: float) -> float:
+    return x if x is not None and math.isfinite(x) else -math.inf
+
+
+class FamilySearch:
+    """keras-tuner Hyperband for every member of a family at once, on one shared curve store."""
+
+    def __init__(self, members: Sequence[Member], data: FamilyData, profile: Profile, store: CurveStore, *,
+                 iterations: int, seed_material: Sequence, loss_space: dict | None, settings: TrainSettings,
+                 worker: str | None = None, poll_s: float = 1.0, progress: bool = False):
+        if not members:
+            raise ValueError("a family search needs at least one member")
+        self.members, self.data, self.profile, self.store = list(members), data, profile, store
+        self.iterations, self.seed_material, self.loss_space = iterations, list(seed_material), loss_space
+        self.settings, self.worker, self.poll_s, self.progress = settings, worker or worker_id(), poll_s, progress
+        self.nodes_trained = 0
+        self.epochs_trained = 0
+        self.seconds_training = 0.0
+
+    # -- nodes ---------------------------------------------------------------------------------
+    def _covered(self, record: dict | None, demands: dict[str, int]) -> bool:
+        return record is not None and all(read_curve(record["epochs"], k, b, self.settings.patience).done
+                                          for k, b in demands.items())
+
+    def _train(self, node: Node, demands: dict[str, int], extra_epochs=()) -> None:
+        old = self.store.record(node.key)
+        if old is not None:  # extend a shorter record: train again (deterministic) and keep what it served
+            for m in self.members:
+                o = read_curve(old["epochs"], m.key, len(old["epochs"]), self.settings.patience)
+                demands.setdefault(m.key, o.n_read)
+        t0 = time.perf_counter()
+        record, ckpts = train_node(node, self.data, self.members, self.settings, demands, self.checkpoint,
+                                   extra_epochs=extra_epochs,
+                                   heartbeat=lambda: self.store.heartbeat(node.key, self.worker))
+        self.store.finish(node.key, self.worker, record, ckpts)
+        self.nodes_trained += 1
+        self.epochs_trained += len(record["epochs"])
+        self.seconds_training += time.perf_counter() - t0
+        logger.debug("node %s (%s, execution %d) trained %d epochs", node.key[:8], describe(node.config),
+                     node.execution, len(record["epochs"]))
+
+    def checkpoint(self, ckpt: str) -> bytes:
+        """The weights `ckpt` names; a deleted one is rebuilt by training its node again (deterministic)."""
+        data = self.store.checkpoint(ckpt)
+        if data is not None:
+            return data
+        key, epoch = ckpt.rsplit("@", 1)
+        rec = self.store.record(key)
+        if rec is None:
+            raise KeyError(f"checkpoint {ckpt}: node {key} has no record in store {self.store.store}")
+        node = Node(key, rec["config"], rec["execution"], rec["parent"], rec["seed"])
+        logger.info("rebuilding checkpoint %s", ckpt)
+        record, ckpts = train_node(node, self.data, self.members, self.settings, {}, self.checkpoint,
+                                   extra_epochs=[int(epoch)])
+        self.store.put_checkpoint(ckpt, ckpts[ckpt])
+        return ckpts[ckpt]
+
+    def _ensure(self, nodes: dict[str, tuple[Node, dict[str, int]]]) -> dict[str, dict]:
+        """Train (or wait for other workers to train) every node of a round; returns their records."""
+        records: dict[str, dict] = {}
+        pending = list(nodes)
+        while pending:
+            progressed = False
+            for key in pending:
+                node, demands = nodes[key]
+                rec = self.store.record(key)
+                if self._covered(rec, demands):
+                    records[key] = rec
+                    continue
+                if self.store.claim(key, self.worker):
+                    self._train(node, dict(demands))
+                    records[key] = self.store.record(key)
+                    progressed = True
+            pending = [k for k in pending if k not in records]
+            if pending and not progressed:
+                time.sleep(self.poll_s)
+        return records
+
+    # -- the schedule ------------------------------------------------------------------------
+    def _sample_round(self, rnd: hyperband.Round, tried: set[str]) -> list[dict]:
+        cfgs = []
+        for slot in range(rnd.size):
+            for attempt in range(MAX_COLLISIONS):
+                cfg = sample_config(self.profile.space, self.loss_space,
+                                    [*self.seed_material, rnd.iteration, rnd.bracket, slot, attempt])
+                h = _hash(cfg)
+                if h not in tried:
+                    tried.add(h)
+                    cfgs.append(cfg)
+                    break
+        return cfgs
+
+    def run(self) -> dict[str, dict]:
+        """Run (or resume, or join) the search; returns member name -> result (best trial, every trial, costs)."""
+        from tqdm.auto import tqdm
+
+        t_start = time.perf_counter()
+        sched = hyperband.schedule(self.profile.max_epochs, self.profile.hyperband_factor, self.iterations)
+        execs = max(1, int(self.profile.executions_per_trial))
+        tried: set[str] = set()
+        trials: dict[str, list[Trial]] = {m.name: [] for m in self.members}
+        last: dict[str, list[Trial]] = {m.name: [] for m in self.members}
+        for rnd in tqdm(sched, desc="Hyperband rounds", leave=False, disable=not self.progress):
+            budget = rnd.epochs - rnd.initial_epoch
+            if rnd.round == 0:
+                cfgs = self._sample_round(rnd, tried)
+                plan = {m.name: [(c, None) for c in cfgs] for m in self.members}
+            else:
+                plan = {m.name: [(t.config, t.checkpoint) for t in
+                                 sorted(last[m.name], key=lambda t: -_rank(t.score))[:rnd.size]]
+                        for m in self.members}
+            nodes: dict[str, tuple[Node, dict[str, int]]] = {}
+            for m in self.members:
+                for cfg, parent in plan[m.name]:
+                    for e in range(execs):
+                        node = Node.make(cfg, e, parent, self.seed_material)
+                        d = nodes.setdefault(node.key, (node, {}))[1]
+                        d[m.key] = max(d.get(m.key, 0), budget)
+            records = self._ensure(nodes)
+            for m in self.members:
+                this = []
+                for cfg, parent in plan[m.name]:
+                    keys = [Node.make(cfg, e, parent, self.seed_material).key for e in range(execs)]
+                    outs = [read_curve(records[k]["epochs"], m.key, budget, self.settings.patience) for k in keys]
+                    best, ckpt, epoch = -math.inf, None, 0
+                    for k, o in zip(keys, outs):
+                        if o.best_dev > best:
+                            best, ckpt, epoch = o.best_dev, f"{k}@{o.best_epoch}", o.best_epoch
+                    if ckpt is None:  # no finite dev value: the last epoch read of the last execution
+                        ckpt, epoch = f"{keys[-1]}@{outs[-1].n_read}", outs[-1].n_read
+                    devs = [o.best_dev for o in outs]
+                    score = float(np.mean(devs)) if all(math.isfinite(d) for d in devs) else float("nan")
+                    this.append(Trial(len(trials[m.name]), rnd.iteration, rnd.bracket, rnd.round, rnd.initial_epoch,
+                                      rnd.epochs, cfg, parent, keys, score, ckpt, rnd.initial_epoch + epoch,
+                                      float(best) if math.isfinite(best) else float("nan")))
+                    trials[m.name].append(this[-1])
+                last[m.name] = this
+            keep = {t.checkpoint for m in self.members for t in last[m.name]}
+            keep |= {self.best(trials[m.name]).checkpoint for m in self.members if trials[m.name]}
+            self.store.keep_checkpoints(keep)
+        out = {}
+        for m in self.members:
+            best = self.best(trials[m.name])
+            out[m.name] = {"member": m.name, "target": m.target, "rule": m.rule, "best": best.as_dict(),
+                           "trials": [t.as_dict() for t in trials[m.name]],
+                           "n_configurations": sum(1 for t in trials[m.name] if t.round == 0),
+                           "n_trials": len(trials[m.name])}
+        self.seconds = time.perf_counter() - t_start
+        return out
+
+    @staticmethod
+    def best(trials: Sequence[Trial]) -> Trial:
+        """The trial with the best score (the first one on ties), as keras-tuner's oracle ranks them."""
+        if not trials:
+            raise RuntimeError("the search has no trial")
+        return max(trials, key=lambda t: (_rank(t.score), -t.index))
+
+    def lineage(self, ckpt: str) -> list[dict]:
+        """Per-epoch history of a checkpoint's training: its ancestors' epochs up to each fork, then its node's."""
+        chain = []
+        while ckpt is not None:
+            key, epoch = ckpt.rsplit("@", 1)
+            rec = self.store.record(key)
+            chain.append((rec, int(epoch)))
+            ckpt = rec["parent"]
+        rows, offset = [], 0
+        for rec, epoch in reversed(chain):
+            for e in rec["epochs"][:epoch]:
+                rows.append({"epoch": offset + e["epoch"], "node": rec["node"][:8], "loss": e["loss"],
+                             "seconds": e["seconds"], **{f"val_{k}": v for k, v in e["val"].items()},
+                             **{f"dev_{k}": v for k, v in e["dev"].items()}})
+            offset += epoch
+        return rows

@@ -96,7 +96,7 @@ def _amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
 
 @torch.inference_mode()
 def predict_proba(model: nn.Module, X: sp.spmatrix | np.ndarray, batch_size: int = 1024,
-                  device: torch.device | str | None = None, amp: bool = False) -> np.ndarray:
+                  device: torch.device | str | None = None, amp: bool = False, precision: str = "auto") -> np.ndarray:
     """(n, n_labels) float32 sigmoid probabilities of `model` on the rows of X (n, n_inputs)."""
     X, _ = _check_xy(X, None, "predict_proba")
     device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -129,7 +129,8 @@ class Trainer:
     def __init__(self, X_train, Y_train, X_dev, Y_dev, params: dict, loss: nn.Module, target: str, *,
                  lr: float = 2e-4, batch_size: int = 128, patience: int = 3, seed: int = 0,
                  output_rule: Callable[[np.ndarray], np.ndarray] | None = None,
-                 device: torch.device | str | None = None, amp: bool = False, eval_batch_size: int = 2048):
+                 device: torch.device | str | None = None, amp: bool = False, eval_batch_size: int = 2048,
+                 precision: str = "auto"):
         if target not in TARGETS:
             raise ValueError(f"unknown target metric {target!r}; choose one of {', '.join(TARGETS)}")
         self.X_train, self.Y_train = _check_xy(X_train, Y_train, "training set")
@@ -157,6 +158,10 @@ class Trainer:
         self.history: list[dict] = []
         self.stopped = False
         self.seconds = 0.0
+
+    def train_epoch(self) -> float:
+        """One epoch of training; the mean training loss."""
+        return self._train_epoch()
 
     def _train_epoch(self) -> float:
         self.model.train()

@@ -17,7 +17,7 @@ from cacicd.config import Profile, SearchSpace
 from test_train import ensure_metrics, make_dataset
 
 TINY = Profile(name="tiny", n_stays=0, n_folds=2, split_fraction=0.2, max_epochs=3, patience=1, learning_rate=3e-3,
-               batch_size=64, n_trials=2, executions_per_trial=1, search_all_folds=False,
+               batch_size=64, hyperband_iterations=1, executions_per_trial=1,
                space=SearchSpace(num_layers=(1, 2), units=(16, 32, 16), dropout=(0.0, 0.3), batchnorm=(False,)))
 
 
@@ -40,8 +40,12 @@ def test_every_paper_experiment_is_declared():
                                    "auroc_macro")}
     want |= {f"level_{lv}_ndcg" for lv in ("chapter", "subchapter", "3digit", "billing")}
     assert want <= names
-    assert len(E.trained_experiments()) == 20  # 7 targets, cherry, 4 levels, 8 methods
-    assert E.EXPERIMENTS["mcloss_ndcg"].output_rule == "rollup" and E.EXPERIMENTS["rollup_ndcg"].base == "naive_ndcg"
+    assert len(E.trained_experiments()) == 22  # 7 targets, roll-up, roll-down, cherry, 4 levels, 8 methods
+    assert E.EXPERIMENTS["mcloss_ndcg"].output_rule == "rollup" and E.EXPERIMENTS["rollup_ndcg"].output_rule == "rollup"
+    naive = {e.name for e in E.family(E.EXPERIMENTS["naive_ndcg"])}
+    assert naive == {f"naive_{t}" for t in ("f1_micro", "f1_macro", "ndcg", "auprc_micro", "auprc_macro",
+                                            "auroc_micro", "auroc_macro")} | {"rollup_ndcg", "rolldown_ndcg"}
+    assert [e.name for e in E.family(E.EXPERIMENTS["mcloss_ndcg"])] == ["mcloss_ndcg"]
     with pytest.raises(ValueError, match="unknown experiment 'nope'"):
         E.get_experiment("nope")
 
@@ -54,8 +58,8 @@ def test_run_caches_and_expands_predictions(ds, cache, monkeypatch):
     assert set(r.test_metrics.columns) >= {"level", "metric", "value"} and "all" in set(r.test_metrics["level"])
     assert r.best_params["num_layers"] in (1, 2) and len(r.history) >= 1
     assert {"search_s", "train_s", "inference_s", "epoch_s"} <= set(r.timings)
-    assert r.timings["search_s"] > 0 and rs[1].timings["search_s"] == 0  # fold 1 reuses fold 0's search
-    assert rs[1].best_params == r.best_params
+    assert r.timings["search_s"] > 0 and rs[1].timings["search_s"] > 0  # every fold has its own search
+    assert r.info["n_configurations"] == 5 and r.info["best_epoch"] >= 1
     assert (r.path / "result.json").exists() and r.path.parent.name == "naive_ndcg"
     # a second call reads the cache: training would fail
     monkeypatch.setattr(E, "_train_fold", lambda *a, **k: pytest.fail("recomputed a cached result"))
@@ -68,18 +72,25 @@ def test_run_caches_and_expands_predictions(ds, cache, monkeypatch):
     np.testing.assert_allclose(predict_proba(again[0].load_model(), ds.X[r.test_idx]), r.scores, rtol=1e-6)
 
 
-def test_rollup_reuses_base_predictions(ds, cache, monkeypatch):
-    base = E.run("naive_ndcg", TINY, ds, cache_dir=cache, folds=0, progress=False)[0]
-    monkeypatch.setattr(E, "_train_fold", lambda *a, **k: pytest.fail("roll-up must not retrain"))
+def test_rollup_and_rolldown_are_searches_of_the_naive_family(ds, cache, monkeypatch):
+    from cacicd import search
+    from cacicd.train import predict_proba
+
+    E.run("naive_ndcg", TINY, ds, cache_dir=cache, folds=0, progress=False)
+    monkeypatch.setattr(search.FamilySearch, "_train", lambda *a, **k: pytest.fail("the family's store was not shared"))
     up = E.run("rollup_ndcg", TINY, ds, cache_dir=cache, folds=0, progress=False)[0]
     down = E.run("rolldown_ndcg", TINY, ds, cache_dir=cache, folds=0, progress=False)[0]
     index = {c: i for i, c in enumerate(ds.codes)}
-    for j in range(0, len(ds.codes), 7):  # brute force over the hierarchy
-        c = ds.codes[j]
-        desc = [index[d] for d in ds.codes if d == c or c in icd9.ancestors(d)]
-        anc = [j] + [index[a] for a in icd9.ancestors(c) if a in index]
-        np.testing.assert_allclose(up.scores[:, j], base.scores[:, desc].max(axis=1))
-        np.testing.assert_allclose(down.scores[:, j], base.scores[:, anc].min(axis=1))
+    for r, agg in ((up, "max"), (down, "min")):
+        raw = predict_proba(r.load_model(), ds.X[r.test_idx])  # the search's own top model, rule not applied
+        for j in range(0, len(ds.codes), 7):  # brute force over the hierarchy
+            c = ds.codes[j]
+            if agg == "max":
+                cols = [index[d] for d in ds.codes if d == c or c in icd9.ancestors(d)]
+                np.testing.assert_allclose(r.scores[:, j], raw[:, cols].max(axis=1), rtol=1e-6)
+            else:
+                cols = [j] + [index[a] for a in icd9.ancestors(c) if a in index]
+                np.testing.assert_allclose(r.scores[:, j], raw[:, cols].min(axis=1), rtol=1e-6)
 
 
 def test_dummy_cherry_and_per_level(ds, cache):
@@ -143,50 +154,52 @@ from test_train import ensure_metrics, make_dataset
 from test_experiments import TINY
 ensure_metrics()
 from cacicd import experiments as E, train as T
-real = T.Trainer.step
+real = T.Trainer.train_epoch
 def slow(self):
     time.sleep(0.4)
     return real(self)
-T.Trainer.step = slow
-profile = TINY.replace(n_trials=4, max_epochs=4, patience=4)
-E.run("naive_ndcg", profile, make_dataset(n=400, n_ingredients=40, n_leaves=50, seed=1), cache_dir={cache!r},
+T.Trainer.train_epoch = slow
+E.run("naive_ndcg", TINY, make_dataset(n=400, n_ingredients=40, n_leaves=50, seed=1), cache_dir={cache!r},
       folds=0, progress=False)
 """
 
 
+def _store_states(db: Path) -> list[str]:
+    import sqlite3
+
+    try:
+        with sqlite3.connect(db, timeout=5) as con:
+            return [r[0] for r in con.execute("SELECT state FROM cacicd_nodes")]
+    except sqlite3.Error:
+        return []
+
+
 @pytest.mark.slow
 def test_sigkill_mid_search_then_resume(ds, tmp_path):
-    import optuna
-    from optuna.trial import TrialState
-
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")]))
     child = subprocess.Popen([sys.executable, "-c", CHILD.format(tests=str(Path(__file__).parent), cache=str(tmp_path))],
                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    folder = E.fold_dir(tmp_path, TINY.replace(n_trials=4, max_epochs=4, patience=4), ds.content_hash(), "naive_ndcg", 0)
-    db = folder / "study.db"
-    deadline = time.time() + 120
-    states = []
+    deadline = time.time() + 180
+    states, db = [], None
     while time.time() < deadline and child.poll() is None:
-        if db.exists():
-            try:
-                s = optuna.load_study(study_name=None, storage=f"sqlite:///{db}")
-                states = [t.state for t in s.get_trials(deepcopy=False)]
-            except Exception:
-                states = []
-            if states.count(TrialState.COMPLETE) + states.count(TrialState.PRUNED) >= 1 and TrialState.RUNNING in states:
+        dbs = list(tmp_path.glob("tiny/*/_search/all-bce-*/fold0/curves.db"))
+        if dbs:
+            db = dbs[0]
+            states = _store_states(db)
+            if states.count("done") >= 2 and "running" in states:
                 break
         time.sleep(0.2)
     assert child.poll() is None, child.stdout.read().decode()[-3000:]
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
-    done_before = states.count(TrialState.COMPLETE) + states.count(TrialState.PRUNED)
-    assert not (folder / "result.json").exists()
-    profile = TINY.replace(n_trials=4, max_epochs=4, patience=4)
-    r = E.run("naive_ndcg", profile, ds, cache_dir=tmp_path, folds=0, progress=False)[0]
-    s = optuna.load_study(study_name=None, storage=f"sqlite:///{db}")
-    final = [t.state for t in s.get_trials(deepcopy=False)]
-    assert final.count(TrialState.FAIL) >= 1  # the trial the killed process left running
-    assert final.count(TrialState.COMPLETE) + final.count(TrialState.PRUNED) == 4 >= done_before
-    assert TrialState.RUNNING not in final
-    meta = json.loads((folder / "result.json").read_text())
-    assert meta["info"]["n_failed"] >= 1 and r.scores.shape[1] == len(ds.codes)
+    folder = E.fold_dir(tmp_path, TINY, ds.content_hash(), "naive_ndcg", 0)
+    assert not (folder / "result.json").exists() and not (db.parent / "search.json").exists()
+    done_before = states.count("done")
+    r = E.run("naive_ndcg", TINY, ds, cache_dir=tmp_path, folds=0, progress=False)[0]
+    meta = json.loads((db.parent / "search.json").read_text())["meta"]
+    assert meta["nodes_trained_here"] == meta["nodes_in_store"] - done_before  # finished nodes were not retrained
+    assert set(_store_states(db)) == {"done"}
+    # the resumed search is the search run without interruption
+    fresh = E.run("naive_ndcg", TINY, ds, cache_dir=tmp_path / "fresh", folds=0, progress=False)[0]
+    assert fresh.best_params == r.best_params
+    np.testing.assert_array_equal(fresh.scores, r.scores)

@@ -1,87 +1,207 @@
-"""Search: Hyperband budget, sampling, exact trial budget, and a two-worker study on a real PostgreSQL server."""
+"""Search: keras-tuner's Hyperband schedule, early stopping and checkpoints as keras-tuner reads them, one store
+shared by a family giving each member exactly its search alone, kill-and-resume, two PostgreSQL workers."""
+import math
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-import optuna
+import numpy as np
 import pytest
-from optuna.trial import TrialState
 
-from cacicd import search
+from cacicd import hyperband as H
+from cacicd import search as S
 from cacicd.config import SearchSpace, get_profile
+from cacicd.curves import CurveStore
+from test_train import ensure_metrics, fake_splits, make_dataset
+
+PAPER_TABLE = [  # (bracket, round, configurations, epochs at the end of the round), keras-tuner 1.1, (150, 3)
+    (4, 0, 98, 2), (4, 1, 33, 6), (4, 2, 11, 17), (4, 3, 4, 50), (4, 4, 2, 150),
+    (3, 0, 41, 6), (3, 1, 14, 17), (3, 2, 5, 50), (3, 3, 2, 150),
+    (2, 0, 18, 17), (2, 1, 6, 50), (2, 2, 2, 150),
+    (1, 0, 9, 50), (1, 1, 3, 150),
+    (0, 0, 6, 150)]
 
 
-def test_hyperband_budget_by_hand():
-    # s_max = floor(log3 150) = 4: ceil(5/5*81) + ceil(5/4*27) + ceil(5/3*9) + ceil(5/2*3) + 5 = 81+34+15+8+5
-    assert search.hyperband_budget(150, 3, 1) == 143
-    assert search.hyperband_budget(150, 3, 2) == 286
-    assert search.hyperband_budget(9, 3, 1) == 9 + 5 + 3  # s_max 2: 9, ceil(3/2*3)=5, 3
-    assert search.trial_budget(get_profile("paper")) == 286
+def test_schedule_of_the_paper_by_hand():
+    # s_max + 1 = 5 divisions of 150 by 3 while >= 1; ceil(1 + log3 150) = 6;
+    # bracket b starts ceil(6 / (b + 1) * 3^b): 98, 41, 18, 9, 6 = 172 an iteration
+    sched = H.schedule(150, 3, 2)
+    got = [(r.bracket, r.round, r.size, r.epochs) for r in sched if r.iteration == 0]
+    assert got == PAPER_TABLE
+    assert [(r.bracket, r.round, r.size, r.epochs) for r in sched if r.iteration == 1] == PAPER_TABLE
+    assert [r.size for r in sched if r.round == 0 and r.iteration == 0] == [98, 41, 18, 9, 6]
+    assert H.n_configurations(150, 3, 2) == 344 == 2 * (98 + 41 + 18 + 9 + 6)
+    first = [r for r in sched if r.iteration == 0 and r.bracket == 4]
+    assert [r.initial_epoch for r in first] == [0, 2, 6, 17, 50]  # each round continues the previous one
+    assert H.n_configurations(get_profile("paper").max_epochs, 3, get_profile("paper").hyperband_iterations) == 344
 
 
-def test_sample_params_follow_space():
+def test_schedule_of_the_smaller_profiles():
+    # default: 9 epochs: brackets 2, 1, 0; ceil(1 + log3 9) = 3; 9 -> 3 -> 1, 5 -> 2, 3
+    assert [(r.bracket, r.round, r.size, r.epochs) for r in H.schedule(9, 3, 1)] == [
+        (2, 0, 9, 1), (2, 1, 3, 3), (2, 2, 1, 9), (1, 0, 5, 3), (1, 1, 2, 9), (0, 0, 3, 9)]
+    d = get_profile("default")
+    assert H.n_configurations(d.max_epochs, d.hyperband_factor, d.hyperband_iterations) == 34 >= 20
+    assert H.n_configurations(d.max_epochs, d.hyperband_factor, d.method_iterations) == 17 >= 10
+    # smoke: 3 epochs: brackets 1, 0; ceil(1 + 1) = 2; 3 -> 1, then 2
+    assert [(r.bracket, r.round, r.size, r.epochs) for r in H.schedule(3, 3, 1)] == [(1, 0, 3, 1), (1, 1, 1, 3),
+                                                                                     (0, 0, 2, 3)]
+    assert H.max_epochs_trained(9, 3, 1) == 9 * 1 + 3 * 2 + 1 * 6 + 5 * 3 + 2 * 6 + 3 * 9
+    with pytest.raises(ValueError, match="factor >= 2"):
+        H.schedule(9, 1)
+
+
+def test_sampling_shares_units_and_dropout_and_follows_the_space():
     space = SearchSpace(num_layers=(1, 4), units=(256, 1024, 256), dropout=(0.0, 0.8), batchnorm=(False, True))
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    for _ in range(30):
-        t = study.ask()
-        p = search.sample_params(t, space, {"lam": ("loguniform", 1e-15, 5e-6)})
-        n = p["num_layers"]
-        assert 1 <= n <= 4 and all(p[f"units_{i}"] % 256 == 0 and 256 <= p[f"units_{i}"] <= 1024 for i in range(n - 1))
-        assert f"units_{n - 1}" not in p and 1e-15 <= p["loss_lam"] <= 5e-6
-        net, loss = search.split_params(p)
-        assert loss == {"lam": p["loss_lam"]} and "loss_lam" not in net
-        study.tell(t, 0.0)
+    cfgs = [S.sample_config(space, {"lam": ("loguniform", 1e-15, 5e-6)}, [0, k]) for k in range(200)]
+    assert cfgs[0] == S.sample_config(space, {"lam": ("loguniform", 1e-15, 5e-6)}, [0, 0])  # reproducible
+    assert {c["num_layers"] for c in cfgs} == {1, 2, 3, 4} and {c["units"] for c in cfgs} == {256, 512, 768, 1024}
+    assert all(0 <= c["dropout"] <= 0.8 and 1e-15 <= c["loss_lam"] <= 5e-6 for c in cfgs)
+    p = S.network_params({"num_layers": 3, "units": 512, "dropout": 0.25, "batchnorm": True})
+    assert p == {"num_layers": 3, "batchnorm": True, "units_0": 512, "dropout_0": 0.25, "units_1": 512,
+                 "dropout_1": 0.25}  # one value for every hidden layer
+    assert S.loss_params({"num_layers": 1, "loss_gamma": 2.0}) == {"gamma": 2.0}
 
 
-def test_budget_is_exact_and_failed_trials_do_not_count(tmp_path):
-    profile = get_profile("smoke").replace(max_epochs=3)
-    study = search.create_study("s", tmp_path / "s.db", profile)
-    calls = []
-
-    def objective(trial):
-        calls.append(trial.number)
-        search.sample_params(trial, profile.space)
-        if trial.number == 1:
-            raise RuntimeError("boom")
-        for e in range(1, 4):
-            trial.report(0.1 * e, e)
-        return 0.3
-
-    with pytest.raises(RuntimeError):
-        search.run_study(study, objective, 4)
-    search.run_study(study, objective, 4)
-    states = [t.state for t in study.get_trials()]
-    assert states.count(TrialState.COMPLETE) + states.count(TrialState.PRUNED) == 4
-    assert states.count(TrialState.FAIL) == 1
-    # a second call with the budget reached trains nothing
-    n = len(calls)
-    search.run_study(study, objective, 4)
-    assert len(calls) == n
-    params, value = search.best_params(study)
-    assert value == 0.3 and "num_layers" in params
+def _epochs(val, dev):
+    return [{"val": {"k": v}, "dev": {"k": d}} for v, d in zip(val, dev)]
 
 
-def test_recover_marks_running_trials_failed(tmp_path):
-    study = search.create_study("r", tmp_path / "r.db", get_profile("smoke"))
-    study.ask()  # left RUNNING, as by a killed process
-    assert search.recover(study) == 1
-    assert [t.state for t in study.get_trials()] == [TrialState.FAIL]
+def test_early_stopping_and_best_epoch_read_by_hand():
+    # val improves at epochs 1, 2 then not at 3, 4: patience 2 stops after epoch 4
+    eps = _epochs([0.1, 0.3, 0.3, 0.2, 0.9], [0.5, 0.4, 0.6, 0.6, 0.9])
+    o = S.read_curve(eps, "k", budget=9, patience=2)
+    assert (o.n_read, o.best_epoch, o.best_dev, o.done) == (4, 3, 0.6, True)  # ties keep the first best (strict)
+    o = S.read_curve(eps, "k", budget=2, patience=2)  # the round's budget ends first
+    assert (o.n_read, o.best_epoch, o.done) == (2, 1, True)
+    o = S.read_curve(eps[:3], "k", budget=9, patience=2)  # the curve is too short to know
+    assert not o.done and o.n_read == 3
+    nan = _epochs([None, None], [None, 0.2])
+    o = S.read_curve(nan, "k", budget=9, patience=2)
+    assert o.done and o.n_read == 2 and o.best_epoch == 2  # a missing value never improves
+
+
+@pytest.fixture(scope="module")
+def fam_data():
+    from cacicd import losses, outputs
+
+    ensure_metrics()
+    ds = make_dataset(n=300, n_ingredients=30, n_leaves=40, seed=3)
+    tr, dv, te = fake_splits(ds, n_folds=1)[0]
+    ctx = losses.LabelContext.from_labels(ds.codes, ds.Y[tr])
+    rules = {"identity": None, "rollup": outputs.make_output_rule("rollup", ctx),
+             "rolldown": outputs.make_output_rule("rolldown", ctx)}
+    data = S.FamilyData.split(ds.X[tr], ds.Y[tr], ds.X[dv], ds.Y[dv], "bce", ctx, rules)
+    return ds, data, te
+
+
+SMOKE = get_profile("smoke").replace(executions_per_trial=2, learning_rate=3e-3, batch_size=64)
+MEMBERS = [S.Member(f"naive_{t}", t) for t in ("f1_micro", "f1_macro", "ndcg", "auprc_micro", "auprc_macro",
+                                              "auroc_micro", "auroc_macro")]
+MEMBERS += [S.Member("rollup_ndcg", "ndcg", "rollup"), S.Member("rolldown_ndcg", "ndcg", "rolldown")]
+
+
+def _search(members, data, path, name="s"):
+    store = CurveStore(str(path), name)
+    settings = S.TrainSettings(SMOKE.learning_rate, SMOKE.batch_size, SMOKE.patience, "cpu", "float32")
+    fs = S.FamilySearch(members, data, SMOKE, store, iterations=SMOKE.hyperband_iterations, seed_material=[0, 0],
+                        loss_space=None, settings=settings)
+    return fs, fs.run()
+
+
+def _test_scores(fs, result, ds, te, data):
+    from cacicd.models import build_mlp
+    from cacicd.train import predict_proba
+
+    best = result["best"]
+    m = build_mlp(ds.X.shape[1], len(ds.codes), S.network_params(best["config"]))
+    S.load_state(m, fs.checkpoint(best["checkpoint"]))
+    p = predict_proba(m, ds.X[te], precision="float32")
+    rule = data.rules.get(result["rule"])
+    return rule(p) if rule is not None else p
+
+
+@pytest.mark.slow
+def test_family_search_equals_each_search_alone(fam_data, tmp_path):
+    ds, data, te = fam_data
+    fs, shared = _search(MEMBERS, data, tmp_path / "shared.db")
+    epochs_shared = sum(len(r["epochs"]) for r in fs.store.records().values())
+    epochs_alone = 0
+    for m in MEMBERS:
+        one, alone = _search([m], data, tmp_path / f"{m.name}.db")
+        epochs_alone += sum(len(r["epochs"]) for r in one.store.records().values())
+        a, b = alone[m.name], shared[m.name]
+        for k in ("config", "best_epoch", "best_dev", "score", "checkpoint", "index"):
+            assert a["best"][k] == b["best"][k], (m.name, k)
+        assert [t["config"] for t in a["trials"]] == [t["config"] for t in b["trials"]]
+        np.testing.assert_array_equal(_test_scores(one, a, ds, te, data), _test_scores(fs, b, ds, te, data))
+    assert b["n_configurations"] == 5 and b["n_trials"] == 6  # smoke: 3 + 2 configurations, 1 promotion
+    assert epochs_shared < epochs_alone
+    assert len({shared[m.name]["best"]["checkpoint"] for m in MEMBERS}) >= 1
+
+
+def test_top_model_is_the_checkpoint_of_the_best_execution(fam_data, tmp_path):
+    ds, data, te = fam_data
+    fs, res = _search([MEMBERS[2]], data, tmp_path / "one.db")
+    r = res["naive_ndcg"]
+    best = max(r["trials"], key=lambda t: (t["score"], -t["index"]))
+    assert r["best"] == best
+    recs = fs.store.records()
+    outs = [S.read_curve(recs[k]["epochs"], "ndcg|identity", best["epochs"] - best["initial_epoch"], SMOKE.patience)
+            for k in best["nodes"]]
+    assert math.isclose(best["score"], np.mean([o.best_dev for o in outs]))  # executions averaged
+    i = int(np.argmax([o.best_dev for o in outs]))
+    assert best["checkpoint"] == f"{best['nodes'][i]}@{outs[i].best_epoch}"
+    # the kept checkpoint predicts what the search scored on dev
+    from cacicd.models import build_mlp
+    from cacicd.train import predict_proba, target_score
+
+    m = build_mlp(ds.X.shape[1], len(ds.codes), S.network_params(best["config"]))
+    S.load_state(m, fs.checkpoint(best["checkpoint"]))
+    assert math.isclose(target_score("ndcg", data.Y_dev, predict_proba(m, data.X_dev, precision="float32")),
+                        best["best_dev"], rel_tol=1e-6)
+    # promoted trials continue from their parent's checkpoint
+    promoted = [t for t in r["trials"] if t["round"] > 0]
+    assert promoted and all(t["parent"] is not None for t in promoted)
+    # a checkpoint deleted to save room is rebuilt identically by training its node again
+    fs.store.keep_checkpoints(set())
+    assert fs.store.checkpoint(best["checkpoint"]) is None
+    m2 = build_mlp(ds.X.shape[1], len(ds.codes), S.network_params(best["config"]))
+    S.load_state(m2, fs.checkpoint(best["checkpoint"]))
+    for a, b in zip(m.state_dict().values(), m2.state_dict().values()):
+        assert (a == b).all()
+
+
+def test_resume_trains_only_what_is_missing(fam_data, tmp_path):
+    ds, data, te = fam_data
+    fs, first = _search(MEMBERS[:3], data, tmp_path / "r.db")
+    n = fs.nodes_trained
+    store = CurveStore(str(tmp_path / "r.db"), "s")
+    recs = store.records()
+    victim = sorted(recs)[0]  # as if the process had been killed while training this node
+    with store.engine.begin() as c:
+        from cacicd.curves import NODES
+
+        c.execute(NODES.update().where(NODES.c.node == victim).values(state="running", worker="dead:1"))
+    assert store.release() == 1
+    fs2, again = _search(MEMBERS[:3], data, tmp_path / "r.db")
+    assert fs2.nodes_trained == 1 and n > 1
+    assert again == first
 
 
 WORKER = """
-import sys, time
+import sys, time, os, pathlib
 sys.path.insert(0, {tests!r})
 from test_train import ensure_metrics, make_dataset
 from test_experiments import TINY
 ensure_metrics()
 from cacicd import experiments as E, train as T
-real = T.Trainer.step
+real = T.Trainer.train_epoch
 def slow(self):
-    time.sleep(0.3)
+    time.sleep(0.2)
     return real(self)
-T.Trainer.step = slow
-import os, pathlib
+T.Trainer.train_epoch = slow
 ds = make_dataset(n=400, n_ingredients=40, n_leaves=50, seed=1)
 ready = pathlib.Path({cache!r}) / "ready"
 ready.mkdir(parents=True, exist_ok=True)
@@ -89,15 +209,14 @@ ready.mkdir(parents=True, exist_ok=True)
 t0 = time.time()
 while len(list(ready.iterdir())) < 2 and time.time() - t0 < 120:  # start together, however loaded the machine
     time.sleep(0.1)
-out = E.search_worker("naive_ndcg", {url!r}, TINY.replace(max_epochs=3, patience=3),
-                      ds, fold=0, n_trials=6,
-                      cache_dir={cache!r}, progress=False)
-print("RESULT", out["n_counted"], out["n_mine"], out["study"])
+out = E.search_worker("naive_ndcg", {url!r}, TINY, ds, fold=0, cache_dir={cache!r} + "/" + str(os.getpid()),
+                      progress=False)
+print("RESULT", out["nodes"], out["nodes_mine"], out["store"])
 """
 
 
 def _fresh_database(url: str) -> str:
-    """A new empty database on the server of `url`, so that no earlier study is found."""
+    """A new empty database on the server of `url`, so that no earlier store is found."""
     import uuid
 
     import psycopg
@@ -111,7 +230,7 @@ def _fresh_database(url: str) -> str:
 
 @pytest.mark.postgres
 @pytest.mark.slow
-def test_two_workers_share_one_postgres_study(tmp_path):
+def test_two_workers_share_one_postgres_store(tmp_path):
     url = os.environ.get("CACICD_TEST_PG_URL")
     if not url:
         pytest.skip("CACICD_TEST_PG_URL is unset: `source .ci/start_postgres.sh` starts a throwaway PostgreSQL")
@@ -121,37 +240,23 @@ def test_two_workers_share_one_postgres_study(tmp_path):
     code = WORKER.format(tests=str(Path(__file__).parent), url=url, cache=str(tmp_path))
     procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True) for _ in range(2)]
-    outs = [p.communicate(timeout=300)[0] for p in procs]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), "\n".join(o[-2000:] for o in outs)
     res = [line.split() for o in outs for line in o.splitlines() if line.startswith("RESULT")]
-    assert len(res) == 2 and res[0][3] == res[1][3]
-    study = optuna.load_study(study_name=res[0][3], storage=search.make_storage(url))
-    trials = study.get_trials(states=search.COUNTED)
-    workers = {t.user_attrs["worker"] for t in trials}
-    print("trials per worker:", {w: sum(t.user_attrs["worker"] == w for t in trials) for w in workers})
-    assert len(trials) == 6 and len(workers) == 2
-    assert sum(int(r[2]) for r in res) == 6
+    assert len(res) == 2 and res[0][3] == res[1][3] and res[0][1] == res[1][1]
+    store = CurveStore(url, res[0][3])
+    workers = store.workers()
+    print("networks trained per worker:", workers)
+    assert len(workers) == 2 and sum(workers.values()) == len(store.records()) == int(res[0][1])
+    assert sorted(int(r[2]) for r in res) == sorted(workers.values())
+    # the shared search found what one worker alone finds
+    from test_experiments import TINY
 
+    from cacicd import experiments as E
 
-def test_trial_seeded_sampler_resumes_without_repeating_and_is_reproducible(tmp_path):
-    from cacicd.search import TrialSeededSampler
-
-    def objective(trial):
-        return trial.suggest_float("x", 0, 1) + trial.suggest_int("n", 1, 100)
-
-    def values(study):
-        return [(t.params["x"], t.params["n"]) for t in sorted(study.trials, key=lambda t: t.number)]
-
-    url = f"sqlite:///{tmp_path / 'study.db'}"
-    first = optuna.create_study(study_name="s", storage=url, sampler=TrialSeededSampler(0))
-    first.optimize(objective, n_trials=3)
-    resumed = optuna.load_study(study_name="s", storage=url, sampler=TrialSeededSampler(0))  # a new process
-    resumed.optimize(objective, n_trials=3)
-    got = values(resumed)
-    assert len(set(got)) == 6  # the resumed trials did not restart the stream
-    fresh = optuna.create_study(sampler=TrialSeededSampler(0))
-    fresh.optimize(objective, n_trials=6)
-    assert values(fresh) == got  # trial k's point depends on (seed, k) only
-    other = optuna.create_study(sampler=TrialSeededSampler(1))
-    other.optimize(objective, n_trials=2)
-    assert values(other) != got[:2]
+    ds = make_dataset(n=400, n_ingredients=40, n_leaves=50, seed=1)
+    alone = E.run("naive_ndcg", TINY, ds, cache_dir=tmp_path / "alone", folds=0, progress=False)[0]
+    shared = E.run("naive_ndcg", TINY, ds, cache_dir=tmp_path / str(os.getpid()), folds=0, progress=False,
+                   storage=url)[0]
+    assert alone.best_params == shared.best_params
+    np.testing.assert_array_equal(alone.scores, shared.scores)
