@@ -615,3 +615,21 @@ def load(name: str, profile: str | Profile = "default", data: str | Dataset = "s
             raise FileNotFoundError(f"no current cached result for {name} fold {k} in {folder}; run it first")
         out.append(_load_result(folder, meta, c.dataset.codes))
     return out
+
+
+def search_choices(results: dict[str, list[RunResult]]) -> pd.DataFrame:
+    """One row per (experiment, fold): the configuration its search chose, the trial, best epoch and dev value."""
+    from .search import describe
+
+    rows = []
+    for name, runs in results.items():
+        for r in runs:
+            if not r.best_params or "num_layers" not in r.best_params:
+                continue
+            t = r.info.get("best_trial", {})
+            rows.append({"experiment": name, "fold": r.fold, "configuration": describe(r.best_params),
+                         **{k: r.best_params.get(k) for k in ("num_layers", "units", "dropout", "batchnorm")},
+                         "bracket": t.get("bracket"), "round": t.get("round"), "best_epoch": r.info.get("best_epoch"),
+                         "score": r.info.get("best_value"), "dev_at_checkpoint": r.info.get("final_dev"),
+                         "configurations_searched": r.info.get("n_configurations")})
+    return pd.DataFrame(rows)

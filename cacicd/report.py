@@ -37,7 +37,7 @@ KEY = ("item", "level", "model", "metric")
 LONG_COLUMNS = ("item", "level", "model", "metric", "value", "sem", "unit")
 UNITS = ("%", "ratio", "count", "s", "bool")
 REL_TOL = 0.05
-PACKAGES = ("cacicd", "torch", "numpy", "scipy", "scikit-learn", "pandas", "optuna", "duckdb")
+PACKAGES = ("cacicd", "torch", "numpy", "scipy", "scikit-learn", "pandas", "sqlalchemy", "duckdb")
 
 
 # ------------------------------------------------------------------------------------------------

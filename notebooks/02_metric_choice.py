@@ -80,11 +80,18 @@ print(f"{ds.n_stays:,} stays, {len(ds.codes):,} codes; {len(R[REF])} folds; data
 
 # %% [markdown]
 # ## Did the target metric change the model?
-# The searches share one seeded sampler, so every target sees the same candidate configurations; the target
-# only decides which candidate wins and at which epoch training stops. Where two targets made the same
-# choices, their models are identical (equal test scores on every fold) and their bars below coincide.
+# The seven searches are keras-tuner Hyperband searches (`cacicd.search`) that share one store of trained
+# networks: they start the same random configurations, and each target decides which trials Hyperband
+# promotes, where early stopping (on a 5 % validation split of the training rows) ends a training, which epoch's
+# weights are kept, and which trial wins. Where two targets made the same choices, their models are identical
+# (equal test scores on every fold) and their bars below coincide.
 
 # %%
+choices = E.search_choices(R)
+save_table(choices, "metric_choice_search_choices", tables_dir)
+print(f"{int(choices['configurations_searched'].max())} configurations searched per target and fold")
+display_cols = ["experiment", "fold", "configuration", "bracket", "round", "best_epoch", "score"]
+print(choices[display_cols].assign(experiment=choices["experiment"].map(SHORT)).to_string(index=False))
 SAME = compare.identical_groups(R)
 same_of = {m: g for g in SAME for m in g}
 save_table(pd.DataFrame([{"models": ", ".join(SHORT[m] for m in g), "n": len(g)} for g in SAME],

@@ -15,7 +15,7 @@ def test_list_prints_every_experiment(capsys):
 def test_parser_has_every_subcommand():
     p = cli.build_parser()
     for argv in (["data"], ["run", "naive_ndcg", "--fold", "0"], ["evaluate", "dummy"], ["status"],
-                 ["search", "naive_ndcg", "--storage", "postgresql://x/y", "--n-trials", "5"]):
+                 ["search", "naive_ndcg", "--storage", "postgresql://x/y", "--precision", "float32"]):
         assert p.parse_args(argv).cmd == argv[0]
 
 
