@@ -10,9 +10,13 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .config import get_profile
 from .io import atomic_write_text
+
+if TYPE_CHECKING:
+    from traitlets.config import Config
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,6 +75,17 @@ def input_key(name: str, profile: str, data: str, upstream: list[str]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def kernel_config() -> Config:
+    """Kernels talk over CurveZMQ-encrypted TCP where jupyter_client and pyzmq can (no plain-TCP warning in the log)."""
+    import zmq
+    from jupyter_client import KernelManager
+    from traitlets.config import Config
+
+    if zmq.has("curve") and KernelManager.class_traits().get("transport_encryption") is not None:
+        return Config({"KernelManager": {"transport_encryption": "auto"}})
+    return Config()
+
+
 def execute(name: str, dirs: OutputDirs, params: dict, kernel: str = "python3") -> None:
     """Convert a jupytext source to a notebook and execute it with papermill."""
     import jupytext
@@ -84,7 +99,7 @@ def execute(name: str, dirs: OutputDirs, params: dict, kernel: str = "python3") 
     try:
         pm.execute_notebook(str(src), str(dirs.notebooks / f"{name}.ipynb"), parameters=params,
                             kernel_name=kernel, cwd=str(NOTEBOOK_DIR), progress_bar=False,
-                            log_output=False, request_save_on_cell_execute=True)
+                            log_output=False, request_save_on_cell_execute=True, config=kernel_config())
     finally:
         src.unlink(missing_ok=True)
 

@@ -13,6 +13,8 @@
 # %% [markdown]
 # # 06 · Overall performance summary (paper §3.6.1; Figs 6, S7; Tables S4, S6, S7, S8, S10)
 #
+# > **Run time** (default profile, 2 CPU cores; `benchmarks/run_times.csv`): 19 s on a cold cache, run in order; warm (after `./run_all.sh`), the whole run takes 2 min 35 s.
+#
 # The paper's summary of its best model:
 #
 # - **Fig 6 / Fig S7.** The NDCG-tuned naive multitask model retrieves more codes than a model built the way
