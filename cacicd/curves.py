@@ -163,6 +163,12 @@ class CurveStore:
                 c.execute(CHECKPOINTS.delete().where(CHECKPOINTS.c.store == self.store, CHECKPOINTS.c.ckpt == ckpt))
         return len(drop)
 
+    def compact(self) -> None:
+        """Give the room of deleted checkpoints back to the file system (SQLite VACUUM; PostgreSQL does it itself)."""
+        if not self.is_shared:
+            with self.engine.connect() as c:
+                c.exec_driver_sql("VACUUM")
+
     def workers(self) -> dict[str, int]:
         """worker -> number of finished nodes it trained."""
         with self.engine.connect() as c:

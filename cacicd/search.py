@@ -436,6 +436,8 @@ class FamilySearch:
             keep = {t.checkpoint for m in self.members for t in last[m.name]}
             keep |= {self.best(trials[m.name]).checkpoint for m in self.members if trials[m.name]}
             self.store.keep_checkpoints(keep)
+        self.store.keep_checkpoints({self.best(trials[m.name]).checkpoint for m in self.members})
+        self.store.compact()
         out = {}
         for m in self.members:
             best = self.best(trials[m.name])
