@@ -8,6 +8,7 @@ from pathlib import Path
 
 PAPER_STAYS = 58_976
 PAPER_SPLIT = 5_000  # dev and test sizes in the paper
+PRECISIONS = ("auto", "float32", "bfloat16")  # training and inference precision (cacicd.train)
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class Profile:
     batch_size: int = 128
     patience: int = 3
     max_epochs: int = 150
+    precision: str = "auto"  # "auto" (bfloat16 where the CPU/GPU has it natively), "float32" or "bfloat16"
     # search (Hyperband, spec section 6)
     space: SearchSpace = field(default_factory=SearchSpace)
     n_trials: int | None = None  # None: keras-tuner Hyperband's count for max_epochs/factor/iterations
@@ -47,6 +49,11 @@ class Profile:
     inference_batch_sizes: tuple[int, ...] = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
     inference_repeats: int = 3
     description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"profile {self.name!r}: unknown precision {self.precision!r}; "
+                             f"choose one of {', '.join(PRECISIONS)}")
 
     def replace(self, **changes) -> "Profile":
         """A copy with some fields changed."""
@@ -94,11 +101,14 @@ PROFILES: dict[str, Profile] = {
 
 
 def get_profile(name: str) -> Profile:
-    """The profile of that name, with a clear error for an unknown one."""
+    """The profile of that name (its precision overridden by $CACICD_PRECISION when set), with a clear error."""
     try:
-        return PROFILES[name]
+        profile = PROFILES[name]
     except KeyError:
         raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}") from None
+    if os.environ.get("CACICD_PRECISION"):
+        profile = profile.replace(precision=os.environ["CACICD_PRECISION"])
+    return profile
 
 
 def project_root(start: Path | None = None) -> Path | None:
