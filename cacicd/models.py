@@ -7,9 +7,9 @@ cost follows the number of prescribed ingredients, not n_inputs; its weight is s
 plain nn.Linear layers.
 
 Mixed precision: inside `low_precision(torch.bfloat16)` the other linear layers (`MixedLinear`)
-multiply in bfloat16 with float32 master weights, float32 outputs and float32 weight gradients,
-through persistent bfloat16 copies of the weights and gradient buffers (no large allocation per
-step); everything else (activations between layers, losses, the optimizer) stays float32.
+multiply in bfloat16 with float32 master weights and float32 weight gradients, through persistent
+bfloat16 copies of the weights and gradient buffers (no large allocation per step). In training
+their outputs are float32, so activations between layers, losses and the optimizer stay float32.
 """
 from __future__ import annotations
 
@@ -63,6 +63,7 @@ class _Shadow:
     def __init__(self, weight: torch.Tensor, dtype: torch.dtype):
         with torch.inference_mode(False):  # plain tensors, usable in training even when made in predict
             self.weight = torch.empty(weight.shape, dtype=dtype, device=weight.device)
+            self.bias = torch.empty(weight.shape[0], dtype=dtype, device=weight.device)
             self.grad = torch.empty_like(self.weight)  # low-precision weight gradient
             self.master_grad = torch.empty_like(weight, memory_format=torch.contiguous_format)
         self.key: tuple | None = None
@@ -96,8 +97,10 @@ class _MixedLinearFn(torch.autograd.Function):
 
 
 class MixedLinear(nn.Linear):
-    """nn.Linear that multiplies in bfloat16 inside `low_precision(torch.bfloat16)`, with float32 output.
+    """nn.Linear that multiplies in bfloat16 inside `low_precision(torch.bfloat16)`.
 
+    With autograd on, the output and the weight's gradient are float32; with it off (inference) the
+    output stays bfloat16 (callers take `.float()` or copy it into a float32 buffer).
     The bfloat16 weight copy is rebuilt on every training forward and, in eval mode, whenever the
     weight's storage or version changes or the module's mode switches (`train()`/`eval()`).
     """
@@ -117,21 +120,24 @@ class MixedLinear(nn.Linear):
         s = self._shadow
         if s is None or s.weight.dtype != dtype or s.weight.device != w.device or s.weight.shape != w.shape:
             s = self._shadow = _Shadow(w, dtype)
-        key = (w.data_ptr(), w._version)
+        b = self.bias
+        key = (w.data_ptr(), w._version) + ((b.data_ptr(), b._version) if b is not None else ())
         if self.training or s.key != key:
             with torch.no_grad():
                 s.weight.copy_(w)
+                if b is not None:
+                    s.bias.copy_(b)
             s.key = key
         return s
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, in) -> (B, out): float32 with autograd; without, in `dtype` (bias added before rounding)."""
         dtype = _COMPUTE_DTYPE.get()
         if dtype == torch.float32:
             return super().forward(x)
         s = self._low_precision_weight(dtype)
-        if not torch.is_grad_enabled():
-            out = F.linear(x.to(dtype), s.weight).float()
-            return out + self.bias if self.bias is not None else out
+        if not torch.is_grad_enabled():  # inference: no float32 copy of a (B, out) block
+            return F.linear(x.to(dtype), s.weight, s.bias if self.bias is not None else None)
         return _MixedLinearFn.apply(x, self.weight, self.bias, s)
 
     def __getstate__(self) -> dict:

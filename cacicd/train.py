@@ -189,8 +189,8 @@ def predict_proba(model: nn.Module, X: sp.spmatrix | np.ndarray | DeviceRows, ba
             logits = model(X.sparse(part) if sparse else X.dense(part))
         if cuda:
             out[start:stop].copy_(torch.sigmoid(logits.float()), non_blocking=True)
-        else:
-            torch.sigmoid(logits.float(), out=out[start:stop])
+        else:  # float32 sigmoid written in place: no (B, L) temporary
+            out[start:stop].copy_(logits).sigmoid_()
     if cuda:
         torch.cuda.synchronize(device)
     return out.numpy()
