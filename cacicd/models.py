@@ -87,7 +87,7 @@ class _MixedLinearFn(torch.autograd.Function):
         grad_x = (g_lp @ w_lp).to(ctx.x_dtype) if ctx.needs_input_grad[0] else None
         if ctx.needs_input_grad[1]:
             weight, shadow = ctx.weight, ctx.shadow
-            torch.mm(g_lp.t(), x_lp, out=shadow.grad)
+            torch.mm(g_lp.t().contiguous(), x_lp, out=shadow.grad)  # a contiguous (out, B) operand: ~3x faster
             if weight.grad is None:  # first contribution of this step (zero_grad(set_to_none=True))
                 weight.grad = shadow.master_grad.copy_(shadow.grad)
             else:  # e.g. a loss penalty on the same weight already accumulated its part
@@ -102,7 +102,7 @@ class MixedLinear(nn.Linear):
     With autograd on, the output and the weight's gradient are float32; with it off (inference) the
     output stays bfloat16 (callers take `.float()` or copy it into a float32 buffer).
     The bfloat16 weight copy is rebuilt on every training forward and, in eval mode, whenever the
-    weight's storage or version changes or the module's mode switches (`train()`/`eval()`).
+    weight's storage or version changes or the module's mode switches (train to eval or back).
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True):
@@ -110,8 +110,8 @@ class MixedLinear(nn.Linear):
         self._shadow: _Shadow | None = None
 
     def train(self, mode: bool = True) -> "MixedLinear":
-        """Switch mode and forget the low-precision copy (weights may have changed meanwhile)."""
-        if self._shadow is not None:
+        """Set the mode; a switch forgets the low-precision copy (weights may have changed meanwhile)."""
+        if self._shadow is not None and mode != self.training:
             self._shadow.key = None
         return super().train(mode)
 
