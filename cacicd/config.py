@@ -8,6 +8,7 @@ from pathlib import Path
 
 PAPER_STAYS = 58_976
 PAPER_SPLIT = 5_000  # dev and test sizes in the paper
+PRECISIONS = ("auto", "float32", "bfloat16")  # training and inference precision (cacicd.train)
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,11 @@ class Profile:
     inference_batch_sizes: tuple[int, ...] = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
     inference_repeats: int = 3
     description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"profile {self.name!r}: unknown precision {self.precision!r}; "
+                             f"choose one of {', '.join(PRECISIONS)}")
 
     def replace(self, **changes) -> "Profile":
         """A copy with some fields changed."""
@@ -93,11 +99,14 @@ PROFILES: dict[str, Profile] = {
 
 
 def get_profile(name: str) -> Profile:
-    """The profile of that name, with a clear error for an unknown one."""
+    """The profile of that name (its precision overridden by $CACICD_PRECISION when set), with a clear error."""
     try:
-        return PROFILES[name]
+        profile = PROFILES[name]
     except KeyError:
         raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}") from None
+    if os.environ.get("CACICD_PRECISION"):
+        profile = profile.replace(precision=os.environ["CACICD_PRECISION"])
+    return profile
 
 
 def project_root(start: Path | None = None) -> Path | None:

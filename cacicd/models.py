@@ -1,27 +1,148 @@
 """The paper's models (spec section 6): a feed-forward network and the dummy (label-frequency) model.
 
-`MLP` takes either a dense (B, n_inputs) tensor or a torch sparse CSR/COO tensor: with a sparse
-input the first layer is a sparse-dense matmul (most of the 1,166 inputs are zero). Which is
-faster is measured by `benchmarks/bench_train.py`; `cacicd.train` picks per device (see there).
+`MLP` takes a dense (B, n_inputs) tensor or a torch sparse CSR batch. With a sparse batch the first
+layer is an embedding-bag of the active inputs weighted by their values (age is a float), so its
+cost follows the number of prescribed ingredients, not n_inputs; its weight is stored input-major
+(`weight.t()` is contiguous) so each bag reads whole rows. `state_dict` keys and shapes are those of
+plain nn.Linear layers.
+
+Mixed precision: inside `low_precision(torch.bfloat16)` the other linear layers (`MixedLinear`)
+multiply in bfloat16 with float32 master weights and float32 weight gradients, through persistent
+bfloat16 copies of the weights and gradient buffers (no large allocation per step). In training
+their outputs are float32, so activations between layers, losses and the optimizer stay float32.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import contextvars
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 from torch import nn
+from torch.nn import functional as F
+
+_COMPUTE_DTYPE: contextvars.ContextVar[torch.dtype] = contextvars.ContextVar("cacicd_compute_dtype",
+                                                                             default=torch.float32)
+
+
+@contextlib.contextmanager
+def low_precision(dtype: torch.dtype = torch.bfloat16) -> Iterator[None]:
+    """Within the block, `MixedLinear` layers multiply in `dtype` (float32: plain nn.Linear)."""
+    if dtype not in (torch.float32, torch.bfloat16):
+        raise ValueError(f"low_precision: dtype must be torch.float32 or torch.bfloat16, got {dtype}")
+    token = _COMPUTE_DTYPE.set(dtype)
+    try:
+        yield
+    finally:
+        _COMPUTE_DTYPE.reset(token)
 
 
 class SparseInputLinear(nn.Linear):
-    """nn.Linear that also accepts a torch sparse input (B, in) and multiplies it sparsely."""
+    """nn.Linear that also takes a torch sparse CSR batch (B, in): an embedding-bag of the active inputs."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True):
+        super().__init__(in_features, out_features, bias)
+        self.weight = nn.Parameter(self.weight.detach().t().contiguous().t())  # input-major storage
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.layout == torch.strided:
             return super().forward(x)
-        out = torch.sparse.mm(x, self.weight.t())
+        if x.layout != torch.sparse_csr:
+            x = x.to_sparse_csr()
+        crow = x.crow_indices()
+        out = F.embedding_bag(x.col_indices(), self.weight.t(), crow[:-1], mode="sum",
+                              per_sample_weights=x.values().to(self.weight.dtype))
         return out + self.bias if self.bias is not None else out
+
+
+class _Shadow:
+    """Low-precision copies of a layer's weight and bias, and the gradient buffers of its weight."""
+
+    def __init__(self, weight: torch.Tensor, dtype: torch.dtype):
+        with torch.inference_mode(False):  # plain tensors, usable in training even when made in predict
+            self.weight = torch.empty(weight.shape, dtype=dtype, device=weight.device)
+            self.bias = torch.empty(weight.shape[0], dtype=dtype, device=weight.device)
+            self.grad = torch.empty_like(self.weight)  # low-precision weight gradient
+            self.master_grad = torch.empty_like(weight, memory_format=torch.contiguous_format)
+        self.key: tuple | None = None
+
+
+class _MixedLinearFn(torch.autograd.Function):
+    """y = x W^T + b in low precision; W's float32 gradient goes straight into W.grad (persistent buffer)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, shadow: _Shadow):
+        x_lp = x.to(shadow.weight.dtype)
+        ctx.save_for_backward(x_lp, shadow.weight)
+        ctx.weight, ctx.shadow, ctx.x_dtype = weight, shadow, x.dtype
+        out = F.linear(x_lp, shadow.weight).float()
+        return out + bias if bias is not None else out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x_lp, w_lp = ctx.saved_tensors
+        g_lp = grad_out.to(w_lp.dtype)
+        grad_x = (g_lp @ w_lp).to(ctx.x_dtype) if ctx.needs_input_grad[0] else None
+        if ctx.needs_input_grad[1]:
+            weight, shadow = ctx.weight, ctx.shadow
+            torch.mm(g_lp.t().contiguous(), x_lp, out=shadow.grad)  # a contiguous (out, B) operand: ~3x faster
+            if weight.grad is None:  # first contribution of this step (zero_grad(set_to_none=True))
+                weight.grad = shadow.master_grad.copy_(shadow.grad)
+            else:  # e.g. a loss penalty on the same weight already accumulated its part
+                weight.grad.add_(shadow.grad)
+        grad_b = grad_out.sum(0) if ctx.needs_input_grad[2] else None
+        return grad_x, None, grad_b, None
+
+
+class MixedLinear(nn.Linear):
+    """nn.Linear that multiplies in bfloat16 inside `low_precision(torch.bfloat16)`.
+
+    With autograd on, the output and the weight's gradient are float32; with it off (inference) the
+    output stays bfloat16 (callers take `.float()` or copy it into a float32 buffer).
+    The bfloat16 weight copy is rebuilt on every training forward and, in eval mode, whenever the
+    weight's storage or version changes or the module's mode switches (train to eval or back).
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True):
+        super().__init__(in_features, out_features, bias)
+        self._shadow: _Shadow | None = None
+
+    def train(self, mode: bool = True) -> "MixedLinear":
+        """Set the mode; a switch forgets the low-precision copy (weights may have changed meanwhile)."""
+        if self._shadow is not None and mode != self.training:
+            self._shadow.key = None
+        return super().train(mode)
+
+    def _low_precision_weight(self, dtype: torch.dtype) -> _Shadow:
+        w = self.weight
+        s = self._shadow
+        if s is None or s.weight.dtype != dtype or s.weight.device != w.device or s.weight.shape != w.shape:
+            s = self._shadow = _Shadow(w, dtype)
+        b = self.bias
+        key = (w.data_ptr(), w._version) + ((b.data_ptr(), b._version) if b is not None else ())
+        if self.training or s.key != key:
+            with torch.no_grad():
+                s.weight.copy_(w)
+                if b is not None:
+                    s.bias.copy_(b)
+            s.key = key
+        return s
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, in) -> (B, out): float32 with autograd; without, in `dtype` (bias added before rounding)."""
+        dtype = _COMPUTE_DTYPE.get()
+        if dtype == torch.float32:
+            return super().forward(x)
+        s = self._low_precision_weight(dtype)
+        if not torch.is_grad_enabled():  # inference: no float32 copy of a (B, out) block
+            return F.linear(x.to(dtype), s.weight, s.bias if self.bias is not None else None)
+        return _MixedLinearFn.apply(x, self.weight, self.bias, s)
+
+    def __getstate__(self) -> dict:
+        """Pickle and deepcopy without the low-precision copies (a cache)."""
+        return {**self.__dict__, "_shadow": None}
 
 
 class MLP(nn.Module):
@@ -45,7 +166,7 @@ class MLP(nn.Module):
         blocks: list[nn.Module] = []
         width = n_inputs
         for i, (u, d) in enumerate(zip(units, dropout)):
-            blocks.append(SparseInputLinear(width, u) if i == 0 else nn.Linear(width, u))
+            blocks.append(SparseInputLinear(width, u) if i == 0 else MixedLinear(width, u))
             if batchnorm:
                 blocks.append(nn.BatchNorm1d(u))
             blocks.append(nn.ReLU())
@@ -53,7 +174,7 @@ class MLP(nn.Module):
                 blocks.append(nn.Dropout(d))
             width = u
         self.hidden = nn.Sequential(*blocks)
-        self.output = SparseInputLinear(width, n_labels) if not units else nn.Linear(width, n_labels)
+        self.output = SparseInputLinear(width, n_labels) if not units else MixedLinear(width, n_labels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, n_inputs) dense or sparse -> (B, n_labels) logits."""

@@ -5,12 +5,16 @@ Losses (`cacicd.losses.make_loss`) and output rules (`cacicd.outputs.make_output
 the loop passes `(logits, targets, model)` to the loss and applies the rule to dev probabilities
 before scoring; it never knows which ones it runs.
 
-Inputs stay scipy CSR and are converted one batch at a time: on the CPU a network with a hidden
-layer gets a torch sparse CSR batch (the first layer is a sparse matmul, ~2x faster than dense at
-~35 non-zeros in 1,166 columns, see benchmarks/bench_train.py); on the GPU, and for logistic
-regression, the batch is densified. Mixed precision (`amp=True`, GPU only) runs the forward pass
-under torch.autocast in bfloat16 where the GPU supports it, else float16 with a gradient scaler.
-CPU runs are deterministic given the seed (same seed, same predictions).
+Data: the training, dev and predicted sets are copied once to the device as CSR tensors
+(`DeviceRows`); each batch is cut there and reaches the network as a torch sparse CSR batch (the
+first layer is an embedding-bag of the active inputs, see `cacicd.models`), its targets densified
+there. Nothing crosses the host-device boundary per batch but the output probabilities.
+
+Precision (`precision=`): "float32", "bfloat16" (the linear layers multiply in bfloat16 through
+`cacicd.models.low_precision`; master weights, Adam state, losses and metrics stay float32), or
+"auto": bfloat16 where the device has it natively (a CPU with AVX-512 BF16 or AMX, a CUDA GPU of
+compute capability 8.0 or more), else float32. Runs are deterministic given the seed, device,
+precision and thread count (same seed, same predictions, bit for bit, on the CPU).
 """
 from __future__ import annotations
 
@@ -28,7 +32,8 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from .models import MLP, build_mlp
+from .config import PRECISIONS
+from .models import MLP, build_mlp, low_precision
 
 logger = logging.getLogger(__name__)
 
@@ -71,45 +76,124 @@ def _check_xy(X, Y, what: str) -> tuple[sp.csr_matrix, sp.csr_matrix | None]:
     return X, Y
 
 
-def use_sparse_input(model: nn.Module, device: torch.device) -> bool:
-    """Whether batches go in as torch sparse CSR (CPU and a hidden layer) or dense."""
-    return device.type == "cpu" and isinstance(model, MLP) and len(model.config["units"]) > 0
+def use_sparse_input(model: nn.Module, device: torch.device | None = None) -> bool:
+    """Whether batches go in as torch sparse CSR (a cacicd MLP, on any device) or dense."""
+    return isinstance(model, MLP)
 
 
 def to_tensor(X: sp.csr_matrix, device: torch.device, sparse: bool) -> torch.Tensor:
     """A CSR block (B, n_in) as a torch tensor on `device`: sparse CSR or dense float32."""
     if not sparse:
-        return torch.from_numpy(X.toarray()).to(device, non_blocking=True)
-    with warnings.catch_warnings():  # "sparse CSR support is in beta": the matmul used here is stable
+        return torch.from_numpy(X.toarray().astype(np.float32, copy=False)).to(device, non_blocking=True)
+    return _csr_tensor(torch.from_numpy(X.indptr.astype(np.int64)).to(device),
+                       torch.from_numpy(X.indices.astype(np.int64)).to(device),
+                       torch.from_numpy(np.asarray(X.data, dtype=np.float32)).to(device), X.shape)
+
+
+def _csr_tensor(crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor, shape) -> torch.Tensor:
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": only its accessors are used here
         warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(torch.from_numpy(X.indptr.astype(np.int64)),
-                                       torch.from_numpy(X.indices.astype(np.int64)),
-                                       torch.from_numpy(np.asarray(X.data, dtype=np.float32)), size=X.shape,
-                                       device=device)
+        return torch.sparse_csr_tensor(crow, col, val, size=tuple(shape), check_invariants=False)
 
 
-def _amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
-    if not amp or device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+class DeviceRows:
+    """A CSR matrix (n, m) held as torch tensors on a device; batches of its rows are cut there."""
+
+    def __init__(self, X: sp.spmatrix | np.ndarray, device: torch.device | str):
+        X = X.tocsr() if sp.issparse(X) else sp.csr_matrix(np.asarray(X))
+        if not X.has_canonical_format:
+            X = X.copy()
+            X.sum_duplicates()
+        self.shape = X.shape
+        self.device = torch.device(device)
+        self.host_indptr = X.indptr.astype(np.int64)
+        self.indptr = torch.from_numpy(self.host_indptr).to(self.device)
+        self.indices = torch.from_numpy(X.indices.astype(np.int64)).to(self.device)
+        self.data = torch.from_numpy(np.asarray(X.data, dtype=np.float32)).to(self.device)
+
+    def nnz(self, rows: np.ndarray) -> int:
+        """Stored entries in these rows (host arithmetic: no device sync)."""
+        return int((self.host_indptr[rows + 1] - self.host_indptr[rows]).sum())
+
+    def take(self, rows: torch.Tensor, nnz: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(crow (B+1,), col (nnz,), val (nnz,)) of the rows `rows` (a device tensor) holding `nnz` entries."""
+        start = self.indptr[rows]
+        lens = self.indptr[rows + 1] - start
+        crow = torch.zeros(len(rows) + 1, dtype=torch.int64, device=self.device)
+        torch.cumsum(lens, 0, out=crow[1:])
+        pos = torch.arange(nnz, device=self.device) + torch.repeat_interleave(start - crow[:-1], lens,
+                                                                            output_size=nnz)
+        return crow, self.indices[pos], self.data[pos]
+
+    def span(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(crow, col, val) of the contiguous rows start..stop-1."""
+        lo, hi = int(self.host_indptr[start]), int(self.host_indptr[stop])
+        return self.indptr[start:stop + 1] - lo, self.indices[lo:hi], self.data[lo:hi]
+
+    def sparse(self, part: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """A `take`/`span` result as a torch sparse CSR tensor (B, m)."""
+        crow, col, val = part
+        return _csr_tensor(crow, col, val, (len(crow) - 1, self.shape[1]))
+
+    def dense(self, part: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """A `take`/`span` result as a dense float32 tensor (B, m)."""
+        crow, col, val = part
+        n = len(crow) - 1
+        out = torch.zeros((n, self.shape[1]), dtype=torch.float32, device=self.device)
+        row = torch.repeat_interleave(torch.arange(n, device=self.device), crow[1:] - crow[:-1],
+                                      output_size=len(col))
+        return out.index_put_((row, col), val)
+
+
+def native_bfloat16(device: torch.device | str) -> bool:
+    """Whether the device multiplies bfloat16 natively: a CPU with AVX-512 BF16 or AMX, a GPU with sm >= 8.0."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+    if device.type == "cpu":
+        probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+        return torch.backends.mkldnn.is_available() and any(p is not None and p() for p in probes)
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device | str) -> torch.dtype:
+    """The compute dtype of a precision name on a device ("auto": bfloat16 where native, else float32)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return torch.bfloat16 if native_bfloat16(device) else torch.float32
+    return torch.bfloat16 if precision == "bfloat16" else torch.float32
 
 
 @torch.inference_mode()
-def predict_proba(model: nn.Module, X: sp.spmatrix | np.ndarray, batch_size: int = 1024,
-                  device: torch.device | str | None = None, amp: bool = False, precision: str = "auto") -> np.ndarray:
-    """(n, n_labels) float32 sigmoid probabilities of `model` on the rows of X (n, n_inputs)."""
-    X, _ = _check_xy(X, None, "predict_proba")
+def predict_proba(model: nn.Module, X: sp.spmatrix | np.ndarray | DeviceRows, batch_size: int = 1024,
+                  device: torch.device | str | None = None, amp: bool = False, precision: str = "auto",
+                  sparse_input: bool | None = None) -> np.ndarray:
+    """(n, n_labels) float32 sigmoid probabilities of `model` on the rows of X (n, n_inputs).
+
+    precision: see the module docstring; `amp` is accepted for old callers and ignored.
+    sparse_input: feed sparse CSR batches (default: `use_sparse_input(model)`) or dense ones.
+    """
     device = torch.device(device) if device is not None else next(model.parameters()).device
+    dtype = resolve_precision(precision, device)
+    if not isinstance(X, DeviceRows):
+        X = DeviceRows(_check_xy(X, None, "predict_proba")[0], device)
     model.eval()
-    sparse = use_sparse_input(model, device)
-    dtype = _amp_dtype(device, amp)
-    out = np.empty((X.shape[0], model.n_labels), dtype=np.float32)
+    sparse = use_sparse_input(model, device) if sparse_input is None else sparse_input
+    cuda = device.type == "cuda"
+    out = torch.empty((X.shape[0], model.n_labels), dtype=torch.float32, pin_memory=cuda)
     for start in range(0, X.shape[0], batch_size):
-        xb = to_tensor(X[start:start + batch_size], device, sparse)
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            logits = model(xb)
-        out[start:start + batch_size] = torch.sigmoid(logits.float()).cpu().numpy()
-    return out
+        stop = min(start + batch_size, X.shape[0])
+        part = X.span(start, stop)
+        with low_precision(dtype):
+            logits = model(X.sparse(part) if sparse else X.dense(part))
+        if cuda:
+            out[start:stop].copy_(torch.sigmoid(logits.float()), non_blocking=True)
+        else:  # float32 sigmoid written in place: no (B, L) temporary
+            out[start:stop].copy_(logits).sigmoid_()
+    if cuda:
+        torch.cuda.synchronize(device)
+    return out.numpy()
 
 
 @dataclass
@@ -124,7 +208,14 @@ class TrainResult:
 
 
 class Trainer:
-    """Trains one MLP epoch by epoch (so several can run in lockstep), tracking the best dev epoch."""
+    """Trains one MLP epoch by epoch (so several can run in lockstep), tracking the best dev epoch.
+
+    The training and dev sets live on `device` from construction on; `model`'s parameters are the
+    only weights (load_state_dict on it any time). `sparse_input` (True) feeds the network sparse
+    CSR batches; set it False for dense ones (benchmarks). precision: "auto", "float32" or "bfloat16" (see
+    the module docstring); `amp` is accepted for old callers and ignored ("auto" already uses
+    bfloat16 wherever the hardware has it).
+    """
 
     def __init__(self, X_train, Y_train, X_dev, Y_dev, params: dict, loss: nn.Module, target: str, *,
                  lr: float = 2e-4, batch_size: int = 128, patience: int = 3, seed: int = 0,
@@ -133,25 +224,30 @@ class Trainer:
                  precision: str = "auto"):
         if target not in TARGETS:
             raise ValueError(f"unknown target metric {target!r}; choose one of {', '.join(TARGETS)}")
-        self.X_train, self.Y_train = _check_xy(X_train, Y_train, "training set")
-        self.X_dev, self.Y_dev = _check_xy(X_dev, Y_dev, "dev set")
-        if self.Y_train.shape[1] != self.Y_dev.shape[1]:
-            raise ValueError(f"training labels have {self.Y_train.shape[1]} columns, dev labels {self.Y_dev.shape[1]}")
-        if self.X_train.shape[0] == 0 or self.X_dev.shape[0] == 0:
+        X_train, Y_train = _check_xy(X_train, Y_train, "training set")
+        X_dev, self.Y_dev = _check_xy(X_dev, Y_dev, "dev set")
+        if Y_train.shape[1] != self.Y_dev.shape[1]:
+            raise ValueError(f"training labels have {Y_train.shape[1]} columns, dev labels {self.Y_dev.shape[1]}")
+        if X_train.shape[1] != X_dev.shape[1]:
+            raise ValueError(f"training inputs have {X_train.shape[1]} columns, dev inputs {X_dev.shape[1]}")
+        if X_train.shape[0] == 0 or X_dev.shape[0] == 0:
             raise ValueError("empty training or dev set")
         self.device = torch.device(device) if device is not None else default_device()
+        self.dtype = resolve_precision(precision, self.device)
+        self.precision = "bfloat16" if self.dtype == torch.bfloat16 else "float32"
         self.target, self.patience, self.batch_size = target, patience, batch_size
         self.output_rule = output_rule
         self.eval_batch_size = eval_batch_size
         self.seed = seed
         torch.manual_seed(seed)
         self.rng = np.random.default_rng(seed)
-        self.model = build_mlp(self.X_train.shape[1], self.Y_train.shape[1], params).to(self.device)
+        self.model = build_mlp(X_train.shape[1], Y_train.shape[1], params).to(self.device)
         self.loss_fn = loss.to(self.device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr)
-        self.sparse = use_sparse_input(self.model, self.device)
-        self.amp_dtype = _amp_dtype(self.device, amp)
-        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        fused = True if self.device.type in ("cpu", "cuda") else None
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr, fused=fused)
+        self.X_train, self.Y_train = DeviceRows(X_train, self.device), DeviceRows(Y_train, self.device)
+        self.X_dev = DeviceRows(X_dev, self.device)
+        self.sparse_input = use_sparse_input(self.model, self.device)
         self.amp = amp
         self.epoch = 0
         self.best_epoch, self.best_value, self.best_state = 0, -math.inf, None
@@ -159,40 +255,50 @@ class Trainer:
         self.stopped = False
         self.seconds = 0.0
 
-    def train_epoch(self) -> float:
-        """One epoch of training; the mean training loss."""
-        return self._train_epoch()
-
-    def _train_epoch(self) -> float:
-        self.model.train()
+    def _batches(self) -> list[tuple[np.ndarray, int, int]]:
+        """This epoch's shuffled batches: (sorted row indices, nnz of X rows, nnz of Y rows)."""
         order = self.rng.permutation(self.X_train.shape[0])
-        total, n = 0.0, 0
+        skip_single = any(isinstance(m, nn.BatchNorm1d) for m in self.model.modules())
+        out = []
         for start in range(0, len(order), self.batch_size):
-            idx = np.sort(order[start:start + self.batch_size])  # sorted rows: same batch, faster slicing
-            if len(idx) < 2 and any(isinstance(m, nn.BatchNorm1d) for m in self.model.modules()):
+            idx = np.sort(order[start:start + self.batch_size])  # sorted rows: same batch, contiguous reads
+            if len(idx) < 2 and skip_single:
                 continue  # BatchNorm cannot train on a batch of one
-            xb = to_tensor(self.X_train[idx], self.device, self.sparse)
-            yb = torch.from_numpy(self.Y_train[idx].toarray().astype(np.float32)).to(self.device, non_blocking=True)
-            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            out.append((idx, self.X_train.nnz(idx), self.Y_train.nnz(idx)))
+        return out
+
+    def train_epoch(self) -> float:
+        """One epoch of training over shuffled mini-batches; returns the mean training loss."""
+        self.model.train()
+        batches = self._batches()
+        if not batches:
+            return float("nan")
+        rows = torch.from_numpy(np.concatenate([b[0] for b in batches])).to(self.device)
+        total = torch.zeros((), dtype=torch.float64, device=self.device)
+        n, start = 0, 0
+        for idx, nnz_x, nnz_y in batches:
+            r = rows[start:start + len(idx)]
+            start += len(idx)
+            part = self.X_train.take(r, nnz_x)
+            xb = self.X_train.sparse(part) if self.sparse_input else self.X_train.dense(part)
+            yb = self.Y_train.dense(self.Y_train.take(r, nnz_y))
+            with low_precision(self.dtype):
                 logits = self.model(xb)
             loss = self.loss_fn(logits.float(), yb, self.model)
             self.optimizer.zero_grad(set_to_none=True)
-            if self.scaler is not None:
-                self.scaler.scale(loss).backward()
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-            else:
-                loss.backward()
-                self.optimizer.step()
-            total += float(loss.detach()) * len(idx)
+            loss.backward()
+            self.optimizer.step()
+            total += loss.detach() * len(idx)
             n += len(idx)
-        if not math.isfinite(total):
+        mean = float(total) / n
+        if not math.isfinite(mean):
             logger.warning("training loss is not finite at epoch %d", self.epoch + 1)
-        return total / max(n, 1)
+        return mean
 
     def dev_scores(self) -> np.ndarray:
         """(n_dev, L) dev probabilities after the output rule."""
-        p = predict_proba(self.model, self.X_dev, self.eval_batch_size, self.device, self.amp)
+        p = predict_proba(self.model, self.X_dev, self.eval_batch_size, self.device, precision=self.precision,
+                          sparse_input=self.sparse_input)
         return self.output_rule(p) if self.output_rule is not None else p
 
     def step(self) -> dict:
@@ -200,7 +306,7 @@ class Trainer:
         if self.stopped:
             raise RuntimeError("Trainer.step after early stopping")
         t0 = time.perf_counter()
-        loss = self._train_epoch()
+        loss = self.train_epoch()
         value = target_score(self.target, self.Y_dev, self.dev_scores())
         self.epoch += 1
         dt = time.perf_counter() - t0
@@ -259,7 +365,7 @@ def train(X_train, Y_train, X_dev, Y_dev, params: dict, loss: nn.Module, target:
     """Train one MLP (params: num_layers, units_i, dropout_i, batchnorm) with early stopping on `target`.
 
     X_*: (n, n_inputs) CSR float32; Y_*: (n, L) 0/1; loss: a `cacicd.losses` module.
-    trainer_kw: lr, batch_size, patience, output_rule, device, amp (see `Trainer`).
+    trainer_kw: lr, batch_size, patience, output_rule, device, precision, eval_batch_size (see `Trainer`).
     """
     return train_many(X_train, Y_train, X_dev, Y_dev, params, lambda: loss, target, seeds=(seed,),
                       max_epochs=max_epochs, on_epoch=on_epoch, progress=progress, **trainer_kw)[0]

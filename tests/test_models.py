@@ -5,14 +5,14 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from cacicd.models import MLP, DummyModel, build_mlp, params_to_layers
+from cacicd.models import MLP, DummyModel, MixedLinear, SparseInputLinear, build_mlp, low_precision, params_to_layers
 
 
 def test_mlp_blocks_and_output_name():
     m = build_mlp(10, 7, {"num_layers": 3, "units_0": 8, "dropout_0": 0.2, "units_1": 4, "dropout_1": 0.0,
                           "batchnorm": True})
     kinds = [type(b).__name__ for b in m.hidden]
-    assert kinds == ["SparseInputLinear", "BatchNorm1d", "ReLU", "Dropout", "Linear", "BatchNorm1d", "ReLU"]
+    assert kinds == ["SparseInputLinear", "BatchNorm1d", "ReLU", "Dropout", "MixedLinear", "BatchNorm1d", "ReLU"]
     assert isinstance(m.output, nn.Linear) and (m.output.in_features, m.output.out_features) == (4, 7)
     assert m(torch.zeros(5, 10)).shape == (5, 7)
 
@@ -37,3 +37,120 @@ def test_dummy_is_training_frequency():
     p = DummyModel.fit(Y).predict(2)
     np.testing.assert_allclose(p, [[1, 0.25, 0.25]] * 2)
     assert p.dtype == np.float32
+
+
+def _csr(x: torch.Tensor) -> torch.Tensor:
+    return x.to_sparse_csr()
+
+
+def test_sparse_first_layer_is_a_weighted_bag_matching_dense():
+    """Embedding-bag of the active inputs (with float values, e.g. age) = dense x W^T + b, values and grads."""
+    torch.manual_seed(0)
+    lin = SparseInputLinear(12, 5)
+    assert lin.weight.shape == (5, 12) and lin.weight.t().is_contiguous()  # input-major storage
+    x = (torch.rand(6, 12) < 0.3).float()
+    x[:, 0] = torch.rand(6)  # a float column
+    x[3] = 0  # an empty row
+    out_sparse = lin(_csr(x))
+    (out_sparse ** 2).sum().backward()
+    g_sparse = lin.weight.grad.clone()
+    lin.weight.grad = None
+    expected = x @ lin.weight.detach().T + lin.bias.detach()
+    torch.testing.assert_close(out_sparse.detach(), expected, rtol=1e-6, atol=1e-6)
+    (lin(x) ** 2).sum().backward()
+    torch.testing.assert_close(g_sparse, lin.weight.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_state_dict_is_plain_linear_layers():
+    """Keys and shapes as nn.Linear (saved models load into MLP); the bf16 cache is not state."""
+    import copy
+    import pickle
+
+    m = MLP(10, 7, [8, 4], [0.0, 0.0])
+    with low_precision():
+        m(torch.rand(3, 10))  # builds the low-precision copies
+    sd = m.state_dict()
+    assert {k: tuple(v.shape) for k, v in sd.items()} == {
+        "hidden.0.weight": (8, 10), "hidden.0.bias": (8,), "hidden.2.weight": (4, 8), "hidden.2.bias": (4,),
+        "output.weight": (7, 4), "output.bias": (7,)}
+    plain = nn.Sequential(nn.Linear(10, 8), nn.ReLU(), nn.Linear(8, 4), nn.ReLU(), nn.Linear(4, 7))
+    m.load_state_dict({k: v for k, v in zip(sd, plain.state_dict().values())})
+    x = torch.rand(3, 10)
+    torch.testing.assert_close(m(x), plain(x))
+    assert m.output._shadow is not None
+    assert copy.deepcopy(m).output._shadow is None and pickle.loads(pickle.dumps(m)).output._shadow is None
+
+
+def test_mixed_linear_matches_bfloat16_autocast_values_and_grads():
+    """bf16 forward and the float32 weight gradient agree with torch.autocast's bf16 linear."""
+    torch.manual_seed(1)
+    lin = MixedLinear(64, 48)
+    x = torch.randn(16, 64, requires_grad=True)
+    g = torch.randn(16, 48)
+    with low_precision(torch.bfloat16):
+        out = lin(x)
+    assert out.dtype == torch.float32
+    out.backward(g)
+    gw, gb, gx = lin.weight.grad.clone(), lin.bias.grad.clone(), x.grad.clone()
+    assert gw.dtype == torch.float32
+    lin.weight.grad = lin.bias.grad = x.grad = None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ref = torch.nn.functional.linear(x, lin.weight, lin.bias)
+    ref.float().backward(g)
+    torch.testing.assert_close(out.detach(), ref.detach().float(), rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(gw, lin.weight.grad, rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(gb, g.sum(0))
+    torch.testing.assert_close(gx, x.grad.float(), rtol=2e-2, atol=2e-2)
+    exact = x.detach() @ lin.weight.detach().T + lin.bias.detach()  # bf16 is close to float32
+    assert (out.detach() - exact).abs().max() < 0.05 * exact.abs().max()
+
+
+def test_mixed_linear_accumulates_with_other_uses_of_its_weight():
+    """A penalty on the same weight (losses' hier_l2/output_l2) adds to the bf16 path's gradient, each step anew."""
+    torch.manual_seed(2)
+    lin = MixedLinear(8, 5)
+    x, g = torch.randn(4, 8), torch.randn(4, 5)
+    for _ in range(2):  # the second step must not keep the first one's gradient
+        lin.weight.grad = None
+        with low_precision(torch.bfloat16):
+            out = lin(x)
+        ((out * g).sum() + (lin.weight ** 2).sum()).backward()
+        w16 = lin.weight.detach().bfloat16().float()
+        expected = (g.bfloat16().float().T @ x.bfloat16().float()) + 2 * lin.weight.detach()
+        torch.testing.assert_close(lin.weight.grad, expected, rtol=1e-2, atol=1e-2)
+        assert torch.equal(lin._shadow.weight.float(), w16)
+    lin.weight.grad = torch.zeros_like(lin.weight)  # zero_grad(set_to_none=False) also works
+    with low_precision(torch.bfloat16):
+        (lin(x) * g).sum().backward()
+    torch.testing.assert_close(lin.weight.grad, g.bfloat16().float().T @ x.bfloat16().float(), rtol=1e-2, atol=1e-2)
+
+
+def test_low_precision_copy_follows_the_weights():
+    """The bf16 copy is rebuilt after a fused optimizer step (no version bump), load_state_dict and eval()."""
+    torch.manual_seed(3)
+    m = MLP(6, 4, [5], [0.0])
+    x = torch.rand(3, 6)
+
+    def run(model):
+        with torch.no_grad(), low_precision(torch.bfloat16):
+            return model(x)
+
+    def fresh_copy():
+        other = MLP(6, 4, [5], [0.0])
+        other.load_state_dict(m.state_dict())
+        return run(other.eval())
+
+    m.eval()
+    run(m)
+    opt = torch.optim.Adam(m.parameters(), lr=0.1, fused=True)
+    m.train()
+    with low_precision(torch.bfloat16):
+        m(x).sum().backward()
+    opt.step()
+    m.eval()  # the fused step left versions unchanged; eval() forgets the copy
+    torch.testing.assert_close(run(m), fresh_copy(), rtol=0, atol=0)
+    m.load_state_dict(MLP(6, 4, [5], [0.0]).state_dict())  # in eval mode: version bump
+    torch.testing.assert_close(run(m), fresh_copy(), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="dtype"):
+        with low_precision(torch.float16):
+            pass

@@ -141,14 +141,14 @@ def test_training_learns_beyond_dummy(data):
     assert res.best_value == max(h["dev"] for h in res.history)
 
 
-def test_cpu_training_is_deterministic(data):
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_cpu_training_is_deterministic(data, precision):
     from cacicd.train import predict_proba
 
     ds, _, _, te = data
     params = {"num_layers": 3, "units_0": 32, "dropout_0": 0.3, "units_1": 16, "dropout_1": 0.2, "batchnorm": True}
-    a = predict_proba(_train(data, seed=3, params=params).model, ds.X[te])
-    b = predict_proba(_train(data, seed=3, params=params).model, ds.X[te])
-    c = predict_proba(_train(data, seed=4, params=params).model, ds.X[te])
+    runs = [_train(data, seed=s, params=params, precision=precision, max_epochs=2).model for s in (3, 3, 4)]
+    a, b, c = (predict_proba(m, ds.X[te], precision=precision) for m in runs)
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
 
@@ -159,7 +159,7 @@ def test_early_stopping_keeps_best_epoch(data, monkeypatch):
 
     curve = iter([0.1, 0.5, 0.3, 0.2, 0.9, 0.95])
     snapshots = []
-    real_step = T.Trainer._train_epoch
+    real_step = T.Trainer.train_epoch
 
     def fake_score(target, y, p):
         return next(curve)
@@ -170,7 +170,7 @@ def test_early_stopping_keeps_best_epoch(data, monkeypatch):
         return out
 
     monkeypatch.setattr(T, "target_score", fake_score)
-    monkeypatch.setattr(T.Trainer, "_train_epoch", spy)
+    monkeypatch.setattr(T.Trainer, "train_epoch", spy)
     res = _train(data, max_epochs=6, patience=2)
     assert [h["epoch"] for h in res.history] == [1, 2, 3, 4]  # best at 2, stop after 2 worse epochs
     assert res.best_epoch == 2 and res.best_value == 0.5
@@ -226,3 +226,118 @@ def test_bad_input_is_named(data):
         train(ds.X[tr], ds.Y[tr], ds.X[dv], ds.Y[dv], PARAMS, losses.make_loss("bce", ctx), "accuracy")
     with pytest.raises(ValueError, match="rows"):
         train(ds.X[tr], ds.Y[dv], ds.X[dv], ds.Y[dv], PARAMS, losses.make_loss("bce", ctx), "ndcg")
+
+
+def test_device_rows_cut_batches_like_scipy():
+    """take (any rows), span (contiguous rows) and dense agree with scipy slicing, empty rows included."""
+    from cacicd.train import DeviceRows
+
+    rng = np.random.default_rng(0)
+    X = sp.random(40, 30, density=0.1, format="csr", dtype=np.float32, random_state=1)
+    scale = rng.random((40, 1)) + 0.5
+    scale[5] = 0  # an empty row
+    X = sp.csr_matrix(X.multiply(scale), dtype=np.float32)
+    X.eliminate_zeros()
+    rows = DeviceRows(X, "cpu")
+    idx = np.array([0, 5, 7, 8, 39])
+    part = rows.take(torch.from_numpy(idx), rows.nnz(idx))
+    np.testing.assert_array_equal(rows.dense(part).numpy(), X[idx].toarray())
+    np.testing.assert_array_equal(rows.sparse(part).to_dense().numpy(), X[idx].toarray())
+    np.testing.assert_array_equal(rows.dense(rows.span(3, 11)).numpy(), X[3:11].toarray())
+    dup = sp.csr_matrix((np.array([1.0, 2.0], np.float32), np.array([2, 2]), np.array([0, 2, 2])), shape=(2, 4))
+    np.testing.assert_array_equal(DeviceRows(dup, "cpu").dense(DeviceRows(dup, "cpu").span(0, 2)).numpy(),
+                                  dup.toarray())  # duplicates summed, as scipy does
+
+
+def test_precision_names_and_detection():
+    from cacicd.config import Profile, get_profile
+    from cacicd.train import native_bfloat16, resolve_precision
+
+    assert resolve_precision("float32", "cpu") == torch.float32
+    assert resolve_precision("bfloat16", "cpu") == torch.bfloat16
+    assert resolve_precision("auto", "cpu") == (torch.bfloat16 if native_bfloat16("cpu") else torch.float32)
+    assert native_bfloat16("meta") is False
+    with pytest.raises(ValueError, match="'float16'"):
+        resolve_precision("float16", "cpu")
+    with pytest.raises(ValueError, match="precision 'half'"):
+        Profile(name="x", n_stays=1, precision="half")
+    assert Profile(name="x", n_stays=1).precision == "auto"
+
+
+def test_precision_environment_override(monkeypatch):
+    from cacicd.config import PROFILES, get_profile
+
+    monkeypatch.setenv("CACICD_PRECISION", "float32")
+    assert get_profile("smoke").precision == "float32" and PROFILES["smoke"].precision == "auto"
+    monkeypatch.setenv("CACICD_PRECISION", "fp8")
+    with pytest.raises(ValueError, match="'fp8'"):
+        get_profile("smoke")
+
+
+def test_train_epoch_returns_the_mean_training_loss(data):
+    """lr=0, no dropout, float32: the epoch's mean loss is the BCE of the untrained model on the whole set."""
+    from cacicd import losses
+    from cacicd.models import MLP
+    from cacicd.train import Trainer
+
+    ds, tr, dv, _ = data
+    ctx = losses.LabelContext.from_labels(ds.codes, ds.Y[tr])
+    t = Trainer(ds.X[tr], ds.Y[tr], ds.X[dv], ds.Y[dv], {"num_layers": 2, "units_0": 16, "dropout_0": 0.0},
+                losses.make_loss("bce", ctx), "ndcg", lr=0.0, batch_size=64, device="cpu", precision="float32")
+    x = torch.from_numpy(ds.X[tr].toarray())
+    y = torch.from_numpy(ds.Y[tr].toarray().astype(np.float32))
+    with torch.no_grad():
+        expected = torch.nn.functional.binary_cross_entropy_with_logits(t.model(x), y).item()
+    assert t.train_epoch() == pytest.approx(expected, rel=1e-5)
+    assert isinstance(t.model, MLP)
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_model_parameters_are_the_source_of_truth(data, precision):
+    """load_state_dict on trainer.model (right after construction or after epochs) is what predicts and trains."""
+    from cacicd import losses
+    from cacicd.models import build_mlp
+    from cacicd.train import Trainer, predict_proba
+
+    ds, tr, dv, te = data
+    ctx = losses.LabelContext.from_labels(ds.codes, ds.Y[tr])
+
+    def trainer(seed):
+        return Trainer(ds.X[tr], ds.Y[tr], ds.X[dv], ds.Y[dv], PARAMS, losses.make_loss("bce", ctx), "ndcg",
+                       lr=3e-3, batch_size=64, device="cpu", seed=seed, precision=precision)
+
+    donor = trainer(1)
+    donor.train_epoch()
+    state = {k: v.clone() for k, v in donor.model.state_dict().items()}
+    t = trainer(2)
+    t.train_epoch()  # builds its low-precision copies from its own weights
+    t.model.load_state_dict(state)
+    plain = build_mlp(ds.X.shape[1], len(ds.codes), PARAMS)
+    plain.load_state_dict(state)
+    want = predict_proba(plain, ds.X[te], precision=precision)
+    np.testing.assert_array_equal(predict_proba(t.model, ds.X[te], precision=precision), want)
+    np.testing.assert_array_equal(t.dev_scores(), predict_proba(plain, ds.X[dv], precision=precision))
+    assert t.train_epoch() > 0 and not np.array_equal(predict_proba(t.model, ds.X[te], precision=precision), want)
+
+
+def test_bfloat16_predictions_close_to_float32(data):
+    """The same trained weights score alike in both precisions (bf16 has 8 mantissa bits)."""
+    from cacicd.train import predict_proba, target_score
+
+    ds, _, _, te = data
+    model = _train(data, max_epochs=3).model
+    p32 = predict_proba(model, ds.X[te], precision="float32")
+    p16 = predict_proba(model, ds.X[te], precision="bfloat16")
+    assert p16.dtype == np.float32 and p16.shape == p32.shape
+    np.testing.assert_allclose(p16, p32, atol=0.02)
+    assert abs(target_score("ndcg", ds.Y[te], p16) - target_score("ndcg", ds.Y[te], p32)) < 0.01
+
+
+def test_dense_input_path_matches_sparse(data):
+    from cacicd.train import predict_proba
+
+    ds, _, _, te = data
+    model = _train(data, max_epochs=1).model
+    a = predict_proba(model, ds.X[te], precision="float32", sparse_input=True)
+    b = predict_proba(model, ds.X[te], precision="float32", sparse_input=False)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
