@@ -45,6 +45,7 @@ any other value -> medical; no visit_detail table, no row for the stay, or a bla
 """
 from __future__ import annotations
 
+import csv
 import gzip
 import hashlib
 import json
@@ -303,9 +304,10 @@ def register_file(con: duckdb.DuckDBPyConnection, path: Path, table: str, column
         _execute(con, f"CREATE OR REPLACE TABLE {raw} AS SELECT * FROM read_parquet({_sql_str(str(path))})",
                  f"{path}: cannot read table {table}")
     else:
-        delim = csv_delimiter(path)
-        src = (f"read_csv({_sql_str(str(path))}, header=true, all_varchar=true, delim={_sql_str(delim)}, "
-               """quote='"', escape='"')""")
+        delim, names = csv_header(path)
+        cols = "{" + ", ".join(f"{_sql_str(n)}: 'VARCHAR'" for n in names) + "}"
+        src = (f"read_csv({_sql_str(str(path))}, header=true, auto_detect=false, columns={cols}, "
+               f"""delim={_sql_str(delim)}, quote='"', escape='"')""")
         try:
             con.execute(f"CREATE OR REPLACE TABLE {raw} AS SELECT * FROM {src}")
         except duckdb.Error as e:
@@ -364,11 +366,12 @@ def _not_utf8(path: Path, data: bytes, line: int, offset: int) -> DataError:
                      "e.g. iconv -f WINDOWS-1252 -t UTF-8")
 
 
-def csv_delimiter(path: Path) -> str:
-    """The delimiter of a CSV file (the one of , tab ; | its header line holds most), once the file's ends are checked.
+def csv_header(path: Path) -> tuple[str, list[str]]:
+    """(delimiter, column names) of a CSV file, from its header line, once the file's ends are checked.
 
-    Refused with a DataError naming the file: a header that is not UTF-8, a compressed file that
-    cannot be opened, and an uncompressed file that does not end with a line break (cut short).
+    The delimiter is the one of , tab ; | the header holds most. Refused with a DataError naming the
+    file: a header that is not UTF-8, a compressed file that cannot be opened, and an uncompressed
+    file that does not end with a line break (cut short).
     """
     try:
         with _open_bytes(path) as f:
@@ -376,7 +379,7 @@ def csv_delimiter(path: Path) -> str:
     except (OSError, EOFError) as e:
         raise DataError(f"{path}: cannot read the file: {e}") from None
     try:
-        text = head.decode("utf-8")
+        text = head.decode("utf-8-sig").rstrip("\r\n")
     except UnicodeDecodeError:
         raise _not_utf8(path, head, 1, 0) from None
     if not path.name.lower().endswith(".gz"):
@@ -389,14 +392,18 @@ def csv_delimiter(path: Path) -> str:
                                 "may be cut short (an interrupted copy or download?); copy it again, or, if it is "
                                 "complete, add a line break at its end")
     counts = {d: text.count(d) for d in CSV_DELIMITERS}
-    best = max(CSV_DELIMITERS, key=lambda d: counts[d])
-    return best if counts[best] else ","
+    delim = max(CSV_DELIMITERS, key=lambda d: counts[d]) if max(counts.values()) else ","
+    names = [n if n.strip() else f"column{i}" for i, n in enumerate(next(csv.reader([text], delimiter=delim)))]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise DataError(f"{path}: the header line names column(s) {', '.join(dupes)} more than once")
+    return delim, names
 
 
 def csv_error(path: Path, table: str, error: str, delim: str) -> DataError:
     """A DuckDB error reading a CSV file as a DataError naming file, line and cause (not the line's content)."""
     first = error.strip().splitlines()[0] if error.strip() else error
-    if "utf-8" in error.lower() or "unicode" in error.lower():
+    if "not utf-8 encoded" in error.lower() or "invalid unicode" in error.lower():
         with _open_bytes(path) as f:
             offset = 0
             for i, data in enumerate(f, start=1):
