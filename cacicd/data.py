@@ -126,7 +126,8 @@ def check_source(source: str) -> tuple[str, str, dict]:
         missing = [t for t in (schema if kind == "mimic3" else omop.REQUIRED_TABLES) if t not in found]
         if missing:
             raise DataError(f"data source {source!r}: {path} lacks table(s) {', '.join(missing)} "
-                            f"(looked for <table>{'|'.join(omop.SUFFIXES)}; found {', '.join(sorted(found)) or 'none'})")
+                            f"(looked for <table>{'|'.join(omop.SUFFIXES)}; "
+                            f"found {', '.join(sorted(found)) or 'none'})")
     return kind, where, opts
 
 
@@ -150,8 +151,8 @@ def check_usable(ds: Dataset, allow_no_icd9: bool = False, allow_no_drugs: bool 
                         "vocabularies are not used). Check the source, or add allow_no_icd9=true to its options "
                         "(e.g. DIR?allow_no_icd9=true) to load it anyway")
     if ds.X[:, 2:].nnz == 0 and not allow_no_drugs:
-        raise DataError(f"{ds.source}: no stay has a drug feature ({counts(('drug_rows', 'drug_concepts'))}), so the models would see "
-                        "sex and age only. Check the drug options (drug_type_concept_id, ingredient_mapping), or add "
+        raise DataError(f"{ds.source}: no stay has a drug feature ({counts(('drug_rows', 'drug_concepts'))}), "
+                        "so the models would see sex and age only. Check the drug options (drug_type_concept_id, ingredient_mapping), or add "
                         "allow_no_drugs=true to the source's options (e.g. DIR?allow_no_drugs=true) to proceed")
     return ds
 
@@ -193,13 +194,25 @@ def splits_key(dataset: Dataset, profile: Profile) -> str:
 
 
 def get_splits(dataset: Dataset, profile: Profile, cache_dir: str | Path) -> list[Split]:
-    """The profile's Monte-Carlo splits of the dataset, read from or saved to cache_dir/splits/<key>."""
+    """The profile's Monte-Carlo splits of the dataset, saved to cache_dir/splits/<key>.
+
+    Saved split files are checked against the splits drawn again (cheap, deterministic): damaged
+    ones are rewritten with a warning naming the folder, never read as is.
+    """
     folder = Path(cache_dir) / "splits" / splits_key(dataset, profile)
     with file_lock(folder.parent / f"{folder.name}.lock"):
-        if (folder / "splits.json").exists():
-            return load_splits(folder)
         splits = make_splits(dataset.visit_ids, profile.n_folds, profile.split_fraction, profile.seed,
                              dataset.person_ids if profile.group_by_person else None)
+        if (folder / "splits.json").exists():
+            try:
+                saved = load_splits(folder)
+                why = "they differ from the splits drawn from the profile's seed"
+                if [(s.fold, s.seed, s.dev.tolist(), s.test.tolist()) for s in saved] == [
+                        (s.fold, s.seed, s.dev.tolist(), s.test.tolist()) for s in splits]:
+                    return saved
+            except (ValueError, KeyError, TypeError, FileNotFoundError) as e:  # JSONDecodeError is a ValueError
+                why = str(e)
+            log.warning("split files in %s are damaged (%s); rewriting them", folder, why)
         save_splits(splits, folder)
         log.info("saved %d splits in %s", len(splits), folder)
         return splits

@@ -14,8 +14,8 @@ of the experiment declaration and of the profile; a mismatch makes the folder st
 recomputed). It also records the size and SHA-256 of every file written before it, whatever its name
 (`artefacts`); a result is read only after every one is checked: a damaged or missing artefact is
 recomputed under the lock with a warning naming file, experiment and fold (`run`), or refused with
-that name (`load`), never read as is. A new dataset hash is a new folder, so a data update invalidates only what depends on
-it. The fold folder is locked (`cacicd.io.file_lock`) while it is computed; a second process waits,
+that name (`load`), never read as is. A new dataset hash is a new folder, so a data update
+invalidates only what depends on it. The fold folder is locked (`cacicd.io.file_lock`) while it is computed; a second process waits,
 then reads the cache. A run killed at any point resumes from its last completed search trial.
 
 Profiles with `search_all_folds=False` search on fold 0 only and train the other folds with fold
@@ -673,7 +673,7 @@ def status(profile: str | Profile = "default", data: str | Dataset = "synthetic"
 
 def load(name: str, profile: str | Profile = "default", data: str | Dataset = "synthetic",
          folds: int | list[int] | None = None, cache_dir: str | Path | None = None) -> list[RunResult]:
-    """Cached results only (no computation); raises FileNotFoundError naming what is missing, `Damaged` what is damaged."""
+    """Cached results only (no computation); FileNotFoundError names what is missing, `Damaged` what is damaged."""
     exp = get_experiment(name)
     profile = get_profile(profile) if isinstance(profile, str) else profile
     folds = check_folds(folds, profile)

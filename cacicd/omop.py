@@ -9,13 +9,15 @@ PostgreSQL both accept) through `query`, on a DuckDB connection holding such tab
 
 Files. `<table>.csv`, `.csv.gz`, `.parquet` (any case of the name, e.g. PERSON.csv); column
 headers of any case. CSV cells are read as text and checked before any cast, so a bad value is
-reported with its file, column and count instead of being cast silently.
+reported with its file, column and count instead of being cast silently. CSV files are UTF-8;
+the header line gives the columns and the delimiter (, tab ; |); a line with another number of
+fields, an unclosed quote, a byte that is not UTF-8, or a missing final line break (a file cut
+short) is refused naming the file and line.
 
 Stays (rows): one per visit_occurrence row, sorted by visit_occurrence_id; stays without drugs
 and stays without diagnoses are kept and counted in the report.
 
-Features: sex (1 if gender_concept_id == 8532; 0 otherwise, stays whose concept is neither 8532 nor
-8507 (male) counted in the report as gender_other / gender_missing and warned about), age = (visit_start_date − birth date) in days /
+Features: sex (1 if gender_concept_id == 8532), age = (visit_start_date − birth date) in days /
 365.25, clipped to [0, 89], divided by 89 (birth date: birth_datetime if present, else
 year/month/day_of_birth with a missing month or day read as 1), then one binary column per
 ingredient, sorted by concept id. Drug rows: drug_type_concept_id filter (default 38000177,
@@ -24,6 +26,10 @@ visits dropped. ingredient_mapping="concept_ancestor" (default): each drug maps 
 concept_ancestor ancestors (and itself) with concept_class_id 'Ingredient' and vocabulary_id
 'RxNorm', features "rxnorm:<id>"; ingredient_mapping="drug_concept": the drug concept itself is
 the feature ("drug:<id>"), the fallback for exports without vocabulary tables.
+
+Sex: a gender_concept_id other than 8532 (female) or 8507 (male), or none, reads 0 as for males;
+such stays are counted in the report (gender_other, gender_other_concepts, gender_missing) and
+warned about.
 
 Labels: ICD-9-CM codes from condition_source_value with spaces and dots removed (upper case),
 de-duplicated per stay, rolled up to every ancestor (`cacicd.icd9`); one column per code present.

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -105,14 +106,15 @@ def test_any_artefact_written_before_result_json_is_verified(ds, tmp_path, monke
 
 
 def test_truncated_scores_and_damaged_model_or_search(ds, tmp_path, caplog):
-    r0 = E.run("naive_ndcg", TINY, ds, cache_dir=tmp_path, folds=0, progress=False)[0]
+    prof = TINY.replace(n_trials=1, max_epochs=2)
+    r0 = E.run("naive_ndcg", prof, ds, cache_dir=tmp_path, folds=0, progress=False)[0]
     model0 = (r0.path / "model.pt").read_bytes()
     _cut(r0.path / "scores.npy", 1000)
     _cut(r0.path / "search.json", 10)
     with pytest.raises(Damaged, match=r"naive_ndcg fold 0 is damaged: .*scores.npy is 1,000 bytes.*search.json is 10"):
-        E.load("naive_ndcg", TINY, ds, cache_dir=tmp_path, folds=0)
+        E.load("naive_ndcg", prof, ds, cache_dir=tmp_path, folds=0)
     with caplog.at_level(logging.WARNING, logger="cacicd.experiments"):
-        r1 = E.run("naive_ndcg", TINY, ds, cache_dir=tmp_path, folds=0, progress=False)[0]
+        r1 = E.run("naive_ndcg", prof, ds, cache_dir=tmp_path, folds=0, progress=False)[0]
     assert "scores.npy is 1,000 bytes" in caplog.text
     assert np.array_equal(r1.scores, r0.scores) and r1.best_params == r0.best_params  # study.db kept: no new search
     assert (r1.path / "model.pt").read_bytes() == model0
@@ -191,6 +193,21 @@ def test_damaged_cached_dataset_is_rebuilt(tmp_path, tiny_omop, caplog):
     assert again.content_hash() == ds.content_hash() and Dataset.load(folder).content_hash() == ds.content_hash()
 
 
+def test_damaged_split_files_are_rewritten(ds, tmp_path, caplog):
+    prof = get_profile("smoke").replace(split_fraction=0.1, n_folds=2)
+    splits = data.get_splits(ds, prof, tmp_path)
+    [folder] = [p for p in (tmp_path / "splits").iterdir() if p.is_dir()]
+    f = folder / "fold1_test.txt"
+    ids = f.read_text().split()
+    ids[0] = str(next(int(v) for v in ds.visit_ids if v not in splits[1].test and v not in splits[1].dev))
+    f.write_text("".join(f"{i}\n" for i in ids))  # as many ids, one of another stay: only a fresh draw tells
+    with caplog.at_level(logging.WARNING, logger="cacicd.data"):
+        again = data.get_splits(ds, prof, tmp_path)
+    assert f"split files in {folder} are damaged" in caplog.text
+    assert [s.test.tolist() for s in again] == [s.test.tolist() for s in splits]
+    assert data.get_splits(ds, prof, tmp_path)[1].test.tolist() == splits[1].test.tolist()
+
+
 # ---------------------------------------------------------------- 5, 7: run_all
 
 
@@ -237,14 +254,25 @@ def test_arguments_checked_before_anything_starts(fake_repo, tmp_path, capsys): 
     assert not out.exists() and ran == []
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
-def test_read_only_out_is_refused(fake_repo, tmp_path, capsys):  # noqa: F811
+def test_read_only_out_is_refused(fake_repo, tmp_path, monkeypatch, capsys):  # noqa: F811
+    _, ran, _ = fake_repo
     ro = tmp_path / "ro"
     ro.mkdir()
-    ro.chmod(0o555)
+    if os.geteuid() == 0:  # root writes anywhere: a read-only mount, as the OS would answer
+        real = runner.tempfile.TemporaryFile
+
+        def denied(*a, dir=None, **k):
+            if Path(dir) == ro:
+                raise PermissionError(13, "Permission denied")
+            return real(*a, dir=dir, **k)
+
+        monkeypatch.setattr(runner.tempfile, "TemporaryFile", denied)
+    else:
+        ro.chmod(0o555)
     try:
         assert runner.run_all("smoke", out=str(ro / "out")) == 2
-        assert f"--out {ro / 'out'}: cannot write in {ro}" in capsys.readouterr().err
+        assert f"--out {ro / 'out'}: cannot write in {ro} (Permission denied)" in capsys.readouterr().err
+        assert not (ro / "out").exists() and ran == []
     finally:
         ro.chmod(0o755)
 
