@@ -14,8 +14,17 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache", default=None, help="cache folder (default: $CACICD_CACHE or ./cache)")
 
 
-def _folds(s: str | None):
-    return None if s in (None, "all") else [int(x) for x in s.split(",")]
+def _folds(s: str | None) -> list[int] | None:
+    """--fold's value: None for all, else the listed fold numbers (ValueError naming a bad item)."""
+    if s is None or s.strip() == "all":
+        return None
+    out = []
+    for x in s.split(","):
+        try:
+            out.append(int(x.strip()))
+        except ValueError:
+            raise ValueError(f"--fold {s!r}: {x.strip()!r} is not a fold number; give e.g. 0, 0,2 or all") from None
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
 
     pd.set_option("display.width", 160, "display.max_rows", 500)
     try:
+        if getattr(args, "fold", None) is not None:  # every fold checked before any work starts
+            from .config import get_profile
+
+            E.check_folds(_folds(str(args.fold)), get_profile(args.profile))
         if args.cmd == "list":
             w = max(map(len, E.EXPERIMENTS))
             for e in E.EXPERIMENTS.values():

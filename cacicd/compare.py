@@ -231,7 +231,7 @@ def _done(profile, data, cache_dir, names, exclude) -> dict[str, list[int]]:
     from . import experiments as E
 
     st = E.status(profile, data, cache_dir)
-    st = st[st["state"] == "done"]
+    st = st[st["state"].isin(("done", "damaged"))]  # a damaged result is refused by `load`, never left out
     wanted, skip = (None if names is None else set(names)), set(exclude)
     return {name: sorted(int(k) for k in g["fold"]) for name, g in st.groupby("experiment", sort=False)
             if name not in skip and (wanted is None or name in wanted)}

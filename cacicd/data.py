@@ -11,7 +11,10 @@ Sources (strings):
                          the URL, PGUSER/PGPASSWORD/..., ~/.pgpass; the password is never shown.
 Loader options may follow a folder or URL as a query string, e.g.
 "omop:/data/mimic-iv-omop?ingredient_mapping=drug_concept&drug_type_concept_id=none" (integers,
-comma-separated integer lists, "none" for None, other values as text).
+comma-separated integer lists, "none" for None, other values as text); an unknown option is
+refused with the list of known ones. Two options of every source (`FLAGS`, true or false) accept a
+dataset that is otherwise refused: allow_no_icd9 (no stay has an ICD-9-CM code) and allow_no_drugs
+(no stay has a drug feature, leaving sex and age only).
 """
 from __future__ import annotations
 
@@ -44,33 +47,122 @@ def _parse_value(v: str):
     return parts[0] if len(parts) == 1 else parts
 
 
+FLAGS = ("allow_no_icd9", "allow_no_drugs")  # options of `load_data` itself, for every source
+_KIND_TEXT = {"synthetic": "the synthetic source", "omop": "an OMOP folder", "mimic3": "a MIMIC-III folder",
+              "postgresql": "a PostgreSQL source"}
+
+
+def loader_options(kind: str) -> tuple[str, ...]:
+    """Names of the options a source of that kind accepts: its loader's keyword arguments, then `FLAGS`."""
+    import inspect
+
+    if kind == "postgresql":
+        from .pg import LOADER_OPTIONS
+
+        return tuple(LOADER_OPTIONS) + FLAGS
+    if kind == "mimic3":
+        from .mimic3 import load_mimic3 as loader
+    else:
+        from .omop import load_omop as loader
+    return tuple(list(inspect.signature(loader).parameters)[1:]) + FLAGS
+
+
+def _split_query(s: str) -> tuple[str, list[tuple[str, str]]]:
+    if "?" not in s:
+        return s, []
+    base, query = s.rsplit("?", 1)
+    items = []
+    for item in filter(None, query.split("&")):
+        if "=" not in item:
+            raise DataError(f"data source option {item!r} in {s!r} is not of the form name=value")
+        items.append(tuple(item.split("=", 1)))
+    return base, items
+
+
 def parse_source(source: str) -> tuple[str, str, dict]:
-    """(kind, location, options) of a source string; kind in synthetic, omop, mimic3, postgresql."""
+    """(kind, location, options) of a source string; kind in synthetic, omop, mimic3, postgresql.
+
+    A postgresql URL keeps its query (read by `cacicd.pg`) but for `FLAGS`, returned as options.
+    An option unknown to the source's loader is refused, naming it and listing the known ones.
+    """
     s = str(source).strip()
-    if s == "synthetic":
-        return "synthetic", "", {}
     if s.startswith(SCHEMES):
-        return "postgresql", s, {}
+        base, items = _split_query(s)
+        rest = [f"{k}={v}" for k, v in items if k not in FLAGS]
+        return "postgresql", base + ("?" + "&".join(rest) if rest else ""), {
+            k: _parse_value(v) for k, v in items if k in FLAGS}
     kind = "omop"
     for prefix in ("omop:", "mimic3:"):
         if s.startswith(prefix):
             kind, s = prefix[:-1], s[len(prefix):]
-    options = {}
-    if "?" in s:
-        s, query = s.rsplit("?", 1)
-        for item in filter(None, query.split("&")):
-            if "=" not in item:
-                raise ValueError(f"data source option {item!r} in {source!r} is not of the form name=value")
-            k, v = item.split("=", 1)
-            options[k] = _parse_value(v)
-    return kind, s, options
+    s, items = _split_query(s)
+    if kind == "omop" and s == "synthetic":
+        kind, s = "synthetic", ""
+    known = loader_options(kind)
+    for k, _ in items:
+        if k not in known:
+            raise DataError(f"data source {source!r}: unknown option {k!r} for {_KIND_TEXT[kind]}; "
+                            f"known: {', '.join(known)}")
+    return kind, s, {k: _parse_value(v) for k, v in items}
+
+
+def check_source(source: str) -> tuple[str, str, dict]:
+    """`parse_source`, and for a folder that it exists and holds the required tables (nothing is read)."""
+    kind, where, opts = parse_source(source)
+    if kind in ("omop", "mimic3"):
+        path = Path(where).expanduser()
+        if not path.is_dir():
+            hint = ""
+            import difflib
+
+            if difflib.get_close_matches(where, ["synthetic"], n=1, cutoff=0.75):
+                hint = " (did you mean 'synthetic'?)"
+            raise DataError(f"data source {source!r}: {path.resolve()} is not a folder{hint}; use 'synthetic', "
+                            "an OMOP folder, 'mimic3:<folder>' or 'postgresql://…'")
+        from . import mimic3, omop
+
+        schema = mimic3.SCHEMA if kind == "mimic3" else omop.SCHEMA
+        found = omop.find_tables(path, schema)
+        missing = [t for t in (schema if kind == "mimic3" else omop.REQUIRED_TABLES) if t not in found]
+        if missing:
+            raise DataError(f"data source {source!r}: {path} lacks table(s) {', '.join(missing)} "
+                            f"(looked for <table>{'|'.join(omop.SUFFIXES)}; "
+                            f"found {', '.join(sorted(found)) or 'none'})")
+    return kind, where, opts
+
+
+def _flag(name: str, value) -> bool:
+    if value in (True, False, 0, 1) or str(value).lower() in ("true", "false", "yes", "no"):
+        return value in (True, 1) or str(value).lower() in ("true", "yes")
+    raise DataError(f"data source option {name}={value!r}: expected true or false")
+
+
+def check_usable(ds: Dataset, allow_no_icd9: bool = False, allow_no_drugs: bool = False) -> Dataset:
+    """The dataset, unless no stay has an ICD-9-CM code or none has a drug feature (DataError saying why)."""
+    r = ds.report or {}
+
+    def counts(prefixes):
+        items = [(k, v) for k, v in r.items() if k.startswith(prefixes) and isinstance(v, (int, np.integer)) and v]
+        return "; ".join(f"{k} {v:,}" for k, v in items) or "no counts in the loader's report"
+
+    if not ds.codes and not allow_no_icd9:
+        raise DataError(f"{ds.source}: no stay has an ICD-9-CM diagnosis code ({counts(('condition_rows',))})"
+                        ": the models rank ICD-9-CM codes, read from condition_source_value (ICD-10 and other "
+                        "vocabularies are not used). Check the source, or add allow_no_icd9=true to its options "
+                        "(e.g. DIR?allow_no_icd9=true) to load it anyway")
+    if ds.X[:, 2:].nnz == 0 and not allow_no_drugs:
+        raise DataError(f"{ds.source}: no stay has a drug feature ({counts(('drug_rows', 'drug_concepts'))}), "
+                        "so the models would see sex and age only. Check the drug options (drug_type_concept_id, ingredient_mapping), or add "
+                        "allow_no_drugs=true to the source's options (e.g. DIR?allow_no_drugs=true) to proceed")
+    return ds
 
 
 def load_data(source: str, profile: Profile, cache_dir: str | Path, **options) -> Dataset:
     """The dataset of a source string (see the module docstring), built once and cached under cache_dir."""
     cache_dir = Path(cache_dir)
-    kind, where, opts = parse_source(source)
+    kind, where, opts = check_source(source)
     opts.update(options)
+    flags = {k: _flag(k, opts.pop(k)) for k in FLAGS if k in opts}
     if kind == "synthetic":
         from . import synthetic  # lazy: only the synthetic source needs the generator
 
@@ -79,22 +171,19 @@ def load_data(source: str, profile: Profile, cache_dir: str | Path, **options) -
 
         ds = load_omop_cached(folder, cache_dir, **opts)
         ds.source = f"synthetic:n{profile.n_stays}-s{profile.seed}"
-        return ds
-    if kind == "postgresql":
+    elif kind == "postgresql":
         from .pg import load_pg_cached
 
-        return load_pg_cached(where, cache_dir, **opts)
-    path = Path(where).expanduser()
-    if not path.is_dir():
-        raise DataError(f"data source {source!r}: {path} is not a folder; use 'synthetic', an OMOP folder, "
-                        "'mimic3:<folder>' or 'postgresql://…'")
-    if kind == "mimic3":
+        ds = load_pg_cached(where, cache_dir, **opts)
+    elif kind == "mimic3":
         from .mimic3 import load_mimic3_cached
 
-        return load_mimic3_cached(path, cache_dir, **opts)
-    from .omop import load_omop_cached
+        ds = load_mimic3_cached(Path(where).expanduser(), cache_dir, **opts)
+    else:
+        from .omop import load_omop_cached
 
-    return load_omop_cached(path, cache_dir, **opts)
+        ds = load_omop_cached(Path(where).expanduser(), cache_dir, **opts)
+    return check_usable(ds, **flags)
 
 
 def splits_key(dataset: Dataset, profile: Profile) -> str:
@@ -105,13 +194,25 @@ def splits_key(dataset: Dataset, profile: Profile) -> str:
 
 
 def get_splits(dataset: Dataset, profile: Profile, cache_dir: str | Path) -> list[Split]:
-    """The profile's Monte-Carlo splits of the dataset, read from or saved to cache_dir/splits/<key>."""
+    """The profile's Monte-Carlo splits of the dataset, saved to cache_dir/splits/<key>.
+
+    Saved split files are checked against the splits drawn again (cheap, deterministic): damaged
+    ones are rewritten with a warning naming the folder, never read as is.
+    """
     folder = Path(cache_dir) / "splits" / splits_key(dataset, profile)
     with file_lock(folder.parent / f"{folder.name}.lock"):
-        if (folder / "splits.json").exists():
-            return load_splits(folder)
         splits = make_splits(dataset.visit_ids, profile.n_folds, profile.split_fraction, profile.seed,
                              dataset.person_ids if profile.group_by_person else None)
+        if (folder / "splits.json").exists():
+            try:
+                saved = load_splits(folder)
+                why = "they differ from the splits drawn from the profile's seed"
+                if [(s.fold, s.seed, s.dev.tolist(), s.test.tolist()) for s in saved] == [
+                        (s.fold, s.seed, s.dev.tolist(), s.test.tolist()) for s in splits]:
+                    return saved
+            except (ValueError, KeyError, TypeError, FileNotFoundError) as e:  # JSONDecodeError is a ValueError
+                why = str(e)
+            log.warning("split files in %s are damaged (%s); rewriting them", folder, why)
         save_splits(splits, folder)
         log.info("saved %d splits in %s", len(splits), folder)
         return splits

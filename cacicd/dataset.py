@@ -10,9 +10,10 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import icd9
-from .io import atomic_write_bytes, atomic_write_text, jsonable
+from .io import Damaged, atomic_write_bytes, atomic_write_text, check_files, jsonable, record_files
 
 STAY_TYPES = ("newborn", "surgical", "medical", "unknown")
+DATA_FILES = ("X.npz", "Y.npz", "ids.npz")  # what `Dataset.save` writes before meta.json
 
 
 @dataclass
@@ -109,18 +110,30 @@ class Dataset:
                             stay_type=np.asarray(self.stay_type, dtype="U8"))
         atomic_write_bytes(folder / "ids.npz", buf.getvalue())
         meta = {"features": self.features, "codes": self.codes, "source": self.source,
-                "report": self.report, "hash": self.content_hash()}
-        # meta.json is written last: its presence marks a complete dataset
+                "report": self.report, "hash": self.content_hash(),
+                "files": record_files(folder, list(DATA_FILES))}
+        # meta.json is written last: its presence marks a complete dataset; it records its files' sizes and hashes
         atomic_write_text(folder / "meta.json", json.dumps(meta, indent=1, default=jsonable))
         return folder
 
     @classmethod
     def load(cls, folder: str | Path) -> "Dataset":
-        """Read a dataset written by `save`."""
+        """Read a dataset written by `save`, its files checked first (`Damaged` names a damaged one)."""
         folder = Path(folder)
-        if not (folder / "meta.json").exists():
+        f = folder / "meta.json"
+        if not f.exists():
             raise FileNotFoundError(f"no complete dataset in {folder} (meta.json missing)")
-        meta = json.loads((folder / "meta.json").read_text())
+        try:
+            meta = json.loads(f.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise Damaged(f"dataset {folder} is damaged: {f} is not valid JSON", [f]) from None
+        if not isinstance(meta, dict) or set(meta.get("files") or ()) != set(DATA_FILES):
+            raise Damaged(f"dataset {folder} cannot be verified: {f} records no sizes and hashes of "
+                          f"{', '.join(DATA_FILES)} (written by an older version)", [f])
+        bad = check_files(folder, meta["files"])
+        if bad:
+            raise Damaged(f"dataset {folder} is damaged: " + "; ".join(f"{p} is {why}" for p, why in bad),
+                          [p for p, _ in bad])
         ids = np.load(folder / "ids.npz", allow_pickle=False)
         return cls(sp.load_npz(folder / "X.npz").tocsr(), sp.load_npz(folder / "Y.npz").tocsr(),
                    meta["features"], meta["codes"], ids["visit_ids"], ids["person_ids"],

@@ -11,12 +11,17 @@ curves (curves.db, SQLite) and its finished search (search.json); <cache_dir>/<p
 hash>/<experiment>/fold<k>/ holds scores.npy, test_idx.npy, dev/test_metrics.csv, history.csv, model.pt and
 result.json, written last (its presence marks a complete result). result.json records the keys
 of the experiment declaration and of the profile; a mismatch makes the folder stale (wiped and
-recomputed). A new dataset hash is a new folder, so a data update invalidates only what depends on
-it. The fold folder is locked (`cacicd.io.file_lock`) while it is computed; a second process waits,
-then reads the cache. A run killed at any point resumes from its last trained network (node).
+recomputed). It also records the size and SHA-256 of every file written before it, whatever its name
+(`artefacts`); a result is read only after every one is checked: a damaged or missing artefact is
+recomputed under the lock with a warning naming file, experiment and fold (`run`), or refused with
+that name (`load`), never read as is. A new dataset hash is a new folder, so a data update
+invalidates only what depends on it. The fold folder is locked (`cacicd.io.file_lock`) while it is
+computed; a second process waits, then reads the cache. A run killed at any point resumes from its last
+trained network (node).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -35,7 +40,7 @@ import torch
 from . import icd9
 from .config import Profile, cache_root, get_profile
 from .dataset import Dataset
-from .io import atomic_write_bytes, atomic_write_text, file_lock, jsonable
+from .io import Damaged, atomic_write_bytes, atomic_write_text, check_files, file_lock, jsonable, record_files
 
 logger = logging.getLogger(__name__)
 
@@ -150,6 +155,7 @@ class RunResult:
     timings: dict = field(default_factory=dict)  # search_s, train_s, epoch_s, inference_s, total_s
     info: dict = field(default_factory=dict)
     path: Path | None = None
+    artefacts: dict = field(default_factory=dict)  # name -> {bytes, sha256}, as recorded in result.json
 
     def y_true(self, dataset: Dataset) -> sp.csr_matrix:
         """(n_test, n_codes) test labels of this fold."""
@@ -161,7 +167,14 @@ class RunResult:
             raise FileNotFoundError(f"{self.experiment} fold {self.fold}: no trained model saved")
         from .models import MLP
 
-        blob = torch.load(self.path / "model.pt", map_location=device or "cpu", weights_only=True)
+        f = self.path / "model.pt"
+        data = f.read_bytes()
+        want = self.artefacts.get("model.pt")
+        if want is None or len(data) != want["bytes"] or hashlib.sha256(data).hexdigest() != want["sha256"]:
+            raise Damaged(f"cached result of {self.experiment} fold {self.fold} is damaged: {f} differs from what "
+                          f"result.json recorded; `cacicd run {self.experiment} --fold {self.fold}` recomputes it",
+                          [f])
+        blob = torch.load(io.BytesIO(data), map_location=device or "cpu", weights_only=True)
         cfg = json.loads(blob["config"])
         model = MLP(cfg["n_inputs"], cfg["n_labels"], cfg["units"], cfg["dropout"], cfg["batchnorm"])
         model.load_state_dict(blob["state_dict"])
@@ -186,16 +199,36 @@ def _keys(exp: Experiment, profile: Profile, dataset_hash: str, fold: int) -> di
             "version": RESULT_VERSION}
 
 
-def _cached(folder: Path, keys: dict) -> dict | None:
-    """result.json's content when complete and current, else None."""
+def _cached(folder: Path, keys: dict, content: bool = True) -> dict | None:
+    """result.json's content when complete and current (else None), once every artefact it records is checked.
+
+    Raises `Damaged` (naming file, experiment and fold) when result.json is unreadable or records no
+    artefacts, or when an artefact is missing or differs in size or (content=True) SHA-256.
+    """
     f = folder / "result.json"
     if not f.exists():
         return None
+    what = f"cached result of {keys['experiment']} fold {keys['fold']}"
     try:
         meta = json.loads(f.read_text())
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise Damaged(f"{what} is damaged: {f} is not valid JSON", [f]) from None
+    if not isinstance(meta, dict) or not all(meta.get(k) == v for k, v in keys.items()):
         return None
-    return meta if all(meta.get(k) == v for k, v in keys.items()) else None
+    if not isinstance(meta.get("artefacts"), dict):
+        raise Damaged(f"{what} cannot be verified: {f} records no artefact sizes and hashes "
+                      "(written by an older version)", [f])
+    bad = check_files(folder, meta["artefacts"], content)
+    if bad:
+        raise Damaged(f"{what} is damaged: " + "; ".join(f"{p} is {why}" for p, why in bad), [p for p, _ in bad])
+    return meta
+
+
+def _artefact_names(folder: Path) -> list[str]:
+    """Files of a fold folder that result.json vouches for: all but result.json, hidden files and SQLite journals."""
+    return [p.relative_to(folder).as_posix() for p in folder.rglob("*")
+            if p.is_file() and p.name != "result.json" and not p.name.endswith(("-journal", "-wal", "-shm"))
+            and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
 
 
 def _save_array(path: Path, a: np.ndarray) -> None:
@@ -215,11 +248,14 @@ def _save_result(folder: Path, r: RunResult, keys: dict, model: torch.nn.Module 
         cfg = dict(model.config, n_inputs=model.n_inputs, n_labels=model.n_labels)
         torch.save({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "config": json.dumps(cfg)}, buf)
         atomic_write_bytes(folder / "model.pt", buf.getvalue())
-    meta = dict(keys, best_params=r.best_params, timings=r.timings, info=r.info, codes_hash=_codes_hash(r.codes))
+    r.artefacts = record_files(folder, _artefact_names(folder))
+    meta = dict(keys, best_params=r.best_params, timings=r.timings, info=r.info, codes_hash=_codes_hash(r.codes),
+                artefacts=r.artefacts)
     atomic_write_text(folder / "result.json", json.dumps(meta, indent=1, default=jsonable))  # last: marks complete
 
 
 def _load_result(folder: Path, meta: dict, codes: list[str]) -> RunResult:
+    """The RunResult of a folder whose artefacts `_cached` checked against meta (result.json)."""
     def csv(name):
         p = folder / name
         return pd.read_csv(p) if p.exists() and p.stat().st_size > 1 else pd.DataFrame()
@@ -227,7 +263,14 @@ def _load_result(folder: Path, meta: dict, codes: list[str]) -> RunResult:
     return RunResult(meta["experiment"], meta["profile"], meta["fold"], meta["dataset_hash"], list(codes),
                      np.load(folder / "test_idx.npy"), np.load(folder / "scores.npy"), csv("dev_metrics.csv"),
                      csv("test_metrics.csv"), meta.get("best_params", {}), csv("history.csv"),
-                     meta.get("timings", {}), meta.get("info", {}), folder)
+                     meta.get("timings", {}), meta.get("info", {}), folder, meta["artefacts"])
+
+
+def _discard(folder: Path, damaged: Damaged) -> None:
+    """Remove a damaged result's result.json and damaged files, so that the fold is recomputed."""
+    for p in [folder / "result.json", *damaged.paths]:
+        if p.is_relative_to(folder) and p.is_file():
+            p.unlink()
 
 
 def _codes_hash(codes) -> str:
@@ -261,6 +304,23 @@ def fold_indices(dataset: Dataset, profile: Profile, fold: int, cache_dir: Path)
     if not 0 <= fold < len(all_splits):
         raise ValueError(f"fold {fold} out of range: profile {profile.name} has {len(all_splits)} folds")
     return tuple(np.asarray(a) for a in splits.split_indices(dataset, all_splits[fold]))
+
+
+def check_folds(folds: int | list[int] | None, profile: Profile) -> list[int]:
+    """The fold numbers asked for (None: all of the profile's), each checked, before any work starts."""
+    if folds is None:
+        return list(range(profile.n_folds))
+    out: list[int] = []
+    for k in [folds] if isinstance(folds, (int, np.integer, str)) else folds:
+        if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
+            raise ValueError(f"fold {k!r} is not a fold number; profile {profile.name} has folds "
+                             f"0 to {profile.n_folds - 1}")
+        if not 0 <= k < profile.n_folds:
+            raise ValueError(f"fold {k} out of range: profile {profile.name} has {profile.n_folds} folds "
+                             f"(0 to {profile.n_folds - 1})")
+        if int(k) not in out:
+            out.append(int(k))
+    return out
 
 
 def label_columns(dataset: Dataset, labels: str) -> np.ndarray:
@@ -376,8 +436,14 @@ def _family_search(exp: Experiment, c: _Ctx, fold: int, run: bool = True) -> _Fa
     def finished() -> _Family | None:
         if not f.exists():
             return None
-        saved = json.loads(f.read_text())
-        return _Family(fs, saved["results"], saved["meta"], cols, codes, ctx, folder)
+        try:
+            saved = json.loads(f.read_text())
+            return _Family(fs, saved["results"], saved["meta"], cols, codes, ctx, folder)
+        except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
+            logger.warning("search of %s fold %d: %s is damaged; the search is read again from its store", exp.name,
+                           fold, f)
+            f.unlink(missing_ok=True)
+            return None
 
     def search() -> _Family:
         logger.info("searching %s fold %d (%d member(s): %s)", exp.labels + "/" + exp.loss, fold, len(members),
@@ -495,13 +561,20 @@ def _derived_fold(exp: Experiment, c: _Ctx, fold: int) -> RunResult:
 def _run_fold(exp: Experiment, c: _Ctx, fold: int, force: bool = False) -> RunResult:
     folder = fold_dir(c.cache_dir, c.profile, c.dataset_hash, exp.name, fold)
     keys = _keys(exp, c.profile, c.dataset_hash, fold)
-    if not force and (meta := _cached(folder, keys)) is not None:
-        return _load_result(folder, meta, c.dataset.codes)
+    if not force:
+        with contextlib.suppress(Damaged):  # checked again, and repaired, under the lock
+            if (meta := _cached(folder, keys)) is not None:
+                return _load_result(folder, meta, c.dataset.codes)
     for dep in exp.parts:  # dependencies first, outside our lock
         _run_fold(get_experiment(dep), c, fold)
     with file_lock(folder / ".lock"):
-        if not force and (meta := _cached(folder, keys)) is not None:  # another process finished it
-            return _load_result(folder, meta, c.dataset.codes)
+        if not force:
+            try:
+                if (meta := _cached(folder, keys)) is not None:  # another process finished it
+                    return _load_result(folder, meta, c.dataset.codes)
+            except Damaged as e:
+                logger.warning("%s; recomputing it", e)
+                _discard(folder, e)
         _wipe_if_stale(folder, keys, force)
         atomic_write_text(folder / "key.json", json.dumps(keys))
         logger.info("running %s fold %d (profile %s, data %s)", exp.name, fold, c.profile.name, c.dataset_hash)
@@ -518,7 +591,10 @@ def _run_fold(exp: Experiment, c: _Ctx, fold: int, force: bool = False) -> RunRe
 def _wipe_if_stale(folder: Path, keys: dict, force: bool) -> None:
     """Remove a previous declaration's/profile's files (a study of other settings must not be resumed)."""
     kf = folder / "key.json"
-    old = json.loads(kf.read_text()) if kf.exists() else None
+    try:
+        old = json.loads(kf.read_text()) if kf.exists() else None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        old = "unreadable"
     if force or (old is not None and old != keys):
         for p in folder.iterdir():
             if p.name != ".lock":
@@ -545,11 +621,9 @@ def run(name: str, profile: str | Profile = "default", data: str | Dataset = "sy
     precision: None for the profile's; "float32", "bfloat16" or "auto".
     """
     exp = get_experiment(name)
+    profile = get_profile(profile) if isinstance(profile, str) else profile
+    folds = check_folds(folds, profile)
     c = _context(profile, data, cache_dir, storage, progress, device, precision)
-    if folds is None:
-        folds = list(range(c.profile.n_folds))
-    elif isinstance(folds, (int, np.integer)):
-        folds = [int(folds)]
     from .train import set_threads
 
     set_threads()
@@ -579,7 +653,11 @@ def search_worker(name: str, storage: str, profile: str | Profile = "default", d
 
 def status(profile: str | Profile = "default", data: str | Dataset = "synthetic",
            cache_dir: str | Path | None = None) -> pd.DataFrame:
-    """One row per (experiment, fold): state done | stale | missing for the current data and declarations."""
+    """One row per (experiment, fold): state done | damaged | stale | missing for the current data and declarations.
+
+    damaged: complete, but an artefact is missing or of another size than result.json recorded (`run`
+    recomputes it); contents are checked when a result is read.
+    """
     profile = get_profile(profile) if isinstance(profile, str) else profile
     cache_dir = Path(cache_dir) if cache_dir is not None else cache_root()
     ds = load_dataset(data, profile, cache_dir)
@@ -589,28 +667,33 @@ def status(profile: str | Profile = "default", data: str | Dataset = "synthetic"
         for k in range(profile.n_folds):
             folder = fold_dir(cache_dir, profile, h, exp.name, k)
             keys = _keys(exp, profile, h, k)
-            if _cached(folder, keys) is not None:
-                state = "done"
-            elif (folder / "result.json").exists() or any(
+            try:
+                state = "done" if _cached(folder, keys, content=False) is not None else None
+            except Damaged:
+                state = "damaged"
+            if state is None:
+                stale = (folder / "result.json").exists() or any(
                     (p / exp.name / f"fold{k}" / "result.json").exists()
-                    for p in (Path(cache_dir) / profile.name).glob("*") if p.name != h):
-                state = "stale"
-            else:
-                state = "missing"
+                    for p in (Path(cache_dir) / profile.name).glob("*") if p.name != h)
+                state = "stale" if stale else "missing"
             rows.append({"experiment": exp.name, "fold": k, "state": state})
     return pd.DataFrame(rows)
 
 
 def load(name: str, profile: str | Profile = "default", data: str | Dataset = "synthetic",
          folds: int | list[int] | None = None, cache_dir: str | Path | None = None) -> list[RunResult]:
-    """Cached results only (no computation); raises FileNotFoundError naming what is missing."""
+    """Cached results only (no computation); FileNotFoundError names what is missing, `Damaged` what is damaged."""
     exp = get_experiment(name)
+    profile = get_profile(profile) if isinstance(profile, str) else profile
+    folds = check_folds(folds, profile)
     c = _context(profile, data, cache_dir, None, False, None, None)
-    folds = list(range(c.profile.n_folds)) if folds is None else ([folds] if isinstance(folds, int) else folds)
     out = []
     for k in folds:
         folder = fold_dir(c.cache_dir, c.profile, c.dataset_hash, exp.name, k)
-        meta = _cached(folder, _keys(exp, c.profile, c.dataset_hash, k))
+        try:
+            meta = _cached(folder, _keys(exp, c.profile, c.dataset_hash, k))
+        except Damaged as e:
+            raise Damaged(f"{e}; `cacicd run {name} --fold {k}` recomputes it", e.paths) from None
         if meta is None:
             raise FileNotFoundError(f"no current cached result for {name} fold {k} in {folder}; run it first")
         out.append(_load_result(folder, meta, c.dataset.codes))

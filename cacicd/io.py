@@ -1,8 +1,9 @@
-"""Atomic file writes and a per-key file lock, so that a killed run never leaves a half-written result."""
+"""Atomic file writes, a per-key file lock, and size + SHA-256 records of written files, checked when read."""
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -55,3 +56,39 @@ def jsonable(o):
     if isinstance(o, np.ndarray):
         return o.tolist()
     return str(o)
+
+
+class Damaged(ValueError):
+    """Files that differ from the record written with them; the message names them, `paths` lists them."""
+
+    def __init__(self, message: str, paths: list[Path] | tuple[Path, ...] = ()):
+        super().__init__(message)
+        self.paths = [Path(p) for p in paths]
+
+
+def file_record(path: str | Path) -> dict:
+    """{"bytes": size, "sha256": hex digest} of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return {"bytes": Path(path).stat().st_size, "sha256": h.hexdigest()}
+
+
+def record_files(folder: str | Path, names: list[str]) -> dict[str, dict]:
+    """{name: file_record} of files of `folder` (names relative to it, with / separators)."""
+    return {n: file_record(Path(folder) / n) for n in sorted(names)}
+
+
+def check_files(folder: str | Path, record: dict[str, dict], content: bool = True) -> list[tuple[Path, str]]:
+    """(path, what differs) for each recorded file now missing, of another size, or (content) of other bytes."""
+    bad = []
+    for name, want in sorted(record.items()):
+        p = Path(folder) / name
+        if not p.is_file():
+            bad.append((p, "missing"))
+        elif (size := p.stat().st_size) != want["bytes"]:
+            bad.append((p, f"{size:,} bytes, {want['bytes']:,} when written"))
+        elif content and file_record(p)["sha256"] != want["sha256"]:
+            bad.append((p, "same size, other content (SHA-256 differs)"))
+    return bad

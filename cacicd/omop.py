@@ -9,7 +9,10 @@ PostgreSQL both accept) through `query`, on a DuckDB connection holding such tab
 
 Files. `<table>.csv`, `.csv.gz`, `.parquet` (any case of the name, e.g. PERSON.csv); column
 headers of any case. CSV cells are read as text and checked before any cast, so a bad value is
-reported with its file, column and count instead of being cast silently.
+reported with its file, column and count instead of being cast silently. CSV files are UTF-8;
+the header line gives the columns and the delimiter (, tab ; |); a line with another number of
+fields, an unclosed quote, a byte that is not UTF-8, or a missing final line break (a file cut
+short) is refused naming the file and line.
 
 Stays (rows): one per visit_occurrence row, sorted by visit_occurrence_id; stays without drugs
 and stays without diagnoses are kept and counted in the report.
@@ -23,6 +26,10 @@ visits dropped. ingredient_mapping="concept_ancestor" (default): each drug maps 
 concept_ancestor ancestors (and itself) with concept_class_id 'Ingredient' and vocabulary_id
 'RxNorm', features "rxnorm:<id>"; ingredient_mapping="drug_concept": the drug concept itself is
 the feature ("drug:<id>"), the fallback for exports without vocabulary tables.
+
+Sex: a gender_concept_id other than 8532 (female) or 8507 (male), or none, reads 0 as for males;
+such stays are counted in the report (gender_other, gender_other_concepts, gender_missing) and
+warned about.
 
 Labels: ICD-9-CM codes from condition_source_value with spaces and dots removed (upper case),
 de-duplicated per stay, rolled up to every ancestor (`cacicd.icd9`); one column per code present.
@@ -44,6 +51,8 @@ any other value -> medical; no visit_detail table, no row for the stay, or a bla
 """
 from __future__ import annotations
 
+import csv
+import gzip
 import hashlib
 import json
 import logging
@@ -61,13 +70,14 @@ from tqdm.auto import tqdm
 
 from . import icd9
 from .dataset import Dataset
-from .io import file_lock
+from .io import Damaged, file_lock
 
 log = logging.getLogger(__name__)
 
 LOADER_VERSION = "omop-1"
 PRESCRIPTION_WRITTEN = 38000177
 FEMALE = 8532
+MALE = 8507
 AGE_MAX = 89.0
 UNKNOWN_CODES_SHOWN = 50
 
@@ -140,6 +150,7 @@ SCHEMA: dict[str, tuple[Col, ...]] = {
 }
 REQUIRED_TABLES = ("person", "visit_occurrence", "drug_exposure", "condition_occurrence")
 SUFFIXES = (".csv", ".csv.gz", ".parquet")
+CSV_DELIMITERS = (",", "\t", ";", "|")
 
 # ---------------------------------------------------------------- SQL, written once
 # Placeholders ({visit_filter}, {type_filter}) are filled with validated integers only.
@@ -296,10 +307,17 @@ def register_file(con: duckdb.DuckDBPyConnection, path: Path, table: str, column
         raise DataError(f"{path}: empty file (table {table} needs a header and rows)")
     raw = f"_raw_{table}"
     if path.name.lower().endswith(".parquet"):
-        src = f"read_parquet({_sql_str(str(path))})"
+        _execute(con, f"CREATE OR REPLACE TABLE {raw} AS SELECT * FROM read_parquet({_sql_str(str(path))})",
+                 f"{path}: cannot read table {table}")
     else:
-        src = f"read_csv({_sql_str(str(path))}, header=true, all_varchar=true, auto_detect=true)"
-    _execute(con, f"CREATE OR REPLACE TABLE {raw} AS SELECT * FROM {src}", f"{path}: cannot read table {table}")
+        delim, names = csv_header(path)
+        cols = "{" + ", ".join(f"{_sql_str(n)}: 'VARCHAR'" for n in names) + "}"
+        src = (f"read_csv({_sql_str(str(path))}, header=true, auto_detect=false, columns={cols}, "
+               f"""delim={_sql_str(delim)}, quote='"', escape='"')""")
+        try:
+            con.execute(f"CREATE OR REPLACE TABLE {raw} AS SELECT * FROM {src}")
+        except duckdb.Error as e:
+            raise csv_error(path, table, str(e), delim) from None
     desc = query(con, f"DESCRIBE {raw}", f"{path}: cannot read the columns of table {table}")
     actual = {str(n).strip().lower(): (str(n), str(t).upper()) for n, t in zip(desc["column_name"], desc["column_type"])}
     n_rows = int(query(con, f"SELECT count(*) AS n FROM {raw}", f"{path}: cannot count rows").iloc[0, 0])
@@ -332,6 +350,90 @@ def register_file(con: duckdb.DuckDBPyConnection, path: Path, table: str, column
              f"{path}: cannot type table {table}")
     _execute(con, f"DROP TABLE {raw}", f"{path}: cleaning up")
     return n_rows
+
+
+def _open_bytes(path: Path):
+    return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
+
+
+def _not_utf8(path: Path, data: bytes, line: int, offset: int) -> DataError:
+    """The error for a line of `path` that is not UTF-8 (`data`: that line, at byte `offset` of the file)."""
+    try:
+        data.decode("utf-8")
+        return DataError(f"{path}: line {line} is not UTF-8")
+    except UnicodeDecodeError as e:
+        at, byte = offset + e.start, data[e.start]
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")) and line == 1:
+        guess = "UTF-16 (it starts with a UTF-16 byte-order mark)"
+    else:
+        guess = "probably Latin-1 or Windows-1252"
+    return DataError(f"{path}: line {line} (byte {at:,} of the file) holds byte 0x{byte:02x}, which is not UTF-8: "
+                     f"the file's encoding is not UTF-8 ({guess}); convert it to UTF-8, "
+                     "e.g. iconv -f WINDOWS-1252 -t UTF-8")
+
+
+def csv_header(path: Path) -> tuple[str, list[str]]:
+    """(delimiter, column names) of a CSV file, from its header line, once the file's ends are checked.
+
+    The delimiter is the one of , tab ; | the header holds most. Refused with a DataError naming the
+    file: a header that is not UTF-8, a compressed file that cannot be opened, and an uncompressed
+    file that does not end with a line break (cut short).
+    """
+    try:
+        with _open_bytes(path) as f:
+            head = f.readline(1 << 20)
+    except (OSError, EOFError) as e:
+        raise DataError(f"{path}: cannot read the file: {e}") from None
+    try:
+        text = head.decode("utf-8-sig").rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise _not_utf8(path, head, 1, 0) from None
+    if not path.name.lower().endswith(".gz"):
+        with open(path, "rb") as f:
+            f.seek(-1, 2)
+            if f.read(1) != b"\n":
+                f.seek(0)
+                n = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 22), b"")) + 1
+                raise DataError(f"{path}: the file does not end with a line break, so its last line (line {n:,}) "
+                                "may be cut short (an interrupted copy or download?); copy it again, or, if it is "
+                                "complete, add a line break at its end")
+    counts = {d: text.count(d) for d in CSV_DELIMITERS}
+    delim = max(CSV_DELIMITERS, key=lambda d: counts[d]) if max(counts.values()) else ","
+    names = [n if n.strip() else f"column{i}" for i, n in enumerate(next(csv.reader([text], delimiter=delim)))]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise DataError(f"{path}: the header line names column(s) {', '.join(dupes)} more than once")
+    return delim, names
+
+
+def csv_error(path: Path, table: str, error: str, delim: str) -> DataError:
+    """A DuckDB error reading a CSV file as a DataError naming file, line and cause (not the line's content)."""
+    first = error.strip().splitlines()[0] if error.strip() else error
+    if "not utf-8 encoded" in error.lower() or "invalid unicode" in error.lower():
+        with _open_bytes(path) as f:
+            offset = 0
+            for i, data in enumerate(f, start=1):
+                try:
+                    data.decode("utf-8")
+                except UnicodeDecodeError:
+                    return _not_utf8(path, data, i, offset)
+                offset += len(data)
+        return DataError(f"{path}: the file is not UTF-8 ({first})")
+    if "gzip" in error.lower():
+        return DataError(f"{path}: the compressed file is damaged or cut short ({first}); copy it again")
+    m = re.search(r"CSV Error on Line: (\d+)", error)
+    if not m:
+        return DataError(f"{path}: cannot read table {table}: {first}")
+    cols = re.search(r"Expected Number of Columns: (\d+) Found: (\d+)", error)
+    if cols:
+        why = f"{cols.group(2)} field(s) where the header has {cols.group(1)}"
+    elif "unterminated quote" in error.lower():
+        why = "a quoted value is not closed"
+    else:
+        why = next((ln.strip() for ln in error.splitlines()[2:] if ln.strip()), first)
+    sep = {",": "comma", "\t": "tab", ";": "semicolon", "|": "pipe"}[delim]
+    return DataError(f"{path}: line {m.group(1)}: {why} ({sep}-separated, as read from the header); "
+                     "the file is damaged or cut short: fix that line or copy the file again")
 
 
 def _typed_expr(col: str, dtype: str, kind: str, path: Path, table: str, name: str) -> tuple[str, str | None]:
@@ -641,6 +743,14 @@ def build_dataset(con: duckdb.DuckDBPyConnection | Queryable, tables: Sequence[s
     gender = v["gender_concept_id"].to_numpy(dtype=object)
     sex = np.array([0 if _isnull(g) else int(g) == FEMALE for g in gender], dtype=np.float32)
     report["gender_missing"] = int(sum(_isnull(g) for g in gender))
+    other = pd.Series([int(g) for g in gender if not _isnull(g) and int(g) not in (MALE, FEMALE)], dtype=np.int64)
+    report["gender_other"] = int(len(other))
+    report["gender_other_concepts"] = {str(k): int(n) for k, n in other.value_counts().sort_index().items()}
+    if len(other) or report["gender_missing"]:
+        log.warning("%s: person: %d stay(s) with a gender_concept_id other than %d (male) or %d (female) (%s) and %d "
+                    "without one: their sex feature reads 0, as for males", source, len(other), MALE, FEMALE,
+                    ", ".join(f"{k}: {n}" for k, n in report["gender_other_concepts"].items()) or "none",
+                    report["gender_missing"])
     report["visit_occurrence_rows"] = int(len(v))
 
     # stay type
@@ -757,7 +867,7 @@ def cached(cache_dir: str | Path, key: str, build) -> Dataset:
                 log.info("dataset read from cache %s", folder)
                 return ds
             except Exception as e:  # a damaged cache entry is rebuilt
-                log.warning("cache %s unreadable (%s); rebuilding", folder, e)
+                log.warning("%s; rebuilding it", e if isinstance(e, Damaged) else f"cache {folder} unreadable ({e})")
         ds = build()
         ds.save(folder)
         return ds

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,19 +134,75 @@ def absolute_source(data: str) -> str:
     return prefix + str(Path(loc).resolve()) + s[len(prefix) + len(loc):]
 
 
+def _unwritable(folder: Path) -> str | None:
+    """Why `folder` cannot be created or written to (its nearest existing ancestor is tried), or None."""
+    p = folder
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    if not p.is_dir():
+        return f"{p} is not a folder"
+    try:
+        with tempfile.TemporaryFile(dir=p):
+            pass
+    except OSError as e:
+        return f"cannot write in {p} ({e.strerror or e})"
+    return None
+
+
+def check_arguments(profile: str, data: str, out: str | None, only: list[str] | None,
+                    cache_dir: str | None) -> list[str]:
+    """One line per bad argument (profile, data source, notebook names, output and cache folders); nothing is made."""
+    from .config import cache_root
+    from .data import check_source
+
+    errors = []
+    try:
+        get_profile(profile)
+    except ValueError as e:
+        errors.append(f"--profile: {e}")
+    try:
+        check_source(data)
+    except ValueError as e:
+        errors.append(f"--data: {e}")
+    names = notebooks()
+    unknown = sorted(set(only or []) - set(names))
+    if unknown:
+        errors.append(f"unknown notebook(s) {', '.join(unknown)}; known: {', '.join(names)}")
+    if out:
+        if why := _unwritable(Path(out).resolve()):
+            errors.append(f"--out {out}: {why}")
+    elif not errors:
+        dirs = OutputDirs.for_run(profile, out)
+        errors += [f"output folder {d}: {why}" for d in (dirs.notebooks, dirs.figures, dirs.tables)
+                   if (why := _unwritable(d))]
+    cache = Path(cache_dir).resolve() if cache_dir else cache_root()
+    if why := _unwritable(cache):
+        errors.append(f"{'--cache' if cache_dir else 'cache folder'} {cache}: {why}")
+    return errors
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def run_all(profile: str, data: str = "synthetic", out: str | None = None, only: list[str] | None = None,
             force: bool = False, cache_dir: str | None = None) -> int:
-    """Run the notebooks in order; stop at the first failure. Returns a shell exit code."""
-    get_profile(profile)
+    """Run the notebooks in order; stop at the first failure. Returns a shell exit code.
+
+    Every argument is checked before any notebook starts or folder is made. A notebook is up to date
+    only if its last execution succeeded with the same input key and its executed notebook is the
+    one that execution wrote: its run_log entry is removed before it runs, written back on success.
+    """
+    errors = check_arguments(profile, data, out, only, cache_dir)
+    if errors:
+        for e in errors:
+            print(f"run_all: {e}", file=sys.stderr)
+        return 2
     data = absolute_source(without_password(data))
     dirs = OutputDirs.for_run(profile, out)
     for d in (dirs.notebooks, dirs.figures, dirs.tables):
         d.mkdir(parents=True, exist_ok=True)
     names = notebooks()
-    unknown = sorted(set(only or []) - set(names))
-    if unknown:
-        print(f"run_all: unknown notebook(s) {', '.join(unknown)}; known: {', '.join(names)}", file=sys.stderr)
-        return 2
     params = {"profile": profile, "data": data, "figures_dir": str(dirs.figures),
               "tables_dir": str(dirs.tables)}
     if cache_dir:
@@ -160,9 +217,13 @@ def run_all(profile: str, data: str = "synthetic", out: str | None = None, only:
         if only and name not in only:
             continue
         done = dirs.notebooks / f"{name}.ipynb"
-        if not force and run_log.get(name, {}).get("key") == key and done.exists():
+        last = run_log.get(name, {})
+        if (not force and last.get("key") == key and done.exists()
+                and last.get("notebook_sha256") == _sha256(done)):
             print(f"[run_all] {name}: up to date, skipped (use --force to rerun)", flush=True)
             continue
+        if run_log.pop(name, None) is not None:  # until it succeeds again, it is not up to date
+            atomic_write_text(log_path, json.dumps(run_log, indent=1))
         print(f"[run_all] {name}: running …", flush=True)
         t0 = time.perf_counter()
         try:
@@ -175,7 +236,7 @@ def run_all(profile: str, data: str = "synthetic", out: str | None = None, only:
             return 1
         wall = time.perf_counter() - t0
         run_log[name] = {"key": key, "wall_s": round(wall, 1), "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                         "profile": profile, "data": data}
+                         "profile": profile, "data": data, "notebook_sha256": _sha256(done)}
         atomic_write_text(log_path, json.dumps(run_log, indent=1))
         print(f"[run_all] {name}: done in {wall:.0f} s", flush=True)
     print(f"[run_all] finished in {time.perf_counter() - t_all:.0f} s. Produced:")
@@ -201,11 +262,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--force", action="store_true", help="rerun notebooks that are up to date")
     ap.add_argument("--cache", default=None, help="cache folder (default: $CACICD_CACHE or ./cache)")
     a = ap.parse_args(argv)
-    try:
-        get_profile(a.profile)
-    except ValueError as exc:
-        print(f"run_all: {exc}", file=sys.stderr)
-        return 2
     return run_all(a.profile, a.data, a.out, a.only, a.force, a.cache)
 
 

@@ -49,6 +49,7 @@ NB/NBB newborn; CSURG NSURG ORTHO PSURG SURG TSURG VSURG TRAUM surgical; others 
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import shutil
@@ -63,7 +64,7 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from . import icd9
-from .io import file_lock
+from .io import check_files, file_lock, record_files
 
 logger = logging.getLogger(__name__)
 
@@ -690,23 +691,44 @@ def write_omop(folder: str | Path, n_stays: int = 12_000, seed: int = 0, fmt: st
     return folder
 
 
+def _damage(folder: Path) -> str | None:
+    """None when `folder` holds a complete synthetic set whose files match the record in its .complete file."""
+    f = folder / ".complete"
+    if not f.is_file():
+        return "absent"
+    try:
+        files = json.loads(f.read_text())["files"]
+    except (ValueError, KeyError, TypeError):
+        return f"{f} records no sizes and hashes of the tables (written by an older version)"
+    bad = check_files(folder, files)
+    return "; ".join(f"{p} is {why}" for p, why in bad) or None
+
+
 def default_folder(n_stays: int, seed: int = 0, root: str | Path | None = None, fmt: str = "csv") -> Path:
-    """The cached synthetic OMOP folder for these parameters under `root`, written once (atomically)."""
+    """The cached synthetic OMOP folder for these parameters under `root`, written once (atomically).
+
+    Its `.complete` file records each table file's size and SHA-256; every call checks them and
+    regenerates (same bytes, with a warning naming the file) a folder that was damaged since.
+    """
     from .config import cache_root
 
     root = Path(root) if root is not None else cache_root() / "synthetic"
     final = root / f"omop-v{GENERATOR_VERSION}-n{int(n_stays)}-s{int(seed)}-{fmt}"
-    if (final / ".complete").exists():
+    if _damage(final) is None:
         return final
     root.mkdir(parents=True, exist_ok=True)
     with file_lock(root / f".{final.name}.lock"):
-        if (final / ".complete").exists():
+        damage = _damage(final)
+        if damage is None:
             return final
+        if damage != "absent":
+            logger.warning("synthetic data %s is damaged: %s; regenerating it", final, damage)
         tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{final.name}."))
         try:
             write_omop(tmp, n_stays, seed, fmt)
-            (tmp / ".complete").write_text("ok\n")
-            if final.exists():  # a half-written folder from an older crash
+            files = record_files(tmp, [p.name for p in tmp.iterdir() if p.is_file()])
+            (tmp / ".complete").write_text(json.dumps({"files": files}, indent=1))
+            if final.exists():  # a half-written folder from an older crash, or a damaged one
                 shutil.rmtree(final)
             os.replace(tmp, final)
         except BaseException:

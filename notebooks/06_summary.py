@@ -299,7 +299,7 @@ tableS8
 
 # %%
 st = E.status(P, ds, CACHE)
-done = st[st["state"] == "done"]
+done = st[st["state"].isin(("done", "damaged"))]  # `E.run` recomputes a damaged result
 runs = []
 for name, g in done.groupby("experiment", sort=False):
     for r in E.run(name, P, ds, folds=sorted(g["fold"].astype(int)), cache_dir=CACHE, progress=False):

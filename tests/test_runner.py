@@ -110,7 +110,7 @@ def test_relative_folder_sources_become_absolute(tmp_path, monkeypatch):
     assert absolute_source("synthetic") == "synthetic"
     assert absolute_source("postgresql://u@h/db?schema=omop") == "postgresql://u@h/db?schema=omop"
     assert absolute_source("omop_dump") == str(tmp_path / "omop_dump")
-    assert absolute_source("mimic3:demo?x=1") == f"mimic3:{tmp_path / 'demo'}?x=1"
+    assert absolute_source("mimic3:demo?drug_types=MAIN") == f"mimic3:{tmp_path / 'demo'}?drug_types=MAIN"
     assert absolute_source("/abs/omop") == "/abs/omop"
 
 

@@ -1,0 +1,352 @@
+"""Issue 15's nine faults, each reproduced on a folder or cache damaged the way described (temporary folders).
+
+1-2 damaged result artefacts, 3-4 cut or non-UTF-8 CSV files and damaged cached data, 5 a failed
+notebook, 6 a misspelt source option, 7 run_all's arguments, 8 folds, 9 gender / ICD-9 / drugs.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cacicd import cli, data, omop, runner, synthetic
+from cacicd import experiments as E
+from cacicd.config import get_profile
+from cacicd.dataset import Dataset
+from cacicd.io import Damaged
+from cacicd.omop import DataError
+from conftest import tiny_tables, write_tables
+from test_experiments import TINY
+from test_runner import fake_repo  # noqa: F401  (fixture)
+from test_train import ensure_metrics, make_dataset
+
+
+@pytest.fixture(scope="module")
+def ds():
+    ensure_metrics()
+    return make_dataset(n=300, n_ingredients=30, n_leaves=40, seed=3)
+
+
+def _cut(path, size):
+    with open(path, "r+b") as f:
+        f.truncate(size)
+
+
+def _flip(path, at=-20):
+    b = bytearray(path.read_bytes())
+    b[at] ^= 0xFF
+    path.write_bytes(bytes(b))
+
+
+# ---------------------------------------------------------------- 1-2: damaged result artefacts
+
+
+def test_damaged_metrics_refused_by_load_recomputed_by_run(ds, tmp_path, caplog):
+    r0 = E.run("dummy", TINY, ds, cache_dir=tmp_path, progress=False)[0]
+    before = (r0.path / "test_metrics.csv").read_bytes()
+    meta = json.loads((r0.path / "result.json").read_text())
+    assert set(meta["artefacts"]) == {p.name for p in r0.path.iterdir()} - {"result.json", ".lock"}
+    f = r0.path / "test_metrics.csv"
+    _cut(f, len(before) // 2)
+    with pytest.raises(Damaged, match=rf"dummy fold 0 is damaged: {re.escape(str(f))} is [0-9,]+ bytes, [0-9,]+ "
+                                      r"when written; .cacicd run dummy --fold 0. recomputes it"):
+        E.load("dummy", TINY, ds, cache_dir=tmp_path)
+    st = E.status(TINY, ds, tmp_path).set_index(["experiment", "fold"])["state"]
+    assert st["dummy", 0] == "damaged" and st["dummy", 1] == "done"
+    with caplog.at_level(logging.WARNING, logger="cacicd.experiments"):
+        r1 = E.run("dummy", TINY, ds, cache_dir=tmp_path, progress=False)[0]
+    assert f"dummy fold 0 is damaged: {f}" in caplog.text and "recomputing it" in caplog.text
+    assert f.read_bytes() == before and np.array_equal(r1.scores, r0.scores)
+    assert E.load("dummy", TINY, ds, cache_dir=tmp_path)[0].test_metrics.equals(r0.test_metrics)
+    _flip(r0.path / "scores.npy")  # same size, other bytes: the content hash tells
+    with pytest.raises(Damaged, match="scores.npy is same size, other content"):
+        E.load("dummy", TINY, ds, cache_dir=tmp_path, folds=0)
+    (r0.path / "result.json").write_text("{ not json")
+    with pytest.raises(Damaged, match="result.json is not valid JSON"):
+        E.load("dummy", TINY, ds, cache_dir=tmp_path, folds=0)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="cacicd.experiments"):
+        r2 = E.run("dummy", TINY, ds, cache_dir=tmp_path, folds=0, progress=False)[0]
+    assert "not valid JSON" in caplog.text and np.array_equal(r2.scores, r0.scores)
+
+
+def test_any_artefact_written_before_result_json_is_verified(ds, tmp_path, monkeypatch, caplog):
+    real = E._train_fold
+
+    def with_curve(exp, c, fold):  # an artefact of a name the cache code does not know
+        folder = E.fold_dir(c.cache_dir, c.profile, c.dataset_hash, exp.name, fold)
+        (folder / "curves").mkdir(parents=True, exist_ok=True)
+        (folder / "curves" / "search_curve.csv").write_text("trial,value\n0,0.5\n")
+        return real(exp, c, fold)
+
+    monkeypatch.setattr(E, "_train_fold", with_curve)
+    r = E.run("dummy", TINY, ds, cache_dir=tmp_path, folds=0, progress=False)[0]
+    assert "curves/search_curve.csv" in r.artefacts
+    (r.path / "curves" / "search_curve.csv").write_text("trial,value\n0,0.9\n")
+    with pytest.raises(Damaged, match="search_curve.csv is same size, other content"):
+        E.load("dummy", TINY, ds, cache_dir=tmp_path, folds=0)
+    (r.path / "curves" / "search_curve.csv").unlink()
+    with pytest.raises(Damaged, match="search_curve.csv is missing"):
+        E.load("dummy", TINY, ds, cache_dir=tmp_path, folds=0)
+    meta = json.loads((r.path / "result.json").read_text())
+    del meta["artefacts"]  # a result written before artefacts were recorded is not read as is
+    (r.path / "result.json").write_text(json.dumps(meta))
+    with pytest.raises(Damaged, match="records no artefact sizes and hashes"):
+        E.load("dummy", TINY, ds, cache_dir=tmp_path, folds=0)
+    with caplog.at_level(logging.WARNING, logger="cacicd.experiments"):
+        E.run("dummy", TINY, ds, cache_dir=tmp_path, folds=0, progress=False)
+    assert "written by an older version); recomputing it" in caplog.text
+    assert E.load("dummy", TINY, ds, cache_dir=tmp_path, folds=0)[0].artefacts
+
+
+def test_truncated_scores_and_damaged_model_or_search(ds, tmp_path, caplog):
+    prof = TINY.replace(n_trials=1, max_epochs=2)
+    r0 = E.run("naive_ndcg", prof, ds, cache_dir=tmp_path, folds=0, progress=False)[0]
+    model0 = (r0.path / "model.pt").read_bytes()
+    _cut(r0.path / "scores.npy", 1000)
+    _cut(r0.path / "search.json", 10)
+    with pytest.raises(Damaged, match=r"naive_ndcg fold 0 is damaged: .*scores.npy is 1,000 bytes.*search.json is 10"):
+        E.load("naive_ndcg", prof, ds, cache_dir=tmp_path, folds=0)
+    with caplog.at_level(logging.WARNING, logger="cacicd.experiments"):
+        r1 = E.run("naive_ndcg", prof, ds, cache_dir=tmp_path, folds=0, progress=False)[0]
+    assert "scores.npy is 1,000 bytes" in caplog.text
+    assert np.array_equal(r1.scores, r0.scores) and r1.best_params == r0.best_params  # study.db kept: no new search
+    assert (r1.path / "model.pt").read_bytes() == model0
+    _flip(r1.path / "model.pt")
+    with pytest.raises(Damaged, match=r"naive_ndcg fold 0 is damaged: .*model.pt differs"):
+        r1.load_model()
+
+
+# ---------------------------------------------------------------- 3-4: CSV files and cached data
+
+
+@pytest.mark.parametrize("cut, pattern", [
+    ("fields", r"drug_exposure.csv: line 5: 2 field\(s\) where the header has 4 \(comma-separated"),
+    ("quote", r"drug_exposure.csv: line 5: a quoted value is not closed"),
+    ("no newline", r"drug_exposure.csv: the file does not end with a line break, so its last line \(line 5\) "
+                   r"may be cut short"),
+])
+def test_csv_cut_in_a_line_names_file_and_line(tmp_path, cut, pattern):
+    folder = write_tables(tmp_path / "o", tiny_tables())
+    f = folder / "drug_exposure.csv"
+    lines = f.read_text().splitlines(keepends=True)
+    head = "".join(lines[:4])
+    tail = {"fields": "4,10\n", "quote": '4,10,"20', "no newline": "4,10,2001,380"}[cut]
+    f.write_text(head + tail + ("\n" if cut == "quote" else ""))
+    with pytest.raises(DataError, match=pattern) as e:
+        omop.load_omop(folder)
+    assert "lacks column" not in str(e.value) and "4,10" not in str(e.value)  # the line's content is not shown
+
+
+def test_non_utf8_byte_names_file_line_and_encoding(tmp_path):
+    t = tiny_tables()
+    t["condition_occurrence"][5]["condition_source_value"] = "Sinus rhythm \u00e9"
+    folder = write_tables(tmp_path / "o", t)
+    f = folder / "condition_occurrence.csv"
+    f.write_bytes(f.read_text().encode("latin-1"))
+    with pytest.raises(DataError, match=r"condition_occurrence.csv: line 7 \(byte [0-9,]+ of the file\) holds byte "
+                                        r"0xe9, which is not UTF-8: the file's encoding is not UTF-8 \(probably "
+                                        r"Latin-1 or Windows-1252\)"):
+        omop.load_omop(folder)
+    f.write_bytes(b"\xff\xfe" + "visit_occurrence_id,condition_source_value\n".encode("utf-16-le"))
+    with pytest.raises(DataError, match=r"line 1 .* UTF-16"):
+        omop.load_omop(folder)
+    f.unlink()
+    g = folder / "condition_occurrence.csv.gz"
+    write_tables(folder, {"condition_occurrence": tiny_tables()["condition_occurrence"]}, fmt="csv.gz")
+    _cut(g, g.stat().st_size // 2)
+    with pytest.raises(DataError, match=r"condition_occurrence.csv.gz: .*(cut short|cannot read)"):
+        omop.load_omop(folder)
+
+
+def test_damaged_synthetic_folder_is_regenerated(tmp_path, caplog):
+    a = synthetic.default_folder(200, seed=1, root=tmp_path)
+    want = {p.name: p.read_bytes() for p in a.iterdir()}
+    f = a / "drug_exposure.csv"
+    _cut(f, f.stat().st_size // 2 + 7)
+    with caplog.at_level(logging.WARNING, logger="cacicd.synthetic"):
+        b = synthetic.default_folder(200, seed=1, root=tmp_path)
+    assert b == a and f"synthetic data {a} is damaged: {f} is" in caplog.text and "regenerating it" in caplog.text
+    assert {p.name: p.read_bytes() for p in b.iterdir()} == want  # the same bytes again
+    (a / ".complete").write_text("ok\n")  # written by an older version: not trusted
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="cacicd.synthetic"):
+        synthetic.default_folder(200, seed=1, root=tmp_path)
+    assert "older version" in caplog.text
+
+
+def test_damaged_cached_dataset_is_rebuilt(tmp_path, tiny_omop, caplog):
+    ds = omop.load_omop_cached(tiny_omop, tmp_path / "cache")
+    [folder] = [p for p in (tmp_path / "cache" / "omop").iterdir() if p.is_dir()]
+    _flip(folder / "X.npz", at=40)
+    with pytest.raises(Damaged, match=r"X.npz is same size, other content"):
+        Dataset.load(folder)
+    with caplog.at_level(logging.WARNING, logger="cacicd.omop"):
+        again = omop.load_omop_cached(tiny_omop, tmp_path / "cache")
+    assert f"dataset {folder} is damaged: {folder / 'X.npz'}" in caplog.text and "rebuilding it" in caplog.text
+    assert again.content_hash() == ds.content_hash() and Dataset.load(folder).content_hash() == ds.content_hash()
+
+
+def test_damaged_split_files_are_rewritten(ds, tmp_path, caplog):
+    prof = get_profile("smoke").replace(split_fraction=0.1, n_folds=2)
+    splits = data.get_splits(ds, prof, tmp_path)
+    [folder] = [p for p in (tmp_path / "splits").iterdir() if p.is_dir()]
+    f = folder / "fold1_test.txt"
+    ids = f.read_text().split()
+    ids[0] = str(next(int(v) for v in ds.visit_ids if v not in splits[1].test and v not in splits[1].dev))
+    f.write_text("".join(f"{i}\n" for i in ids))  # as many ids, one of another stay: only a fresh draw tells
+    with caplog.at_level(logging.WARNING, logger="cacicd.data"):
+        again = data.get_splits(ds, prof, tmp_path)
+    assert f"split files in {folder} are damaged" in caplog.text
+    assert [s.test.tolist() for s in again] == [s.test.tolist() for s in splits]
+    assert data.get_splits(ds, prof, tmp_path)[1].test.tolist() == splits[1].test.tolist()
+
+
+# ---------------------------------------------------------------- 5, 7: run_all
+
+
+def test_failed_notebook_is_never_up_to_date(fake_repo, tmp_path, monkeypatch, capsys):  # noqa: F811
+    _, ran, out = fake_repo
+    good = runner.execute
+    assert runner.run_all("smoke", out=str(out)) == 0 and ran == ["00_a", "01_b"]
+
+    def failing(name, dirs, params, kernel="python3"):
+        (dirs.notebooks / f"{name}.ipynb").write_text('{"failed": true}')  # papermill leaves the failed notebook
+        raise RuntimeError("cell 2 failed")
+
+    monkeypatch.setattr(runner, "execute", failing)
+    other = write_tables(tmp_path / "other_data", tiny_tables())
+    assert runner.run_all("smoke", data=str(other), out=str(out)) == 1
+    assert set(json.loads((out / "tables" / "run_log.json").read_text())) == {"01_b"}
+    monkeypatch.setattr(runner, "execute", good)
+    ran.clear()
+    capsys.readouterr()
+    assert runner.run_all("smoke", out=str(out)) == 0  # the first run's inputs again
+    assert ran == ["00_a"] and "00_a: up to date" not in capsys.readouterr().out
+    assert (out / "notebooks" / "00_a.ipynb").read_text() == "{}"
+    (out / "notebooks" / "01_b.ipynb").write_text('{"replaced": true}')  # not the notebook its run wrote
+    ran.clear()
+    runner.run_all("smoke", out=str(out))
+    assert ran == ["01_b"]
+
+
+def test_arguments_checked_before_anything_starts(fake_repo, tmp_path, capsys):  # noqa: F811
+    _, ran, out = fake_repo
+    assert runner.run_all("smoke", data="synthetc", out=str(out)) == 2
+    err = capsys.readouterr().err
+    assert "--data: data source 'synthetc'" in err and "did you mean 'synthetic'?" in err
+    assert err.count("\n") == 1 and not out.exists() and ran == []
+    assert runner.run_all("smoke", out=str(out), only=["99_nope"]) == 2 and not out.exists()
+    assert runner.run_all("smoke", data=f"{tmp_path}?drug_type=none", out=str(out)) == 2 and not out.exists()
+    assert "unknown option 'drug_type'" in capsys.readouterr().err
+    (tmp_path / "afile").write_text("x")
+    assert runner.run_all("smoke", out=str(tmp_path / "afile" / "out")) == 2
+    assert f"--out {tmp_path / 'afile' / 'out'}: {tmp_path / 'afile'} is not a folder" in capsys.readouterr().err
+    assert runner.main(["--profile", "bogus", "--data", "nowhere_at_all", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "--profile: unknown profile 'bogus'" in err and "nowhere_at_all is not a folder" in err
+    assert not out.exists() and ran == []
+
+
+def test_read_only_out_is_refused(fake_repo, tmp_path, monkeypatch, capsys):  # noqa: F811
+    _, ran, _ = fake_repo
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if os.geteuid() == 0:  # root writes anywhere: a read-only mount, as the OS would answer
+        real = runner.tempfile.TemporaryFile
+
+        def denied(*a, dir=None, **k):
+            if Path(dir) == ro:
+                raise PermissionError(13, "Permission denied")
+            return real(*a, dir=dir, **k)
+
+        monkeypatch.setattr(runner.tempfile, "TemporaryFile", denied)
+    else:
+        ro.chmod(0o555)
+    try:
+        assert runner.run_all("smoke", out=str(ro / "out")) == 2
+        assert f"--out {ro / 'out'}: cannot write in {ro} (Permission denied)" in capsys.readouterr().err
+        assert not (ro / "out").exists() and ran == []
+    finally:
+        ro.chmod(0o755)
+
+
+# ---------------------------------------------------------------- 6: source options
+
+
+def test_misspelt_source_option_names_it_and_lists_the_known_ones(tmp_path, tiny_omop):
+    with pytest.raises(DataError, match=r"unknown option 'drug_type' for an OMOP folder; known: drug_type_concept_id, "
+                                        r"ingredient_mapping, visit_concept_id.*allow_no_icd9, allow_no_drugs"):
+        data.load_data(f"{tiny_omop}?drug_type=none", get_profile("smoke"), tmp_path / "cache")
+    with pytest.raises(DataError, match=r"unknown option 'drug' for a MIMIC-III folder; known: drug_types"):
+        data.parse_source("mimic3:/x?drug=MAIN")
+    with pytest.raises(DataError, match=r"unknown option 'n' for the synthetic source"):
+        data.parse_source("synthetic?n=3")
+    assert data.parse_source("postgresql://h/db?schema=omop&allow_no_drugs=true") == (
+        "postgresql", "postgresql://h/db?schema=omop", {"allow_no_drugs": "true"})
+    assert not (tmp_path / "cache").exists()
+    assert cli.main(["data", "--data", f"{tiny_omop}?drug_type=none", "--cache", str(tmp_path / "c")]) == 2
+
+
+# ---------------------------------------------------------------- 8: folds
+
+
+def test_folds_checked_before_any_work(ds, tmp_path, capsys):
+    for arg, msg in (("0,7", "fold 7 out of range: profile smoke has 3 folds (0 to 2)"),
+                     ("-1", "fold -1 out of range"), ("x", "--fold 'x': 'x' is not a fold number")):
+        assert cli.main(["run", "dummy", "--profile", "smoke", "--fold", arg, "--cache", str(tmp_path)]) == 2
+        assert msg in capsys.readouterr().err
+    assert not tmp_path.exists() or not list(tmp_path.iterdir())  # nothing trained, no fold folder made
+    with pytest.raises(ValueError, match="fold 2 out of range: profile tiny has 2 folds"):
+        E.run("dummy", TINY, ds, folds=[0, 2], cache_dir=tmp_path)
+    with pytest.raises(ValueError, match="fold 2 out of range"):
+        E.load("dummy", TINY, ds, folds=[2], cache_dir=tmp_path)
+    assert not list(tmp_path.rglob("fold*"))
+    assert E.check_folds([1, 0, 1], TINY) == [1, 0] and E.check_folds(None, TINY) == [0, 1]
+
+
+# ---------------------------------------------------------------- 9: gender, no ICD-9 code, no drug
+
+
+def test_other_gender_concepts_are_counted_and_warned(tmp_path, caplog):
+    t = tiny_tables()
+    t["person"][0]["gender_concept_id"] = 0  # visits 10 and 11
+    t["person"][2]["gender_concept_id"] = 8551  # visit 30
+    t["person"][1]["gender_concept_id"] = None  # visits BIG and 40
+    with caplog.at_level(logging.WARNING, logger="cacicd.omop"):
+        ds = omop.load_omop(write_tables(tmp_path / "o", t))
+    assert ds.report["gender_other"] == 3 and ds.report["gender_other_concepts"] == {"0": 2, "8551": 1}
+    assert ds.report["gender_missing"] == 2
+    assert "3 stay(s) with a gender_concept_id other than 8507 (male) or 8532 (female) (0: 2, 8551: 1) and 2 " \
+           "without one" in caplog.text
+    rep = data.describe(ds)["report"].set_index("item")["value"]
+    assert rep["gender_other"] == "3" and rep["gender_other_concepts.8551"] == "1"
+    assert omop.load_omop(write_tables(tmp_path / "t", tiny_tables())).report["gender_other"] == 0
+
+
+def test_no_icd9_code_or_no_drug_is_refused_unless_allowed(tmp_path):
+    prof = get_profile("smoke")
+    t = tiny_tables()
+    for r in t["condition_occurrence"]:
+        r["condition_source_value"], r["condition_source_concept_id"] = "I10", 0
+    icd10 = write_tables(tmp_path / "icd10", t)
+    with pytest.raises(DataError, match=r"no stay has an ICD-9-CM diagnosis code \(condition_rows 10; "
+                                        r"condition_rows_icd10 10\).*allow_no_icd9=true"):
+        data.load_data(str(icd10), prof, tmp_path / "cache")
+    assert data.load_data(f"{icd10}?allow_no_icd9=true", prof, tmp_path / "cache").codes == []
+    t = tiny_tables()
+    t["drug_exposure"] = [dict(r, drug_concept_id=3000) for r in t["drug_exposure"]]  # an ATC class: no ingredient
+    nodrug = write_tables(tmp_path / "nodrug", t)
+    with pytest.raises(DataError, match=r"no stay has a drug feature \(drug_rows 8;.*drug_rows_without_ingredient 6"
+                                        r"\), so the models would see sex and age only.*allow_no_drugs=true"):
+        data.load_data(str(nodrug), prof, tmp_path / "cache")
+    ds = data.load_data(f"{nodrug}?allow_no_drugs=yes", prof, tmp_path / "cache")
+    assert ds.features == ["sex", "age"] and len(ds.codes) > 0
+    with pytest.raises(DataError, match=r"allow_no_drugs='maybe': expected true or false"):
+        data.load_data(f"{nodrug}?allow_no_drugs=maybe", prof, tmp_path / "cache")
