@@ -105,18 +105,24 @@ def test_any_artefact_written_before_result_json_is_verified(ds, tmp_path, monke
     assert E.load("dummy", TINY, ds, cache_dir=tmp_path, folds=0)[0].artefacts
 
 
-def test_truncated_scores_and_damaged_model_or_search(ds, tmp_path, caplog):
-    prof = TINY.replace(n_trials=1, max_epochs=2)
+def test_truncated_scores_and_damaged_model_or_search(ds, tmp_path, caplog, monkeypatch):
+    from cacicd import search
+
+    prof = TINY.replace(max_epochs=2)
     r0 = E.run("naive_ndcg", prof, ds, cache_dir=tmp_path, folds=0, progress=False)[0]
     model0 = (r0.path / "model.pt").read_bytes()
     _cut(r0.path / "scores.npy", 1000)
-    _cut(r0.path / "search.json", 10)
-    with pytest.raises(Damaged, match=r"naive_ndcg fold 0 is damaged: .*scores.npy is 1,000 bytes.*search.json is 10"):
+    _cut(r0.path / "history.csv", 10)
+    with pytest.raises(Damaged, match=r"naive_ndcg fold 0 is damaged: .*scores.npy is 1,000 bytes") as e:
         E.load("naive_ndcg", prof, ds, cache_dir=tmp_path, folds=0)
+    assert "history.csv is 10 bytes" in str(e.value)
+    fam = next(tmp_path.glob("tiny/*/_search/all-bce-*/fold0/search.json"))
+    _cut(fam, 10)  # the family's finished search: read again from its store, nothing retrained
+    monkeypatch.setattr(search.FamilySearch, "_train", lambda *a, **k: pytest.fail("retrained a stored network"))
     with caplog.at_level(logging.WARNING, logger="cacicd.experiments"):
         r1 = E.run("naive_ndcg", prof, ds, cache_dir=tmp_path, folds=0, progress=False)[0]
-    assert "scores.npy is 1,000 bytes" in caplog.text
-    assert np.array_equal(r1.scores, r0.scores) and r1.best_params == r0.best_params  # study.db kept: no new search
+    assert "scores.npy is 1,000 bytes" in caplog.text and "search.json is damaged" in caplog.text
+    assert np.array_equal(r1.scores, r0.scores) and r1.best_params == r0.best_params
     assert (r1.path / "model.pt").read_bytes() == model0
     _flip(r1.path / "model.pt")
     with pytest.raises(Damaged, match=r"naive_ndcg fold 0 is damaged: .*model.pt differs"):
