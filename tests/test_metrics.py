@@ -469,3 +469,21 @@ def test_evaluate_reports_re_both_ways_and_left_out_share():
     n = sub.sum(1)
     assert v["first", "re_left_out@50"] == pytest.approx((n == 1).sum() / (n > 0).sum())
     assert M.lower_is_better("re_authors@50") and not M.lower_is_better("re_left_out@50")
+
+
+def test_re_authors_equals_the_authors_library_bit_for_bit():
+    # reference computed by keras_extra b54f0a8 on TensorFlow 2.9.1 / TFP 0.17.0 (tests/data/make_re_authors_reference.py)
+    from pathlib import Path
+
+    ref = np.load(Path(__file__).parent / "data" / "re_authors_reference.npz")
+    R = [10, 25, 33, 50, 66, 75, 90, 100]
+    for k in range(4):
+        y, s = ref[f"y{k}"], ref[f"s{k}"]
+        for f16 in (True, False):
+            want = ref[f"re{k}_{int(f16)}"]
+            got = M.re_at_r_authors_per_sample(y, s if f16 else s.astype(np.float64), R, float16=f16)
+            np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+            np.testing.assert_array_equal(got[np.isfinite(want)], want[np.isfinite(want)])
+            means = np.array([np.nanmean(c) if np.isfinite(c).any() else np.nan for c in want.T])
+            np.testing.assert_array_equal(M.re_at_r_authors(y, s if f16 else s.astype(np.float64), R, float16=f16),
+                                          means)
