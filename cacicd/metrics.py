@@ -608,19 +608,24 @@ def _prf(t, s, threshold: float, average: str) -> dict[str, float]:
     return {"precision": mean(p), "recall": mean(r), "f1": mean(f)}
 
 
+def prf(y_true, y_score, threshold: float = 0.5, average: str = "micro") -> dict[str, float]:
+    """Precision, recall and F1 of predictions `y_score > threshold` (a 0/0 ratio counts 0); averages as `f1`."""
+    return _prf(*_inputs(y_true, y_score), threshold, average)
+
+
 def f1(y_true, y_score, threshold: float = 0.5, average: str = "micro") -> float:
     """F1 of predictions `y_score > threshold`: micro, macro (labels with positives) or samples (samples with positives)."""
-    return _prf(*_inputs(y_true, y_score), threshold, average)["f1"]
+    return prf(y_true, y_score, threshold, average)["f1"]
 
 
 def precision(y_true, y_score, threshold: float = 0.5, average: str = "micro") -> float:
     """Precision of predictions `y_score > threshold`; averages as `f1`."""
-    return _prf(*_inputs(y_true, y_score), threshold, average)["precision"]
+    return prf(y_true, y_score, threshold, average)["precision"]
 
 
 def recall(y_true, y_score, threshold: float = 0.5, average: str = "micro") -> float:
     """Recall of predictions `y_score > threshold`; averages as `f1`."""
-    return _prf(*_inputs(y_true, y_score), threshold, average)["recall"]
+    return prf(y_true, y_score, threshold, average)["recall"]
 
 
 # ----------------------------------------------------------------------------- calibration
