@@ -56,7 +56,7 @@ def test_tiny_report_counts(tiny_omop):
     assert r["condition_rows_other_vocabulary"] == 1
     assert r["condition_rows_ambiguous_icd9_icd10"] == 3 and r["condition_rows_ambiguous_read_as_icd9"] == 2
     assert r["codes_unknown_icd9"] == 1 and r["codes_unknown_icd9_list"] == ["99999"]
-    assert r["stay_types"] == {"newborn": 1, "surgical": 1, "medical": 2, "unknown": 1}
+    assert r["stay_types"] == {"newborn": 1, "surgical": 2, "medical": 1, "unknown": 1}
     assert r["age_over_89_clipped"] == 1
 
 
