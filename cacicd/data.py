@@ -9,9 +9,12 @@ Sources (strings):
                          (default: the session's current schema), concept and concept_ancestor in
                          `vocab_schema` (default: `schema`); other parameters go to libpq. Credentials:
                          the URL, PGUSER/PGPASSWORD/..., ~/.pgpass; the password is never shown.
-Loader options may follow a folder or URL as a query string, e.g.
+Loader options may follow a folder or URL (or "synthetic") as a query string, e.g.
 "omop:/data/mimic-iv-omop?ingredient_mapping=drug_concept&drug_type_concept_id=none" (integers,
-comma-separated integer lists, "none" for None, other values as text).
+comma-separated integer lists, "none" for None, other values as text). Every source takes
+`age_encoding` (`cacicd.dataset.AGE_ENCODINGS`): "float" (the default, age / 89) or "authors"
+(1[age > 0], what the authors' models saw), e.g. "mimic3:/data/mimic-iii?age_encoding=authors";
+the dataset's report says which (`report["age_encoding"]`).
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ import pandas as pd
 
 from . import icd9
 from .config import Profile
-from .dataset import Dataset
+from .dataset import AGE_ENCODINGS, DEFAULT_AGE_ENCODING, Dataset
 from .io import file_lock
 from .omop import DataError
 from .pg import SCHEMES
@@ -47,10 +50,13 @@ def _parse_value(v: str):
 def parse_source(source: str) -> tuple[str, str, dict]:
     """(kind, location, options) of a source string; kind in synthetic, omop, mimic3, postgresql."""
     s = str(source).strip()
-    if s == "synthetic":
-        return "synthetic", "", {}
-    if s.startswith(SCHEMES):
-        return "postgresql", s, {}
+    if s.split("?", 1)[0] == "synthetic":
+        return "synthetic", "", _parse_query(s.split("?", 1)[1], source) if "?" in s else {}
+    if s.startswith(SCHEMES):  # the URL's own parameters go to cacicd.pg; age_encoding is read here
+        base, _, query = s.partition("?")
+        ours = [x for x in query.split("&") if x.split("=", 1)[0] == "age_encoding"]
+        rest = [x for x in query.split("&") if x and x not in ours]
+        return "postgresql", base + ("?" + "&".join(rest) if rest else ""), _parse_query("&".join(ours), source)
     kind = "omop"
     for prefix in ("omop:", "mimic3:"):
         if s.startswith(prefix):
@@ -58,19 +64,32 @@ def parse_source(source: str) -> tuple[str, str, dict]:
     options = {}
     if "?" in s:
         s, query = s.rsplit("?", 1)
-        for item in filter(None, query.split("&")):
-            if "=" not in item:
-                raise ValueError(f"data source option {item!r} in {source!r} is not of the form name=value")
-            k, v = item.split("=", 1)
-            options[k] = _parse_value(v)
+        options = _parse_query(query, source)
     return kind, s, options
+
+
+def _parse_query(query: str, source: str) -> dict:
+    options = {}
+    for item in filter(None, query.split("&")):
+        if "=" not in item:
+            raise ValueError(f"data source option {item!r} in {source!r} is not of the form name=value")
+        k, v = item.split("=", 1)
+        options[k] = _parse_value(v)
+    return options
 
 
 def load_data(source: str, profile: Profile, cache_dir: str | Path, **options) -> Dataset:
     """The dataset of a source string (see the module docstring), built once and cached under cache_dir."""
-    cache_dir = Path(cache_dir)
     kind, where, opts = parse_source(source)
     opts.update(options)
+    age = opts.pop("age_encoding", DEFAULT_AGE_ENCODING)
+    if age not in AGE_ENCODINGS:
+        raise ValueError(f"data source {source!r}: unknown age_encoding {age!r}; choose one of "
+                         f"{', '.join(AGE_ENCODINGS)}")
+    return _load(kind, where, source, profile, Path(cache_dir), opts).with_age_encoding(age)
+
+
+def _load(kind: str, where: str, source: str, profile: Profile, cache_dir: Path, opts: dict) -> Dataset:
     if kind == "synthetic":
         from . import synthetic  # lazy: only the synthetic source needs the generator
 
@@ -115,6 +134,11 @@ def get_splits(dataset: Dataset, profile: Profile, cache_dir: str | Path) -> lis
         save_splits(splits, folder)
         log.info("saved %d splits in %s", len(splits), folder)
         return splits
+
+
+def min_test_stays(dataset: Dataset, profile: Profile, cache_dir: str | Path) -> int:
+    """The fewest test stays of the profile's folds (the verdict rule of `cacicd.claims` reads it)."""
+    return min(len(s.test) for s in get_splits(dataset, profile, cache_dir))
 
 
 # ---------------------------------------------------------------- description (00_data notebook)
