@@ -22,11 +22,9 @@ _withheld: str | None = None
 
 def withheld_reason(profile: str, test_stays: int) -> str | None:
     """Why a run's verdicts are withheld under `RULE` (None: they are given)."""
-    if profile == "smoke":
-        return "smoke profile: its numbers are meaningless by design"
-    if test_stays < MIN_TEST_STAYS:
-        return f"{test_stays} test stays a fold, fewer than {MIN_TEST_STAYS}"
-    return None
+    why = (["smoke profile: its numbers are meaningless by design"] if profile == "smoke" else []) + (
+        [f"{test_stays} test stays a fold, fewer than {MIN_TEST_STAYS}"] if test_stays < MIN_TEST_STAYS else [])
+    return "; ".join(why) or None
 
 
 def configure(profile: str, test_stays: int) -> str | None:

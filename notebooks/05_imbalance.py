@@ -140,6 +140,9 @@ if HAS_TYPES:
     for typ in S.REPORTED_STAY_TYPES:
         paper_rows.append(report.metric_table_rows(tableS9[tableS9.stay_type == typ], "Table S9", report.TABLE_S9,
                                                    model_suffix=f" [{typ} stays]"))
+    paper_rows.append(pd.DataFrame([{"item": "Table S9", "level": "", "model": f"[{typ} stays]",
+                                     "metric": "number of stays", "value": float(counts[typ]), "sem": np.nan,
+                                     "unit": "count"} for typ in S.REPORTED_STAY_TYPES]))
     tableS9 = tableS9[["experiment", "stay_type", "level", "metric", "mean", "sem", "n", "mean_test_stays"]]
 else:
     tableS9 = pd.DataFrame({

@@ -247,7 +247,8 @@ def test_re_like_for_like_rows_and_section(tmp_path, paper):
 def test_claims_withheld_under_the_rule(tmp_path, capsys):
     from cacicd import claims as CL
 
-    assert CL.withheld_reason("smoke", 5000).startswith("smoke profile")
+    assert CL.withheld_reason("smoke", 5000) == "smoke profile: its numbers are meaningless by design"
+    assert CL.withheld_reason("smoke", 19).endswith("by design; 19 test stays a fold, fewer than 500")
     assert CL.withheld_reason("default", 19) == "19 test stays a fold, fewer than 500"
     assert CL.withheld_reason("default", 875) is None and CL.withheld_reason("paper", 5000) is None
     try:
