@@ -350,6 +350,9 @@ METHOD_NOTES: tuple[str, ...] = (
     "any is surgical, else medical) and their columns (NDCG, NDCG@15, RE@R of the NDCG-tuned model; each AUROC "
     "and AUPRC from the model tuned on it).",
     "Fig S4. Over full-label models only: models trained on a subset of codes are left out, not scored with zeros.",
+    "Age. Our models read age as a float (age / 89); the authors' models declared a boolean input, so age reached "
+    "them as 1[age > 0]. The loader option `age_encoding=authors` reproduces that; the provenance above says which "
+    "this run used.",
 )
 
 
@@ -398,9 +401,15 @@ def render(comparison: pd.DataFrame, *, synthetic: bool, provenance: Mapping[str
     cc = claim_counts(list(claims))
     L: list[str] = ["# Replication report: Marcou et al. 2024 (cacicd)", ""]
     if synthetic:
+        from .synthetic import CALIBRATED_TO, NOT_CALIBRATED
+
         L += ["> **Synthetic data.** This run used the embedded synthetic generator, not MIMIC-III. The comparison",
               "> with the published values below is for **form only**: differences are expected and say nothing",
-              "> about the replication. Run `./run_all.sh --profile paper --data <MIMIC-III OMOP>` for a real one.", ""]
+              "> about the replication. Run `./run_all.sh --profile paper --data <MIMIC-III OMOP>` for a real one.",
+              "> The generator was calibrated to these outputs only (`cacicd.synthetic.CALIBRATED_TO`), which are",
+              "> therefore no evidence for the paper's claims:", ">"]
+        L += [f"> - {x}" for x in CALIBRATED_TO] + [">", "> Not calibrated, for comparison: " + "; ".join(NOT_CALIBRATED)
+                                                    + ".", ""]
     L += ["## Summary", "",
           f"- Published values compared: **{n_cmp}** of {len(c)} (per-fold rows excluded); "
           f"**{n_cmp - n_diff} agree**, **{n_diff} differ** beyond the tolerance; "

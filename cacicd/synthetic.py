@@ -8,20 +8,8 @@ undotted in `condition_source_value` as in MIMIC-III; drugs are SYNTHETIC RxNorm
 rolled up to synthetic ingredients through `concept_ancestor`. Concept ids of synthetic concepts
 are in the OMOP local range (> 2,000,000,000).
 
-CALIBRATED OUTPUTS (the only statistics the parameters were tuned to; none of them is evidence for
-or against a claim of the paper):
-
-* MIMIC-III figures of spec section 14 (codes per stay per level, codes present, stay-type mix, stays
-  with a written prescription, ingredients per stay, ages, repeat patients), as measured below;
-* the open MIMIC-III demo (`../shared/data/mimic-iii-demo-1.4`, 129 adult admissions: wide
-  uncertainty), for the drug-linked codes: P(V58.61 | warfarin) 11/32 = 0.34 and without 7/97 = 0.07,
-  P(V58.67 | insulin) 8/90 = 0.09 and without 0/39, P(V45.81 | a statin) 7/50 = 0.14 and without
-  2/79 = 0.025 (`DRUG_LINKED_CODES`; measured on 20,000 synthetic adult stays: 0.34 / 0.07, 0.09 / 0.002,
-  0.14 / 0.03);
-* generator version 1's E and V codes per stay (1.90; version 2: 1.92), kept by lowering the no-signal
-  draws (`NOSIG_RATE`) by what the drug-linked codes add.
-Not calibrated (reported for comparison): adult stays with an E930-E949 code, 13.5 % (demo 13/129 =
-10 %); share of E/V diagnosis pairs, 18 % (demo 11 % of rows, adults only, no newborn V codes).
+CALIBRATED OUTPUTS: the only statistics the parameters were tuned to are listed in `CALIBRATED_TO` (the
+replication report prints them); none of them is evidence for or against a claim of the paper.
 
 Calibration (spec section 14): at 58,976 stays the codes per stay after roll-up, the stay-type mix
 (newborn ~14 %, surgical ~41 %, medical ~45 %), the share of stays without a written prescription
@@ -111,6 +99,21 @@ INGREDIENT_BASE, DRUG_BASE, SNOMED_BASE, ICD9_BASE = LOCAL + 100_000, LOCAL + 20
 NEWBORN_SERVICES = ("NB", "NBB")
 SURGICAL_SERVICES = ("CSURG", "NSURG", "ORTHO", "PSURG", "SURG", "TSURG", "VSURG", "TRAUM")
 MEDICAL_SERVICES = ("MED", "CMED", "NMED", "OMED", "GU", "ENT", "GYN", "OBS", "DENT", "PSYCH")
+
+CALIBRATED_TO: tuple[str, ...] = (
+    "MIMIC-III figures of spec section 14: codes per stay per level, codes present per level, stay-type mix, "
+    "stays with a written prescription, ingredients per stay, ages, stays of repeat patients",
+    "the open MIMIC-III demo (129 adult admissions: wide uncertainty), for the drug-linked codes: "
+    "P(V58.61 | warfarin) 11/32 = 0.34 and without 7/97 = 0.07, P(V58.67 | insulin) 8/90 = 0.09 and without 0/39, "
+    "P(V45.81 | a statin) 7/50 = 0.14 and without 2/79 = 0.025 (measured on 20,000 synthetic adult stays: "
+    "0.34 / 0.07, 0.09 / 0.002, 0.14 / 0.03)",
+    "generator version 1's E and V codes per stay (1.90; version 2: 1.92), kept by lowering the no-signal draws "
+    "by what the drug-linked codes add",
+)
+NOT_CALIBRATED: tuple[str, ...] = (  # reported for comparison only
+    "adult stays with an E930-E949 code: 13.5 % (demo 13/129 = 10 %)",
+    "E and V codes among the diagnoses: 18 % of (stay, code) pairs (demo 11 % of rows, adults only)",
+)
 
 # calibration constants (MIMIC-III, spec section 14)
 P_NEWBORN, P_SURGICAL = 8_096 / 58_976, 23_947 / 58_976

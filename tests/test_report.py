@@ -140,6 +140,8 @@ def test_run_log_claims_and_render(tmp_path, paper):
                        disagreements=["one", "two"], tables_read=["paper_s7.csv"])
     assert md.index("Synthetic data") < md.index("## Summary")
     assert "for **form only**" in md
+    assert "calibrated to these outputs only" in md and "P(V58.61 | warfarin) 11/32" in md  # cacicd.synthetic
+    assert "- Age. Our models read age as a float" in md
     assert "**1 reproduced**, **1 not reproduced**, 1 not checkable" in md
     assert "Verdict rule: Verdicts are withheld (not checkable) on the smoke profile" in md
     assert "## RE@R like for like" in md and "No published RE@R value was regenerated" in md
