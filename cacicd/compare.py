@@ -12,7 +12,8 @@ Everything downstream is a pure function of tidy tables:
 * `recall_curves` — Recall@K per model and level as (model, level, k, mean, sem, n);
 * `paired_differences` — per-fold difference of two models (mean ± SEM and paired t-test);
 * `spearman_matrix` — Spearman ρ between scalar metrics and RE@R, one observation per (model, fold);
-  `best_correlated` names the metric that agrees best with each RE@R.
+  `best_correlated` names the metric that agrees best with each RE@R; `full_label_experiments` lists
+  the models Fig S4 correlates (those that score every code).
 
 Model names are free strings (usually experiment names); folds are integers.
 """
@@ -218,6 +219,18 @@ def spearman_agreement(spearman: pd.DataFrame) -> pd.DataFrame:
     """`spearman_matrix` output with `agreement` = ρ signed so that positive means "ranks models as RE@R does"."""
     sign = np.where([M.lower_is_better(m) for m in spearman["metric"]], 1.0, -1.0)
     return spearman.assign(agreement=sign * spearman["rho"].to_numpy(float))
+
+
+def full_label_experiments() -> list[str]:
+    """Trained experiments whose one model scores every code (Fig S4, spec section 12), in declaration order.
+
+    Left out: models trained on a subset of codes (cherry-picked, per level) and the composites assembled
+    from them, which would score the codes they never saw with zeros; and the dummy, which is not trained.
+    """
+    from . import experiments as E
+
+    return [e.name for e in E.EXPERIMENTS.values()
+            if e.labels == "all" and not e.parts and e.model == "mlp"]
 
 
 def re_of(metric: str) -> float:

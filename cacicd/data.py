@@ -9,12 +9,16 @@ Sources (strings):
                          (default: the session's current schema), concept and concept_ancestor in
                          `vocab_schema` (default: `schema`); other parameters go to libpq. Credentials:
                          the URL, PGUSER/PGPASSWORD/..., ~/.pgpass; the password is never shown.
-Loader options may follow a folder or URL as a query string, e.g.
+Loader options may follow a folder or URL (or "synthetic") as a query string, e.g.
 "omop:/data/mimic-iv-omop?ingredient_mapping=drug_concept&drug_type_concept_id=none" (integers,
 comma-separated integer lists, "none" for None, other values as text); an unknown option is
 refused with the list of known ones. Two options of every source (`FLAGS`, true or false) accept a
 dataset that is otherwise refused: allow_no_icd9 (no stay has an ICD-9-CM code) and allow_no_drugs
 (no stay has a drug feature, leaving sex and age only).
+Every source also takes
+`age_encoding` (`cacicd.dataset.AGE_ENCODINGS`): "float" (the default, age / 89) or "authors"
+(1[age > 0], what the authors' models saw), e.g. "mimic3:/data/mimic-iii?age_encoding=authors";
+the dataset's report says which (`report["age_encoding"]`).
 """
 from __future__ import annotations
 
@@ -28,7 +32,7 @@ import pandas as pd
 
 from . import icd9
 from .config import Profile
-from .dataset import Dataset
+from .dataset import AGE_ENCODINGS, DEFAULT_AGE_ENCODING, Dataset
 from .io import file_lock
 from .omop import DataError
 from .pg import SCHEMES
@@ -47,7 +51,8 @@ def _parse_value(v: str):
     return parts[0] if len(parts) == 1 else parts
 
 
-FLAGS = ("allow_no_icd9", "allow_no_drugs")  # options of `load_data` itself, for every source
+FLAGS = ("allow_no_icd9", "allow_no_drugs")  # true/false options of `load_data` itself, for every source
+OWN_OPTIONS = ("age_encoding",) + FLAGS  # options `load_data` reads itself, whatever the source
 _KIND_TEXT = {"synthetic": "the synthetic source", "omop": "an OMOP folder", "mimic3": "a MIMIC-III folder",
               "postgresql": "a PostgreSQL source"}
 
@@ -59,12 +64,12 @@ def loader_options(kind: str) -> tuple[str, ...]:
     if kind == "postgresql":
         from .pg import LOADER_OPTIONS
 
-        return tuple(LOADER_OPTIONS) + FLAGS
+        return tuple(LOADER_OPTIONS) + OWN_OPTIONS
     if kind == "mimic3":
         from .mimic3 import load_mimic3 as loader
     else:
         from .omop import load_omop as loader
-    return tuple(list(inspect.signature(loader).parameters)[1:]) + FLAGS
+    return tuple(list(inspect.signature(loader).parameters)[1:]) + OWN_OPTIONS
 
 
 def _split_query(s: str) -> tuple[str, list[tuple[str, str]]]:
@@ -88,9 +93,9 @@ def parse_source(source: str) -> tuple[str, str, dict]:
     s = str(source).strip()
     if s.startswith(SCHEMES):
         base, items = _split_query(s)
-        rest = [f"{k}={v}" for k, v in items if k not in FLAGS]
+        rest = [f"{k}={v}" for k, v in items if k not in OWN_OPTIONS]
         return "postgresql", base + ("?" + "&".join(rest) if rest else ""), {
-            k: _parse_value(v) for k, v in items if k in FLAGS}
+            k: _parse_value(v) for k, v in items if k in OWN_OPTIONS}
     kind = "omop"
     for prefix in ("omop:", "mimic3:"):
         if s.startswith(prefix):
@@ -163,6 +168,14 @@ def load_data(source: str, profile: Profile, cache_dir: str | Path, **options) -
     kind, where, opts = check_source(source)
     opts.update(options)
     flags = {k: _flag(k, opts.pop(k)) for k in FLAGS if k in opts}
+    age = opts.pop("age_encoding", DEFAULT_AGE_ENCODING)
+    if age not in AGE_ENCODINGS:
+        raise DataError(f"data source {source!r}: unknown age_encoding {age!r}; choose one of "
+                        f"{', '.join(AGE_ENCODINGS)}")
+    return check_usable(_load(kind, where, profile, cache_dir, opts), **flags).with_age_encoding(age)
+
+
+def _load(kind: str, where: str, profile: Profile, cache_dir: Path, opts: dict) -> Dataset:
     if kind == "synthetic":
         from . import synthetic  # lazy: only the synthetic source needs the generator
 
@@ -183,7 +196,7 @@ def load_data(source: str, profile: Profile, cache_dir: str | Path, **options) -
         from .omop import load_omop_cached
 
         ds = load_omop_cached(Path(where).expanduser(), cache_dir, **opts)
-    return check_usable(ds, **flags)
+    return ds
 
 
 def splits_key(dataset: Dataset, profile: Profile) -> str:
@@ -216,6 +229,11 @@ def get_splits(dataset: Dataset, profile: Profile, cache_dir: str | Path) -> lis
         save_splits(splits, folder)
         log.info("saved %d splits in %s", len(splits), folder)
         return splits
+
+
+def min_test_stays(dataset: Dataset, profile: Profile, cache_dir: str | Path) -> int:
+    """The fewest test stays of the profile's folds (the verdict rule of `cacicd.claims` reads it)."""
+    return min(len(s.test) for s in get_splits(dataset, profile, cache_dir))
 
 
 # ---------------------------------------------------------------- description (00_data notebook)

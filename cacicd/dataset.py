@@ -14,6 +14,12 @@ from .io import Damaged, atomic_write_bytes, atomic_write_text, check_files, jso
 
 STAY_TYPES = ("newborn", "surgical", "medical", "unknown")
 DATA_FILES = ("X.npz", "Y.npz", "ids.npz")  # what `Dataset.save` writes before meta.json
+# How the "age" feature reaches the model (a loader option, `cacicd.data.load_data`; spec section 1)
+AGE_ENCODINGS = {
+    "float": "age in years clipped to [0, 89], divided by 89 (our decision)",
+    "authors": "1[age > 0], as the authors' models saw it (their input layer was boolean)",
+}
+DEFAULT_AGE_ENCODING = "float"
 
 
 @dataclass
@@ -74,6 +80,20 @@ class Dataset:
     def cherry_mask(self, min_count: int = icd9.CHERRY_MIN_COUNT) -> np.ndarray:
         """Mask of the cherry-picked codes (spec section 3)."""
         return icd9.cherry_pick_mask(self.codes, self.code_counts(), min_count)
+
+    def with_age_encoding(self, encoding: str) -> "Dataset":
+        """The dataset with its age feature encoded as `encoding` (a key of AGE_ENCODINGS), said in its report."""
+        if encoding not in AGE_ENCODINGS:
+            raise ValueError(f"unknown age encoding {encoding!r}; choose one of {', '.join(AGE_ENCODINGS)}")
+        X = self.X
+        if encoding == "authors":
+            X = self.X.tocsr(copy=True)
+            m = X.indices == self.features.index("age")
+            X.data[m] = (X.data[m] > 0).astype(X.dtype)
+            X.eliminate_zeros()
+        report = {**self.report, "age_encoding": f"{encoding}: {AGE_ENCODINGS[encoding]}"}
+        return Dataset(X, self.Y, self.features, self.codes, self.visit_ids, self.person_ids, self.stay_type,
+                       self.source, report)
 
     def subset(self, rows: np.ndarray) -> "Dataset":
         """The dataset restricted to some rows (labels and features unchanged)."""

@@ -45,7 +45,7 @@ from .io import Damaged, atomic_write_bytes, atomic_write_text, check_files, fil
 logger = logging.getLogger(__name__)
 
 LABEL_SETS = ("all", "cherry", "chapter", "subchapter", "3digit", "billing")
-RESULT_VERSION = 1
+RESULT_VERSION = 2  # 2: keras-tuner Hyperband search, top model kept; IRNW as the authors ran it
 
 
 @dataclass(frozen=True)

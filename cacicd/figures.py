@@ -17,7 +17,7 @@ SYNTHETIC_NOTE = "synthetic data (cacicd generator): not MIMIC-III"
 
 def is_synthetic(data: str) -> bool:
     """True when the data source is the embedded synthetic generator."""
-    return data == "synthetic"
+    return str(data).split("?", 1)[0] == "synthetic"
 
 
 def setup(profile: str, data: str, cache_dir=None, note: str = "", level: int = logging.WARNING):

@@ -17,7 +17,8 @@ import numpy as np
 
 LEVELS: tuple[str, ...] = ("chapter", "subchapter", "3digit", "4digit", "5digit")
 REPORT_LEVELS: tuple[str, ...] = LEVELS + ("billing", "all")
-BELIEF_EXCLUDED_ROOTS: tuple[str, ...] = ("800-999", "E000-E999", "V01-V91", "765")
+BELIEF_EXCLUDED_ROOTS: tuple[str, ...] = ("800-999", "E000-E999", "V01-V91")  # these and everything under them
+BELIEF_EXCLUDED_BELOW: tuple[str, ...] = ("765",)  # only what is under them: 765 itself stays (spec section 3)
 CHERRY_MIN_COUNT = 100
 
 log = logging.getLogger(__name__)
@@ -172,9 +173,14 @@ def level_masks(codes: Sequence[str]) -> dict[str, np.ndarray]:
 
 
 def excluded_by_belief(code: str) -> bool:
-    """True for codes under 800-999, E000-E999, V01-V91 or 765 (spec section 3), roots included."""
+    """True for 800-999, E000-E999, V01-V91 and their descendants, and for the descendants of 765.
+
+    765 itself is kept, as the authors' code did (`startswith('765.')` on dotted codes), which produced
+    the published Table 1, Table S2 and cherry-picked figures; the paper's text drops 765 too (spec 3).
+    """
     c = normalize(code)
-    return c in BELIEF_EXCLUDED_ROOTS or any(a in BELIEF_EXCLUDED_ROOTS for a in ancestors(c))
+    anc = ancestors(c)
+    return c in BELIEF_EXCLUDED_ROOTS or any(a in BELIEF_EXCLUDED_ROOTS + BELIEF_EXCLUDED_BELOW for a in anc)
 
 
 def cherry_pick_mask(codes: Sequence[str], counts: np.ndarray, min_count: int = CHERRY_MIN_COUNT) -> np.ndarray:

@@ -1,16 +1,18 @@
 """How much a model learned about each code (paper section 3.1, Figs 1a, 1b, S2; spec sections 3 and 5).
 
-Per code and per fold: the entropy reduction (mutual information between score and label over the
-binary entropy of the code's frequency in the whole dataset, `cacicd.metrics.entropy_reduction`) and
-the relative difference of median ranks on positives and negatives (`cacicd.metrics.median_rank_ratio`).
-Both are averaged over the folds where they are defined (the code has both classes in the test fold).
+Per code: the entropy reduction, in the authors' order (spec section 5): the mutual information
+between score and label on each test fold (`mutual_info_folds`), averaged over the folds where the
+code has both classes, divided by the binary entropy of the code's frequency in the whole dataset,
+then clipped to 1 (`entropy_reduction`); and the relative difference of median ranks on positives and
+negatives (`cacicd.metrics.median_rank_ratio`), per fold then averaged over the folds where it is defined.
 
 Code groups (masks over the dataset's code list):
 
-* ``low-frequency``: at most `LOW_FREQUENCY_MAX` (100) occurrences in the whole dataset;
+* ``low-frequency``: fewer than `LOW_FREQUENCY_BELOW` (100) occurrences in the whole dataset, the
+  codes the frequency filter drops (the authors' `< 100`; the paper's text says <= 100);
 * ``cherry-picked``: `cacicd.icd9.cherry_pick_mask` (>= 100 occurrences, not excluded by belief);
 * ``filtered-out-by-belief``: frequent enough to pass the frequency filter (>= 100 occurrences) but
-  dropped by the prior-belief filter (800-999, E, V, 765 and below). Restricting to frequent codes
+  dropped by the prior-belief filter (800-999, E, V and below, the children of 765). Restricting to frequent codes
   isolates the belief filter: the paper compares these with the cherry-picked codes (MWU p = .155)
   and finds every one of them, like every cherry-picked code, better ranked on positives.
 
@@ -31,7 +33,7 @@ from . import metrics as M
 
 logger = logging.getLogger(__name__)
 
-LOW_FREQUENCY_MAX = 100
+LOW_FREQUENCY_BELOW = icd9.CHERRY_MIN_COUNT
 GROUPS: tuple[str, ...] = ("low-frequency", "cherry-picked", "filtered-out-by-belief")
 BIN_EDGES: tuple[float, ...] = (2, 5, 15, 100, 300, 1000, np.inf)
 BIN_LABELS: tuple[str, ...] = ("(2,5]", "(5,15]", "(15,100]", "(100,300]", "(300,1000]", ">1000")
@@ -54,12 +56,12 @@ def _counts(codes: Sequence[str], counts) -> np.ndarray:
 
 
 def code_groups(codes: Sequence[str], counts, min_count: int = icd9.CHERRY_MIN_COUNT,
-                low_max: int = LOW_FREQUENCY_MAX) -> dict[str, np.ndarray]:
+                low_below: int = LOW_FREQUENCY_BELOW) -> dict[str, np.ndarray]:
     """Boolean masks (n_codes,) of the groups in `GROUPS`, from codes and whole-dataset occurrence counts."""
     c = _counts(codes, counts)
     belief = np.array([icd9.excluded_by_belief(x) for x in codes], dtype=bool)
     return {
-        "low-frequency": c <= low_max,
+        "low-frequency": c < low_below,
         "cherry-picked": ~belief & (c >= min_count),
         "filtered-out-by-belief": belief & (c >= min_count),
     }
@@ -84,17 +86,39 @@ def _folds(y_trues: Sequence, scores: Sequence, what: str) -> None:
             raise ValueError(f"{what}: fold {k} labels have shape {t.shape} but scores {np.shape(s)}")
 
 
-def entropy_reduction_folds(y_trues: Sequence, scores: Sequence, base_rate, random_state: int = 0,
-                            progress: bool = False) -> np.ndarray:
-    """(n_folds, n_codes) entropy reduction per fold: MI(score; label) / H(base_rate), clipped to 1.
+def mutual_info_folds(y_trues: Sequence, scores: Sequence, random_state: int = 0,
+                      progress: bool = False) -> np.ndarray:
+    """(n_folds, n_codes) mutual information (nats) between each code's score and label, per test fold.
 
-    y_trues[k]: (n_k, n_codes) test labels of fold k; scores[k]: (n_k, n_codes) its scores;
-    base_rate: (n_codes,) frequency of each code in the whole dataset. NaN where a code lacks a class.
+    y_trues[k]: (n_k, n_codes) test labels of fold k; scores[k]: (n_k, n_codes) its scores. sklearn's
+    `mutual_info_classif` estimator (k = 3; `cacicd.metrics.mutual_info_per_label`); NaN where the
+    code has a single class in the fold.
     """
-    _folds(y_trues, scores, "entropy_reduction_folds")
-    return np.vstack([M.entropy_reduction(t, s, base_rate, random_state=random_state)
+    _folds(y_trues, scores, "mutual_info_folds")
+    return np.vstack([M.mutual_info_per_label(t, s, random_state=random_state)
                       for t, s in tqdm(list(zip(y_trues, scores)), disable=not progress,
-                                       desc="entropy reduction", leave=False)])
+                                       desc="mutual information", leave=False)])
+
+
+def entropy_reduction(mi_folds, base_rate) -> np.ndarray:
+    """(n_codes,) entropy reduction in the authors' order: MI averaged over the folds where it is defined,
+    divided by the binary entropy (nats) of the code's whole-dataset frequency, then clipped to 1.
+
+    mi_folds: (n_folds, n_codes) from `mutual_info_folds`; base_rate: (n_codes,) frequencies. NaN where
+    no fold has both classes. (Clipping each fold before averaging, as a per-fold ratio would, gives a
+    lower value for codes whose ratio exceeds 1 in some fold.)
+    """
+    mi = fold_mean(mi_folds)
+    q = np.asarray(base_rate, dtype=np.float64)
+    if q.shape != mi.shape:
+        raise ValueError(f"base_rate has shape {q.shape}, expected {mi.shape} (one per code)")
+    bad = np.isfinite(mi) & ~((q > 0) & (q < 1))
+    if bad.any():
+        j = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"base_rate of code {j} is {q[j]} but the code has both classes in a test fold; "
+                         "base rates must lie strictly between 0 and 1")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.minimum(mi / M.binary_entropy(q), 1.0)
 
 
 def median_rank_ratio_folds(y_trues: Sequence, scores: Sequence) -> np.ndarray:

@@ -146,12 +146,17 @@ def irw_weights(train_counts: np.ndarray, n_train: int, cap: float) -> tuple[np.
 
 
 def irnw_weights(train_counts: np.ndarray, n_train: int, cap: float) -> tuple[np.ndarray, np.ndarray]:
-    """IRNW (w0, w1): IRW's divided by 1 + f_j·(w1_j − 1), f_j = n_j / N_train (a zero divisor -> 1)."""
+    """IRNW (w0, w1): w0 = 1 and IRW's w1 divided by 1 + f_j·(w1_j − 1), f_j = n_j / N_train.
+
+    As the authors ran it (keras_extra divides the (L, 2) weight matrix element-wise by
+    z = 1 + f·(w − 1), whose negative column is 1): only the positive weight is normalised. A zero
+    divisor (n_j = N_train, so w1 = 0) is taken as 1 (their code would give 0/0 = NaN).
+    """
     w0, w1 = irw_weights(train_counts, n_train, cap)
     f = np.asarray(train_counts, dtype=np.float64) / n_train
     div = 1.0 + f * (w1 - 1.0)
-    div = np.where(div > 0, div, 1.0)  # only when n_j = N_train and w1 = 0: no negatives to weight
-    return w0 / div, w1 / div
+    div = np.where(div > 0, div, 1.0)
+    return w0, w1 / div
 
 
 def _check_cap(cap: float) -> float:
@@ -183,7 +188,7 @@ class IRWLoss(nn.Module):
 
 
 class IRNWLoss(IRWLoss):
-    """Imbalance Ratio Normalised Weighting (spec 9): IRW weights / (1 + f_j·(w1_j − 1)), f_j = n_j / N_train."""
+    """Imbalance Ratio Normalised Weighting (spec 9): IRW's positive weight / (1 + f_j·(w1_j − 1)), f_j = n_j / N_train."""
 
     @staticmethod
     def _weights(ctx, cap):

@@ -10,6 +10,11 @@ Conventions (spec section 5 and, where it is silent, our choice):
   positive (j = 1..n) has rank r_j = N_j + j, where N_j is the number of negatives scored >= it.
   Coverage (= max rank) is then exactly `sklearn.metrics.coverage_error`'s, RE@0 is the number of
   negatives above (or tied with) the first positive and RE@R is an interpolated count of negatives.
+* RE@R as the published values were computed is an option, never the default: `re_at_r_authors`
+  (metric name "re_authors@R") emulates the authors' keras_extra `rank_errors_at_percentile` on
+  TensorFlow Probability 0.17 (float16 scores, ties to the lower column, NaN for every sample with
+  one positive and at R = 100 for some positive counts, then `np.nanmean`); `re_left_out_share`
+  ("re_left_out@R") is the share of samples with a positive it leaves out.
 * RE@R and Recall@K average over samples with >= 1 positive. NDCG counts samples without a
   positive as 0 (as `sklearn.metrics.ndcg_score`). Coverage and LRAP follow scikit-learn exactly:
   a sample without a positive has coverage 0 and LRAP 1 and is included in the mean.
@@ -60,16 +65,17 @@ DEFAULT_METRICS: tuple[str, ...] = (
     + tuple(f"{m}_{a}" for m in ("f1", "precision", "recall") for a in ("micro", "macro", "samples"))
     + ("ece", "mce", "brier")
 )
-_LOWER_IS_BETTER = re.compile(r"^(re@.*|coverage|ece|mce|brier)$")
+_LOWER_IS_BETTER = re.compile(r"^(re@.*|re_authors@.*|coverage|ece|mce|brier)$")
 _NAME = re.compile(
     r"^(?:(?P<ndcg>ndcg)(?:@(?P<ndcg_k>\d+))?|re@(?P<re>\d+(?:\.\d+)?)|recall@(?P<rk>\d+)"
+    r"|re_authors@(?P<rea>\d+(?:\.\d+)?)|re_left_out@(?P<rel>\d+(?:\.\d+)?)"
     r"|(?P<rank>coverage|lrap)|(?P<curve>auprc|auroc)_(?P<cavg>micro|macro)"
     r"|(?P<prf>f1|precision|recall)_(?P<pavg>micro|macro|samples)|(?P<cal>ece|mce|brier))$"
 )
 
 
 def lower_is_better(metric: str) -> bool:
-    """True for metrics where smaller is better (RE@R, coverage, ECE, MCE, Brier)."""
+    """True for metrics where smaller is better (RE@R either way, coverage, ECE, MCE, Brier)."""
     return bool(_LOWER_IS_BETTER.match(metric))
 
 
@@ -291,6 +297,116 @@ def re_at_r(y_true, y_score, r) -> float | np.ndarray:
     return float(res[0]) if np.ndim(r) == 0 else res
 
 
+# ----------------------------------------------------------------------------- RE@R as the authors computed it
+
+def _authors_positive_ranks(t: sp.csr_matrix, s: np.ndarray, block: int = 256) -> np.ndarray:
+    """(P,) ordinal rank of each positive (CSR order): ties go to the lower column index (TF argsort/top_k)."""
+    n, L = s.shape
+    out = np.empty(t.nnz, dtype=np.float32)
+    rows = np.flatnonzero(np.diff(t.indptr))
+    for b0 in range(0, len(rows), block):
+        rb = rows[b0:b0 + block]
+        order = np.argsort(-s[rb], axis=1, kind="stable")  # descending; equal scores keep column order
+        rank = np.empty_like(order)
+        np.put_along_axis(rank, order, np.arange(1, L + 1)[None, :], axis=1)
+        for k, i in enumerate(rb):
+            a, z = t.indptr[i], t.indptr[i + 1]
+            out[a:z] = rank[k, t.indices[a:z]]
+    return out
+
+
+def _tfp_nan_percentile(x: np.ndarray, n: np.ndarray, L: int, q: float) -> np.ndarray:
+    """(m,) float32: keras_extra `stats.nanpercentile(interpolation='linear')` over TFP 0.17 `percentile`.
+
+    x: (m, n_max) float32, each row's n[i] values sorted ascending then +inf (the NaN padding of a row
+    of L entries, which nanpercentile turns into +inf). The arithmetic is the library's, in its order
+    and dtypes: effective q = q·(L − n_nan − 1)/(L − 1) in float64, index (L − 1)·q/100, upper index
+    ceil, lower = upper − 1 clipped to 0, upper = lower + 1 clipped to L − 1 (`preserve_gradients`),
+    fraction = upper − index cast to float32, value = x[upper]·(1 − fraction) + x[lower]·fraction
+    in float32, and an infinite result (a padded entry weighted > 0) or NaN (inf·0) read as NaN.
+    """
+    m = len(n)
+    out = np.full(m, np.nan, dtype=np.float32)
+    if L < 2 or m == 0:
+        return out  # L = 1: (L - 1) = 0 makes the effective q 0/0 = NaN
+    Lf = np.float64(L)
+    nan_count = (L - n).astype(np.float64)
+    eff_q = np.float64(q) * ((Lf - nan_count - 1.0) / (Lf - 1.0))
+    exact = (Lf - 1.0) * (eff_q / 100.0)
+    upper = np.clip(np.ceil(exact), 0, L - 1).astype(np.int64)
+    lower = np.maximum(upper - 1, 0)
+    upper = np.minimum(lower + 1, L - 1)
+    fraction = (upper.astype(np.float64) - exact).astype(np.float32)
+    width = x.shape[1]
+    pick = lambda k: np.where(k < width, x[np.arange(m), np.minimum(k, width - 1)], np.float32(np.inf))  # noqa: E731
+    with np.errstate(invalid="ignore", over="ignore"):
+        v = pick(upper) * (np.float32(1) - fraction) + pick(lower) * fraction
+    ok = (n > 0) & np.isfinite(v)
+    out[ok] = v[ok]
+    return out
+
+
+def re_at_r_authors_per_sample(y_true, y_score, r, float16: bool = True) -> np.ndarray:
+    """RE@R per sample as the published values were computed; NaN for the samples that convention leaves out.
+
+    Emulates keras_extra `metrics.rank_errors_at_percentile(interpolation='linear')` (TensorFlow
+    Probability 0.17), as the authors' analysis notebook called it: scores cast to float16 first
+    (`float16=False`: kept, as for Table S9, computed from the CSV predictions); ordinal ranks with
+    ties given to the lower column index (TensorFlow's descending argsort); the positives' ranks and
+    1..n each through `_tfp_nan_percentile`, then subtracted. That arithmetic returns NaN for every
+    sample with exactly one positive, and at R = 100 for the positive counts n where
+    (L − 1)·(100·((n − 1)/(L − 1))/100) rounds above n − 1 (L: labels in the group). Samples without
+    a positive are NaN too. Returns float32, (n_samples,) for scalar r, else (n_samples, len(r)).
+    """
+    R, scalar = _as_list(r)
+    if ((R < 0) | (R > 100)).any():
+        raise ValueError(f"r must lie in [0, 100], got {R}")
+    t, s = _inputs(y_true, y_score)
+    n_rows, L = s.shape
+    if float16:
+        s = s.astype(np.float16)
+    rank = _authors_positive_ranks(t, s)
+    n_pos = np.diff(t.indptr)
+    rows = np.repeat(np.arange(n_rows), n_pos)
+    order = np.lexsort((rank, rows))
+    width = max(int(n_pos.max()) if n_rows else 0, 1)
+    pred = np.full((n_rows, width), np.inf, dtype=np.float32)
+    pred[rows[order], np.arange(t.nnz) - t.indptr[rows[order]]] = rank[order]
+    ideal = np.where(np.arange(1, width + 1)[None, :] <= n_pos[:, None],
+                     np.arange(1, width + 1, dtype=np.float32)[None, :], np.float32(np.inf)).astype(np.float32)
+    out = np.empty((n_rows, len(R)), dtype=np.float32)
+    for c, q in enumerate(R):
+        out[:, c] = _tfp_nan_percentile(pred, n_pos, L, float(q)) - _tfp_nan_percentile(ideal, n_pos, L, float(q))
+    return out[:, 0] if scalar else out
+
+
+def re_at_r_authors(y_true, y_score, r, float16: bool = True) -> float | np.ndarray:
+    """RE@R the published way: `np.nanmean` (float32, as the authors' notebook) of `re_at_r_authors_per_sample`."""
+    per = re_at_r_authors_per_sample(y_true, y_score, np.atleast_1d(r), float16)
+    res = np.array([np.nanmean(c) if np.isfinite(c).any() else np.nan for c in per.T], dtype=np.float64)
+    return float(res[0]) if np.ndim(r) == 0 else res
+
+
+def re_left_out_share(y_true, r, n_labels: int | None = None) -> float | np.ndarray:
+    """Share of the samples with >= 1 positive that the authors' RE@R convention leaves out (NaN), per R.
+
+    Depends only on each sample's positive count n and the label count L (`y_true`'s columns unless
+    `n_labels`): n = 1 always, and at R = 100 the counts where the index arithmetic rounds up.
+    """
+    R, scalar = _as_list(r)
+    t = _check_true(y_true, y_true.shape if sp.issparse(y_true) else np.shape(y_true))
+    L = t.shape[1] if n_labels is None else int(n_labels)
+    n = np.diff(t.indptr)
+    n = n[n > 0]
+    out = np.full(len(R), np.nan)
+    if len(n):
+        for c, q in enumerate(R):
+            x = np.where(np.arange(1, n.max() + 1)[None, :] <= n[:, None],
+                         np.arange(1, n.max() + 1, dtype=np.float32)[None, :], np.float32(np.inf)).astype(np.float32)
+            out[c] = float(np.mean(np.isnan(_tfp_nan_percentile(x, n, L, float(q)))))
+    return float(out[0]) if scalar else out
+
+
 def recall_at_k_per_sample(y_true, y_score, k) -> np.ndarray:
     """Recall@K per sample: (n_samples,) or (n_samples, len(k)); NaN without positive."""
     K, scalar = _as_list(k)
@@ -492,19 +608,24 @@ def _prf(t, s, threshold: float, average: str) -> dict[str, float]:
     return {"precision": mean(p), "recall": mean(r), "f1": mean(f)}
 
 
+def prf(y_true, y_score, threshold: float = 0.5, average: str = "micro") -> dict[str, float]:
+    """Precision, recall and F1 of predictions `y_score > threshold` (a 0/0 ratio counts 0); averages as `f1`."""
+    return _prf(*_inputs(y_true, y_score), threshold, average)
+
+
 def f1(y_true, y_score, threshold: float = 0.5, average: str = "micro") -> float:
     """F1 of predictions `y_score > threshold`: micro, macro (labels with positives) or samples (samples with positives)."""
-    return _prf(*_inputs(y_true, y_score), threshold, average)["f1"]
+    return prf(y_true, y_score, threshold, average)["f1"]
 
 
 def precision(y_true, y_score, threshold: float = 0.5, average: str = "micro") -> float:
     """Precision of predictions `y_score > threshold`; averages as `f1`."""
-    return _prf(*_inputs(y_true, y_score), threshold, average)["precision"]
+    return prf(y_true, y_score, threshold, average)["precision"]
 
 
 def recall(y_true, y_score, threshold: float = 0.5, average: str = "micro") -> float:
     """Recall of predictions `y_score > threshold`; averages as `f1`."""
-    return _prf(*_inputs(y_true, y_score), threshold, average)["recall"]
+    return prf(y_true, y_score, threshold, average)["recall"]
 
 
 # ----------------------------------------------------------------------------- calibration
@@ -746,14 +867,15 @@ def _parse(names: Sequence[str]) -> list[tuple[str, re.Match]]:
     for name in names:
         m = _NAME.match(name)
         if m is None:
-            raise ValueError(f"unknown metric name {name!r}; known forms: ndcg, ndcg@K, re@R, recall@K, "
+            raise ValueError(f"unknown metric name {name!r}; known forms: ndcg, ndcg@K, re@R, re_authors@R, "
+                             "re_left_out@R, recall@K, "
                              "coverage, lrap, auprc_/auroc_(micro|macro), f1_/precision_/recall_"
                              "(micro|macro|samples), ece, mce, brier")
         out.append((name, m))
     return out
 
 
-def _group_values(t, s, parsed, threshold: float, n_bins: int, areas) -> dict[str, float]:
+def _group_values(t, s, parsed, threshold: float, n_bins: int, areas, re_float16: bool = True) -> dict[str, float]:
     """Scalar value of each parsed metric on one label group (t, s already restricted)."""
     vals: dict[str, float] = {}
     need_rows = any(m["ndcg"] or m["re"] or m["rk"] or m["rank"] for _, m in parsed)
@@ -762,6 +884,14 @@ def _group_values(t, s, parsed, threshold: float, n_bins: int, areas) -> dict[st
     if re_names:
         v = _nanmean0(_re_rows(r, np.array([x for _, x in re_names])))
         vals.update({n: float(x) for (n, _), x in zip(re_names, v)})
+    rea = [(n, float(m["rea"])) for n, m in parsed if m["rea"]]
+    if rea:
+        v = re_at_r_authors(t, s, [x for _, x in rea], float16=re_float16)
+        vals.update({n: float(x) for (n, _), x in zip(rea, v)})
+    rel = [(n, float(m["rel"])) for n, m in parsed if m["rel"]]
+    if rel:
+        v = re_left_out_share(t, [x for _, x in rel])
+        vals.update({n: float(x) for (n, _), x in zip(rel, v)})
     rk_names = [(n, int(m["rk"])) for n, m in parsed if m["rk"]]
     if rk_names:
         v = _nanmean0(_recall_rows(r, np.array([x for _, x in rk_names])))
@@ -805,6 +935,7 @@ def evaluate(
     threshold: float | Mapping[str, float] = 0.5,
     n_bins: int = 500,
     progress: bool = False,
+    re_float16: bool = True,
 ) -> pd.DataFrame:
     """Tidy table (columns level, metric, value) of `metrics` on each label group.
 
@@ -813,7 +944,9 @@ def evaluate(
     name and groups are its levels plus "all". Without either, one group "all". `label_mask`
     (n_labels,) restricts every group (cherry-picked codes, the 50 most frequent). Ranking metrics
     rank each sample's labels within the group. `threshold` may be a dict group -> threshold.
-    A group without labels gives NaN values.
+    A group without labels gives NaN values. "re_authors@R" is RE@R the published way
+    (`re_at_r_authors`, scores cast to float16 unless `re_float16=False`) and "re_left_out@R" the
+    share of samples with a positive that this way leaves out (`re_left_out_share`); "re@R" stays exact.
     """
     t, s = _inputs(y_true, y_score)
     L = s.shape[1]
@@ -845,9 +978,10 @@ def evaluate(
             logger.warning("group %r has no labels; its metrics are NaN", g)
             vals = {name: float("nan") for name, _ in parsed}
         elif len(cols) == L:
-            vals = _group_values(t, s, parsed, thr, n_bins, areas)
+            vals = _group_values(t, s, parsed, thr, n_bins, areas, re_float16)
         else:
             sub_areas = None if areas is None else (areas[0][cols], areas[1][cols])
-            vals = _group_values(t[:, cols], np.ascontiguousarray(s[:, cols]), parsed, thr, n_bins, sub_areas)
+            vals = _group_values(t[:, cols], np.ascontiguousarray(s[:, cols]), parsed, thr, n_bins, sub_areas,
+                                 re_float16)
         rows.extend((g, name, vals[name]) for name, _ in parsed)
     return pd.DataFrame(rows, columns=["level", "metric", "value"])

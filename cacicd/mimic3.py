@@ -1,6 +1,6 @@
 """Raw MIMIC-III CSV tables -> `Dataset` (the same dataset as the OMOP loader, spec section 1).
 
-Files: PATIENTS, ADMISSIONS, ICUSTAYS, PRESCRIPTIONS, DIAGNOSES_ICD as .csv or .csv.gz, any case
+Files: PATIENTS, ADMISSIONS, ICUSTAYS, PRESCRIPTIONS, DIAGNOSES_ICD (and SERVICES, optional) as .csv or .csv.gz, any case
 of file name and header (the demo has lower-case headers, full MIMIC-III upper-case ones). Files
 are validated and read with DuckDB through `cacicd.omop.register_file` (same clear errors).
 
@@ -14,9 +14,11 @@ an unknown admission are dropped and counted. MIMIC-III has no ingredient vocabu
 files, so the key is a normalized name, not an RxNorm ingredient.
 Labels: DIAGNOSES_ICD.icd9_code read as text, spaces and dots removed, de-duplicated per stay,
 rolled up to all ancestors; codes unknown to ICD-9-CM (2015) are dropped and reported.
-Stay type: admission_type NEWBORN -> newborn; otherwise the first ICU stay of the admission (by
-intime) with first_careunit in SICU, CSRU, TSICU -> surgical; otherwise (other care unit or no
-ICU stay) -> medical.
+Stay type: with a SERVICES table, the authors' rule on its curr_service rows (`cacicd.omop.stay_type_of`:
+newborn if any is NB/NBB, else surgical if any is a surgical service, else medical; an admission without
+a row -> unknown), as the MIMIC-III OMOP visit_detail carries them. Without SERVICES (the open demo) a
+proxy: admission_type NEWBORN -> newborn; otherwise the first ICU stay of the admission (by intime) with
+first_careunit in SICU, CSRU, TSICU -> surgical; otherwise (other care unit or no ICU stay) -> medical.
 """
 from __future__ import annotations
 
@@ -29,8 +31,8 @@ import duckdb
 import numpy as np
 
 from .dataset import Dataset
-from .omop import (Col, DataError, _isnull, assemble, cache_key, cached, check_unique, code_pairs, find_tables, query,
-                   register_file)
+from .omop import (NEWBORN_SERVICES, SURGICAL_SERVICES, Col, DataError, _isnull, _sql_str, assemble, cache_key, cached,
+                   check_unique, code_pairs, find_tables, query, register_file, stay_type_of)
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +49,9 @@ SCHEMA: dict[str, tuple[Col, ...]] = {
     "prescriptions": (Col("hadm_id", "int"), Col("drug", "str"), Col("drug_name_generic", "str", required=False),
                       Col("drug_type", "str", required=False)),
     "diagnoses_icd": (Col("hadm_id", "int"), Col("icd9_code", "str"), Col("seq_num", "int", required=False)),
+    "services": (Col("hadm_id", "int"), Col("curr_service", "str")),
 }
+OPTIONAL_TABLES = ("services",)
 
 # Words dropped from drug names (lower case): units, dose forms, routes, release types, packaging.
 UNIT_WORDS = frozenset("""mg mcg g gm kg ml l dl meq mmol mol unit units iu u % mg/ml mcg/ml units/ml
@@ -105,6 +109,15 @@ SELECT hadm_id, careunit FROM (
 ) t WHERE rn = 1
 """
 
+SQL_SERVICES = """
+SELECT hadm_id,
+       max(CASE WHEN service IN ({newborn}) THEN 1 ELSE 0 END) AS newborn,
+       max(CASE WHEN service IN ({surgical}) THEN 1 ELSE 0 END) AS surgical,
+       max(CASE WHEN service <> '' THEN 1 ELSE 0 END) AS any_service
+FROM (SELECT hadm_id, upper(trim(curr_service)) AS service FROM services WHERE hadm_id IS NOT NULL) t
+GROUP BY hadm_id
+"""
+
 SQL_PRESCRIPTIONS = """
 SELECT p.hadm_id, coalesce(nullif(trim(p.drug_name_generic), ''), p.drug) AS name,
        a.hadm_id IS NOT NULL AS known, count(*) AS n_rows
@@ -135,7 +148,7 @@ def load_mimic3(folder: str | Path, drug_types: Sequence[str] | None = None) -> 
     folder = Path(folder).resolve()
     source = f"mimic3:{folder}"
     files = find_tables(folder, SCHEMA)
-    missing = [t.upper() for t in SCHEMA if t not in files]
+    missing = [t.upper() for t in SCHEMA if t not in files and t not in OPTIONAL_TABLES]
     if missing:
         raise DataError(f"{folder}: missing MIMIC-III table(s) {', '.join(missing)} (looked for <TABLE>.csv or .csv.gz)")
     con = duckdb.connect()
@@ -167,11 +180,22 @@ def _build(con, source: str, files: dict[str, Path], drug_types) -> Dataset:
 
     cu = query(con, SQL_FIRST_CAREUNIT, f"{source}: reading ICUSTAYS")
     first_unit = dict(zip(cu["hadm_id"].astype(np.int64).tolist(), cu["careunit"].tolist()))
-    adm_type = st["admission_type"].to_numpy(dtype=object)
-    stay_type = np.array([
-        "newborn" if t == "NEWBORN" else "surgical" if first_unit.get(int(h)) in SURGICAL_CAREUNITS else "medical"
-        for h, t in zip(hadm, adm_type)], dtype=object)
     report["stays_without_icu_stay"] = int(sum(int(h) not in first_unit for h in hadm))
+    if "services" in files:
+        sv = query(con, SQL_SERVICES.format(newborn=", ".join(_sql_str(x) for x in NEWBORN_SERVICES),
+                                            surgical=", ".join(_sql_str(x) for x in SURGICAL_SERVICES)),
+                   f"{source}: reading SERVICES")
+        flags = {int(h): (bool(a), bool(b), bool(c))
+                 for h, a, b, c in zip(sv["hadm_id"], sv["newborn"], sv["surgical"], sv["any_service"])}
+        stay_type = np.array([stay_type_of(*flags.get(int(h), (False, False, False))) for h in hadm], dtype=object)
+        report["stay_type_rule"] = "SERVICES: newborn if any NB/NBB, else surgical if any surgical service, else medical"
+    else:
+        adm_type = st["admission_type"].to_numpy(dtype=object)
+        stay_type = np.array([
+            "newborn" if t == "NEWBORN" else "surgical" if first_unit.get(int(h)) in SURGICAL_CAREUNITS else "medical"
+            for h, t in zip(hadm, adm_type)], dtype=object)
+        report["stay_type_rule"] = ("no SERVICES table: proxy from admission_type NEWBORN and the first ICU "
+                                    "care unit (SICU, CSRU, TSICU surgical)")
 
     # drugs
     types = query(con, "SELECT drug_type, count(*) AS n FROM prescriptions GROUP BY 1", f"{source}: reading PRESCRIPTIONS")

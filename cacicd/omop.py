@@ -44,10 +44,11 @@ Which rows are ICD-9-CM (`classify_icd`):
      exists in ICD-9-CM, else ICD-10. Ambiguous rows are counted in the report.
 ICD-9 codes unknown to the 2015 hierarchy are dropped and reported (count and distinct codes).
 
-Stay type (Table S9), from visit_detail.visit_detail_source_value read as a MIMIC-III service
-code: the stay's first row by start date (rows holding a known service code, `SERVICES`, come
-first): NB, NBB -> newborn; CSURG, NSURG, ORTHO, PSURG, SURG, TSURG, VSURG, TRAUM -> surgical;
-any other value -> medical; no visit_detail table, no row for the stay, or a blank value -> "unknown".
+Stay type (Table S9), from visit_detail.visit_detail_source_value read as a MIMIC-III service code,
+with the authors' rule over every visit_detail row of the stay: newborn if any row is a newborn
+service (NB, NBB), else surgical if any row is a surgical service (CSURG, NSURG, ORTHO, PSURG, SURG,
+TSURG, VSURG, TRAUM), else medical if any row has a value; no visit_detail table, no row for the stay,
+or only blank values -> "unknown".
 """
 from __future__ import annotations
 
@@ -83,8 +84,6 @@ UNKNOWN_CODES_SHOWN = 50
 
 NEWBORN_SERVICES = ("NB", "NBB")
 SURGICAL_SERVICES = ("CSURG", "NSURG", "ORTHO", "PSURG", "SURG", "TSURG", "VSURG", "TRAUM")
-SERVICES = NEWBORN_SERVICES + SURGICAL_SERVICES + (
-    "CMED", "DENT", "ENT", "GU", "GYN", "MED", "NMED", "OBS", "OMED", "PSYCH")
 
 ICD9_SHAPE = re.compile(r"^(\d{3,5}|V\d{2,4}|E\d{3,4})$")
 ICD10_SHAPE = re.compile(r"^[A-Z]\d[0-9A-Z]{1,5}$")
@@ -232,13 +231,13 @@ GROUP BY 1, 2, 3
 """
 
 SQL_STAY_SERVICE = """
-SELECT visit_occurrence_id, service FROM (
-  SELECT vd.visit_occurrence_id, upper(trim(vd.visit_detail_source_value)) AS service,
-         row_number() OVER (PARTITION BY vd.visit_occurrence_id ORDER BY
-           CASE WHEN upper(trim(vd.visit_detail_source_value)) IN ({services}) THEN 0 ELSE 1 END,
-           vd.visit_detail_start_date, vd.visit_detail_start_datetime, vd.visit_detail_id) AS rn
-  FROM visit_detail vd WHERE vd.visit_occurrence_id IS NOT NULL
-) t WHERE rn = 1
+SELECT visit_occurrence_id,
+       max(CASE WHEN service IN ({newborn}) THEN 1 ELSE 0 END) AS newborn,
+       max(CASE WHEN service IN ({surgical}) THEN 1 ELSE 0 END) AS surgical,
+       max(CASE WHEN service <> '' THEN 1 ELSE 0 END) AS any_service
+FROM (SELECT visit_occurrence_id, upper(trim(visit_detail_source_value)) AS service
+      FROM visit_detail WHERE visit_occurrence_id IS NOT NULL) t
+GROUP BY visit_occurrence_id
 """
 
 
@@ -575,16 +574,9 @@ def _isnull(x) -> bool:
     return x is None or x is pd.NA or x is pd.NaT or (isinstance(x, float) and np.isnan(x))
 
 
-def stay_type_of(service) -> str:
-    """Stay type of a MIMIC-III service code (None or blank -> unknown)."""
-    if _isnull(service) or service is None or not str(service).strip():
-        return "unknown"
-    s = str(service).strip().upper()
-    if s in NEWBORN_SERVICES:
-        return "newborn"
-    if s in SURGICAL_SERVICES:
-        return "surgical"
-    return "medical"
+def stay_type_of(newborn: bool, surgical: bool, any_service: bool) -> str:
+    """The authors' stay type from a stay's visit_detail rows: newborn > surgical > medical; none -> unknown."""
+    return "newborn" if newborn else "surgical" if surgical else "medical" if any_service else "unknown"
 
 
 def _summary(x: np.ndarray) -> dict:
@@ -755,10 +747,12 @@ def build_dataset(con: duckdb.DuckDBPyConnection | Queryable, tables: Sequence[s
 
     # stay type
     if "visit_detail" in tables:
-        st = query(con, SQL_STAY_SERVICE.format(services=", ".join(_sql_str(s) for s in SERVICES)),
+        st = query(con, SQL_STAY_SERVICE.format(newborn=", ".join(_sql_str(s) for s in NEWBORN_SERVICES),
+                                                surgical=", ".join(_sql_str(s) for s in SURGICAL_SERVICES)),
                    f"{source}: reading visit_detail")
-        svc = dict(zip(st["visit_occurrence_id"].astype(np.int64).tolist(), st["service"].tolist()))
-        stay_type = np.array([stay_type_of(svc.get(int(x))) for x in vid], dtype=object)
+        svc = {int(v): (bool(a), bool(b), bool(c)) for v, a, b, c in
+               zip(st["visit_occurrence_id"], st["newborn"], st["surgical"], st["any_service"])}
+        stay_type = np.array([stay_type_of(*svc.get(int(x), (False, False, False))) for x in vid], dtype=object)
         report["stays_without_visit_detail"] = int(sum(int(x) not in svc for x in vid))
     else:
         stay_type = np.array(["unknown"] * len(vid), dtype=object)

@@ -9,6 +9,11 @@ paper_metric (the paper's label a row is compared with, when ours differs, e.g. 
 count). `long_rows` builds such a table from a tidy one. A notebook writes its own with
 `cacicd.figures.save_table(long_df, "paper_<name>", tables_dir)`.
 
+RE@R like for like: a regenerated RE@R row may also carry `value_authors` / `sem_authors` (the same
+RE@R computed the way the published values were, `cacicd.metrics.re_at_r_authors`) and `left_out`
+(the share of stays with a code of the level that this way leaves out); the report shows every
+published RE@R value next to ours both ways. Our exact RE@R is the one compared and flagged.
+
 Matching: on (item, level, model, metric) after normalising case, spaces and the micro sign. Units:
 a regenerated ratio compared with a published % is multiplied by 100 (and the reverse).
 
@@ -28,6 +33,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .claims import RULE
+
 logger = logging.getLogger(__name__)
 
 REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
@@ -35,6 +42,8 @@ PAPER_VALUES = REFERENCE_DIR / "paper_values.csv"
 PAPER_NOTES = REFERENCE_DIR / "paper_values.md"
 KEY = ("item", "level", "model", "metric")
 LONG_COLUMNS = ("item", "level", "model", "metric", "value", "sem", "unit")
+AUTHORS_COLUMNS = ("value_authors", "sem_authors", "left_out")  # optional, on RE@R rows
+_RE_METRIC = re.compile(r"^RE@\d+$", re.IGNORECASE)
 UNITS = ("%", "ratio", "count", "s", "bool")
 REL_TOL = 0.05
 PACKAGES = ("cacicd", "torch", "numpy", "scipy", "scikit-learn", "pandas", "sqlalchemy", "duckdb")
@@ -141,6 +150,8 @@ def read_regenerated(tables_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:
                 df[col] = np.nan if col == "sem" else ""
         df["value"] = pd.to_numeric(df["value"], errors="coerce")
         df["sem"] = pd.to_numeric(df["sem"], errors="coerce")
+        for col in AUTHORS_COLUMNS:
+            df[col] = pd.to_numeric(df[col], errors="coerce") if col in df.columns else np.nan
         df["table"] = p.stem
         frames.append(df)
         used.append(p.name)
@@ -196,7 +207,8 @@ def compare(paper: pd.DataFrame, ours: pd.DataFrame, rel_tol: float = REL_TOL) -
     """One row per published value (per-fold items excluded) with the regenerated value when matched.
 
     Columns: item, level, model, metric, unit, paper, paper_sem, ours, ours_sem, diff, tolerance, basis,
-    status ('agrees' | 'differs' | 'not regenerated' | 'regenerated as NaN'), table.
+    status ('agrees' | 'differs' | 'not regenerated' | 'regenerated as NaN'), table, and for RE@R rows
+    ours_authors, ours_authors_sem, left_out (NaN where not regenerated that way).
     """
     paper = paper[~paper["item"].str.contains("per-fold", case=False)].copy()
     ours = ours.copy()
@@ -211,9 +223,12 @@ def compare(paper: pd.DataFrame, ours: pd.DataFrame, rel_tol: float = REL_TOL) -
     for rec, key in zip(paper.to_dict("records"), _keys(paper, prefer_paper=False)):
         row = {c: rec[c] for c in (*KEY, "unit")}
         row.update(paper=rec["value"], paper_sem=rec["sem"], ours=np.nan, ours_sem=np.nan, diff=np.nan,
-                   tolerance=np.nan, basis="", status="not regenerated", table="")
+                   tolerance=np.nan, basis="", status="not regenerated", table="", ours_authors=np.nan,
+                   ours_authors_sem=np.nan, left_out=np.nan)
         hit = lookup.get(key)
         if hit is not None:
+            row.update(ours_authors=float(hit.get("value_authors", np.nan)),
+                       ours_authors_sem=float(hit.get("sem_authors", np.nan)), left_out=float(hit.get("left_out", np.nan)))
             v, s = convert_units(float(hit["value"]), float(hit["sem"]), str(hit.get("unit") or rec["unit"]),
                                  rec["unit"])
             row.update(ours=v, ours_sem=s, table=hit.get("table", ""))
@@ -265,10 +280,10 @@ def read_run_log(tables_dir: str | Path) -> pd.DataFrame:
 
 
 def claim_counts(claims) -> dict[str, int]:
-    """Counts of claims supported (True), not supported (False) and not checkable (None)."""
+    """Counts of claims supported (True), not supported (False), not checkable (None), and withheld by the rule."""
     s = [c.supported for c in claims]
     return {"reproduced": s.count(True), "not reproduced": s.count(False), "not checkable": s.count(None),
-            "total": len(s)}
+            "withheld": sum(bool(getattr(c, "withheld", "")) for c in claims), "total": len(s)}
 
 
 def parse_disagreements(md: str) -> list[str]:
@@ -304,12 +319,80 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
                      + ["| " + " | ".join(r) + " |" for r in esc]) + "\n"
 
 
+RE_CONVENTION = (
+    "The published RE@R values were not computed as the paper's text describes (spec §5). The authors' "
+    "analysis notebook cast the test scores to float16 (so many scores tie, and ties go to the lower column), "
+    "took each stay's positives' rank percentile with keras_extra's NaN-aware `nanpercentile` on TensorFlow "
+    "Probability 0.17, whose arithmetic returns NaN for every stay with exactly one code of the level, and at "
+    "R = 100 for some other code counts, and averaged with `np.nanmean`, so those stays were left out. Our "
+    "RE@R (the value compared above, and everywhere else) is exact, over every stay with a code of the level. "
+    "Here each published RE@R value stands next to ours both ways: exact, and computed their way "
+    "(`cacicd.metrics.re_at_r_authors`, checked bit for bit against their library), with the share of stays "
+    "with a code of the level that their way leaves out (mean over folds). Table S9's values came from "
+    "full-precision predictions: no float16 cast there.")
+
+METHOD_NOTES: tuple[str, ...] = (
+    "Splits. The authors' split files suggest that their third fold trained on about 44,000 stays rather than "
+    "48,976: its train id file (data/mimic-omop/pre-processed/train_visits_id_2.csv.gz in their repository, a "
+    "git LFS object) is 98,380 bytes against 109,129 and 109,293 for the first two folds, about 90 % of their "
+    "size, consistent with a sampling loop that did not reset its pool between folds. Our splits follow the paper's sizes: each fold draws its dev and test sets from every stay, "
+    "independently (spec §4).",
+    "Cherry-picked codes. As the authors' code built them (their Table 1, S2 and cherry-picked figures): 765 "
+    "itself stays in (only 765.x and 765.xx are dropped), and the low-frequency codes of Fig 1a are those with "
+    "fewer than 100 occurrences (the text: ≤ 100 and 765 dropped).",
+    "Entropy reduction (Fig 1a, S2). In the authors' order: mutual information averaged over the folds where the "
+    "code has both classes, divided by the code's entropy, then clipped to 1.",
+    "IRNW. As the authors ran it: only the positive weight is normalised, the negative weight stays 1 (spec §9).",
+    "Table S4. One rule for both parts: a code is predicted when its score is strictly above the threshold, "
+    "and a 0/0 precision, recall or F1 counts 0 (scikit-learn's default, through which the authors' numbers "
+    "went); the adaptive threshold is the dev score maximising the dev F1 of `score >= t`, as theirs.",
+    "Table S9. The authors' stay-type rule (newborn if any visit_detail row is a newborn service, else surgical if "
+    "any is surgical, else medical) and their columns (NDCG, NDCG@15, RE@R of the NDCG-tuned model; each AUROC "
+    "and AUPRC from the model tuned on it).",
+    "Fig S4. Over full-label models only: models trained on a subset of codes are left out, not scored with zeros.",
+    "Age. Our models read age as a float (age / 89); the authors' models declared a boolean input, so age reached "
+    "them as 1[age > 0]. The loader option `age_encoding=authors` reproduces that; the provenance above says which "
+    "this run used.",
+)
+
+
+def re_like_for_like(comparison: pd.DataFrame) -> pd.DataFrame:
+    """The published RE@R rows of a `compare` table with ours both ways and the share of stays left out."""
+    c = comparison[comparison["metric"].astype(str).str.match(_RE_METRIC)
+                   & (comparison["status"] != "not regenerated")]
+    return c[["item", "level", "model", "metric", "paper", "paper_sem", "ours", "ours_sem", "ours_authors",
+              "ours_authors_sem", "left_out"]].reset_index(drop=True)
+
+
+def _re_section(comparison: pd.DataFrame, rel_tol: float) -> list[str]:
+    t = re_like_for_like(comparison)
+    L = ["## RE@R like for like", "", RE_CONVENTION, ""]
+    if t.empty:
+        return L + ["No published RE@R value was regenerated in this run.", ""]
+    rows = []
+    for r in t.itertuples():
+        flag_txt = ""
+        if np.isfinite(r.ours_authors):
+            differs, _, basis = flag(r.ours_authors, r.paper, r.ours_authors_sem, r.paper_sem, rel_tol)
+            flag_txt = ("**differs**" if differs else "agrees") + f" ({basis})"
+        rows.append([r.item, r.level, r.model, r.metric, _num(r.paper, r.paper_sem), _num(r.ours, r.ours_sem),
+                     _num(r.ours_authors, r.ours_authors_sem) if np.isfinite(r.ours_authors) else "not computed",
+                     f"{100 * r.left_out:.1f} %" if np.isfinite(r.left_out) else "", flag_txt])
+    n_auth = int(np.isfinite(t["ours_authors"]).sum())
+    L += [f"{len(t)} published RE@R values regenerated, {n_auth} of them also the authors' way.", "",
+          _md_table(["item", "level", "model", "metric", "published", "ours (exact)", "ours (authors' way)",
+                     "stays left out", "authors' way vs published"], rows)]
+    return L
+
+
 def render(comparison: pd.DataFrame, *, synthetic: bool, provenance: Mapping[str, str],
            versions: Mapping[str, str], run_log: pd.DataFrame, claims=(), disagreements: Iterable[str] = (),
            tables_read: Iterable[str] = (), unmatched: pd.DataFrame | None = None,
-           figures: Iterable[str] = (), rel_tol: float = REL_TOL) -> str:
+           figures: Iterable[str] = (), rel_tol: float = REL_TOL,
+           method_notes: Iterable[str] = METHOD_NOTES) -> str:
     """REPORT.md: a one-page Markdown report from `compare`'s table and the run's provenance."""
     c = comparison
+    claims = list(claims)
     n_cmp = int(c["status"].isin(["agrees", "differs"]).sum())
     n_diff = int((c["status"] == "differs").sum())
     items = list(dict.fromkeys(c["item"]))
@@ -318,16 +401,25 @@ def render(comparison: pd.DataFrame, *, synthetic: bool, provenance: Mapping[str
     cc = claim_counts(list(claims))
     L: list[str] = ["# Replication report: Marcou et al. 2024 (cacicd)", ""]
     if synthetic:
+        from .synthetic import CALIBRATED_TO, NOT_CALIBRATED
+
         L += ["> **Synthetic data.** This run used the embedded synthetic generator, not MIMIC-III. The comparison",
               "> with the published values below is for **form only**: differences are expected and say nothing",
-              "> about the replication. Run `./run_all.sh --profile paper --data <MIMIC-III OMOP>` for a real one.", ""]
+              "> about the replication. Run `./run_all.sh --profile paper --data <MIMIC-III OMOP>` for a real one.",
+              "> The generator was calibrated to these outputs only (`cacicd.synthetic.CALIBRATED_TO`), which are",
+              "> therefore no evidence for the paper's claims:", ">"]
+        L += [f"> - {x}" for x in CALIBRATED_TO] + [">", "> Not calibrated, for comparison: " + "; ".join(NOT_CALIBRATED)
+                                                    + ".", ""]
     L += ["## Summary", "",
           f"- Published values compared: **{n_cmp}** of {len(c)} (per-fold rows excluded); "
           f"**{n_cmp - n_diff} agree**, **{n_diff} differ** beyond the tolerance; "
           f"{len(c) - n_cmp} not regenerated in this run.",
           f"- Items regenerated: {len(done)} of {len(items)}.",
           f"- Claims of the paper checked by the notebooks: {cc['total']}: **{cc['reproduced']} reproduced**, "
-          f"**{cc['not reproduced']} not reproduced**, {cc['not checkable']} not checkable with this run.",
+          f"**{cc['not reproduced']} not reproduced**, {cc['not checkable']} not checkable with this run"
+          + (f" ({cc['withheld']} withheld by the verdict rule: "
+             f"{next(c.withheld for c in claims if getattr(c, 'withheld', ''))})." if cc["withheld"] else "."),
+          f"- Verdict rule: {RULE}",
           f"- Flag rule: a value *differs* when |ours − paper| > sqrt(sem_paper² + sem_ours²) (both SEMs known), "
           f"else when it is beyond ±{rel_tol:.0%} of the published value (the row says which rule). Published "
           "notebook strings were truncated (means to 5 characters, SEMs to 4).", ""]
@@ -371,6 +463,9 @@ def render(comparison: pd.DataFrame, *, synthetic: bool, provenance: Mapping[str
         L += [f"{len(unmatched)} regenerated row(s) match no published value (first 10 shown):", ""]
         L += [_md_table(["table", "item", "level", "model", "metric"],
                         [[r.table, r.item, r.level, r.model, r.metric] for r in unmatched.head(10).itertuples()])]
+    L += _re_section(c, rel_tol)
+    L += ["## Where this replication computes what the authors' code computed, or differs from it", ""]
+    L += [f"- {n}" for n in method_notes] + [""]
     dis = list(disagreements)
     L += ["## Where the paper's text and the authors' stored outputs disagree", ""]
     L += [f"{i}. {d}" for i, d in enumerate(dis, 1)] if dis else ["(list not found)"]
@@ -404,6 +499,7 @@ TABLE_S8 = {"naive_auroc_micro": [("auroc_micro", "micro AUROC", "%")],
             "naive_auroc_macro": [("auroc_macro", "macro AUROC", "%")],
             "naive_auprc_micro": [("auprc_micro", "micro AUPRC", "%")],
             "naive_auprc_macro": [("auprc_macro", "macro AUPRC", "%")]}
+TABLE_S9 = {**TABLE_S7, **TABLE_S8}  # per stay type: the columns of Tables S7 and S8 (model label + " [<type> stays]")
 # Table S10: the paper's four columns; units/dropout are those of the first hidden layer
 TABLE_S10 = (("batchnorm", "batch normalization", "bool"), ("num_layers", "number of layers", "count"),
              ("units_0", "number of units", "count"), ("dropout_0", "dropout rate", "ratio"))
@@ -429,15 +525,19 @@ def frequent_mask(counts: np.ndarray, n_stays: int, min_fraction: float = 0.01) 
 
 
 def metric_table_rows(summary: pd.DataFrame, item: str, spec: Mapping[str, list[tuple[str, str, str]]],
-                      levels: Mapping[str, str] | None = None) -> pd.DataFrame:
-    """Paper-comparable rows of a per-level metrics table (Tables S7, S8) from a fold summary.
+                      levels: Mapping[str, str] | None = None, model_suffix: str = "") -> pd.DataFrame:
+    """Paper-comparable rows of a per-level metrics table (Tables S7, S8, S9) from a fold summary.
 
     summary: columns experiment, level, metric, mean, sem (ratios, as cacicd.metrics gives them);
-    spec: experiment -> [(metric, paper metric, paper unit)]; levels: our level -> paper level (default: same).
+    spec: experiment -> [(metric, paper metric, paper unit)]; levels: our level -> paper level (default: same);
+    model_suffix: appended to the model label (e.g. " [newborn stays]"). A "re@R" row takes the summary's
+    "re_authors@R" and "re_left_out@R" of the same experiment and level, when present, as value_authors,
+    sem_authors and left_out.
     """
     _need = {"experiment", "level", "metric", "mean", "sem"}
     if missing := _need - set(summary.columns):
         raise ValueError(f"{item}: summary lacks column(s) {sorted(missing)}")
+    by_key = {(r.experiment, r.level, r.metric): r for r in summary.itertuples()}
     rows = []
     for exp, metrics in spec.items():
         for ours, paper_metric, unit in metrics:
@@ -446,10 +546,16 @@ def metric_table_rows(summary: pd.DataFrame, item: str, spec: Mapping[str, list[
                 if levels is not None and r.level not in levels:
                     continue
                 scale = 100.0 if unit == "%" else 1.0
-                rows.append({"item": item, "level": levels[r.level] if levels else r.level,
-                             "model": EXPERIMENT_LABELS.get(exp, exp), "metric": paper_metric,
-                             "value": r.mean * scale, "sem": r.sem * scale, "unit": unit})
-    return pd.DataFrame(rows, columns=list(LONG_COLUMNS))
+                row = {"item": item, "level": levels[r.level] if levels else r.level,
+                       "model": EXPERIMENT_LABELS.get(exp, exp) + model_suffix, "metric": paper_metric,
+                       "value": r.mean * scale, "sem": r.sem * scale, "unit": unit}
+                if ours.startswith("re@"):
+                    a = by_key.get((exp, r.level, "re_authors@" + ours[3:]))
+                    lo = by_key.get((exp, r.level, "re_left_out@" + ours[3:]))
+                    row.update(value_authors=a.mean if a else np.nan, sem_authors=a.sem if a else np.nan,
+                               left_out=lo.mean if lo else np.nan)
+                rows.append(row)
+    return pd.DataFrame(rows, columns=[*LONG_COLUMNS, *AUTHORS_COLUMNS])
 
 
 def hyperparameter_table(results: Iterable[tuple[str, int, Mapping]]) -> pd.DataFrame:

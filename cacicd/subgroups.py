@@ -23,6 +23,14 @@ REPORTED_STAY_TYPES: tuple[str, ...] = ("newborn", "surgical", "medical")
 KNOWN_STAY_TYPES: tuple[str, ...] = REPORTED_STAY_TYPES + ("unknown",)
 TABLE_S9_LEVELS: tuple[str, ...] = ("all", "chapter", "subchapter", "3digit", "billing")
 TABLE_S9_METRICS: tuple[str, ...] = ("ndcg", "ndcg@15", "re@25", "re@50", "re@75", "re@100")
+_S9_R = (25, 50, 75, 100)
+# Table S9's columns as the authors computed them: ranking metrics of the NDCG-tuned model (RE@R also the
+# published way and its left-out share), each soft-classification metric from the model tuned on it
+TABLE_S9_MODELS: dict[str, tuple[str, ...]] = {
+    "naive_ndcg": TABLE_S9_METRICS + tuple(f"re_authors@{r}" for r in _S9_R) + tuple(f"re_left_out@{r}" for r in _S9_R),
+    "naive_auroc_micro": ("auroc_micro",), "naive_auroc_macro": ("auroc_macro",),
+    "naive_auprc_micro": ("auprc_micro",), "naive_auprc_macro": ("auprc_macro",),
+}
 
 
 # ------------------------------------------------------------------------------ stay types (Table S9)
@@ -53,12 +61,13 @@ def _check_stay_type(stay_type, n: int | None) -> np.ndarray:
 
 def metrics_by_stay_type(y_true, y_score, stay_type: Sequence[str], groups: Mapping[str, np.ndarray],
                          metrics: Sequence[str] = TABLE_S9_METRICS,
-                         types: Sequence[str] = REPORTED_STAY_TYPES) -> pd.DataFrame:
+                         types: Sequence[str] = REPORTED_STAY_TYPES, re_float16: bool = False) -> pd.DataFrame:
     """Tidy (stay_type, level, metric, value, n_stays) of `metrics` on the rows of each stay type.
 
     y_true, y_score: (n, L); stay_type: (n,) one of KNOWN_STAY_TYPES per row; groups: label masks (L,)
     per level (e.g. `icd9.level_masks(codes)` restricted to the levels wanted). Types without a stay
-    in these rows are left out (logged).
+    in these rows are left out (logged). re_float16: for "re_authors@R" metrics, cast scores to float16
+    first (the authors' Table S9 read full-precision predictions: False).
     """
     y_score = np.asarray(y_score)
     if y_score.ndim != 2:
@@ -73,11 +82,33 @@ def metrics_by_stay_type(y_true, y_score, stay_type: Sequence[str], groups: Mapp
         if rows.size == 0:
             logger.info("no %s stay among these %d rows: left out", typ, len(st))
             continue
-        df = M.evaluate(t[rows], y_score[rows], groups, metrics=list(metrics))
+        df = M.evaluate(t[rows], y_score[rows], groups, metrics=list(metrics), re_float16=re_float16)
         frames.append(df.assign(stay_type=typ, n_stays=int(rows.size)))
     if not frames:
         return pd.DataFrame(columns=["stay_type", "level", "metric", "value", "n_stays"])
     return pd.concat(frames, ignore_index=True)[["stay_type", "level", "metric", "value", "n_stays"]]
+
+
+def table_s9_folds(runs: Mapping[str, Sequence], Y, stay_type: Sequence[str], groups: Mapping[str, np.ndarray],
+                   models: Mapping[str, Sequence[str]] | None = None) -> pd.DataFrame:
+    """Per fold, Table S9's metrics by stay type: tidy (experiment, fold, stay_type, level, metric, value, n_stays).
+
+    runs: experiment -> per-fold results with `fold`, `test_idx` (rows of Y) and `scores` (n_test, L);
+    Y: (n_stays, L) labels of the whole dataset; stay_type: (n_stays,); groups: level masks (L,).
+    models: experiment -> metrics (default `TABLE_S9_MODELS`); experiments absent from `runs` raise.
+    """
+    models = TABLE_S9_MODELS if models is None else models
+    missing = [e for e in models if e not in runs]
+    if missing:
+        raise ValueError(f"Table S9 needs the experiment(s) {missing}; got {sorted(runs)}")
+    st = np.asarray(stay_type)
+    frames = []
+    for exp, mets in models.items():
+        for r in runs[exp]:
+            df = metrics_by_stay_type(Y[r.test_idx], r.scores, st[r.test_idx], groups, metrics=mets)
+            frames.append(df.assign(experiment=exp, fold=int(r.fold)))
+    cols = ["experiment", "fold", "stay_type", "level", "metric", "value", "n_stays"]
+    return pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)
 
 
 # ------------------------------------------------------------------------------ median rank vs frequency (Fig S6)

@@ -8,14 +8,17 @@ undotted in `condition_source_value` as in MIMIC-III; drugs are SYNTHETIC RxNorm
 rolled up to synthetic ingredients through `concept_ancestor`. Concept ids of synthetic concepts
 are in the OMOP local range (> 2,000,000,000).
 
+CALIBRATED OUTPUTS: the only statistics the parameters were tuned to are listed in `CALIBRATED_TO` (the
+replication report prints them); none of them is evidence for or against a claim of the paper.
+
 Calibration (spec section 14): at 58,976 stays the codes per stay after roll-up, the stay-type mix
 (newborn ~14 %, surgical ~41 %, medical ~45 %), the share of stays without a written prescription
 (~15 %), the distinct ingredients per stay (~35) and the ages (4 % shifted to ~300 years, as MIMIC
-does for patients over 89) resemble MIMIC-III. Measured at 58,976 stays, seed 0 (after roll-up, mean codes per stay, MIMIC in
-brackets): chapter 5.69 (5.77), subchapter 8.11 (8.10), 3-digit 10.37 (10.18), 4-digit 10.52
-(10.48), 5-digit 5.04 (5.02), billing 8.82, median 8 (9.13, 8), all 39.7, median 36 (39.5, 34);
-distinct billing 5,692 (5,871), all 9,554 (9,336); 84.8 % stays with a written prescription, 34.8
-ingredients per such stay, 1,212 ingredients (1,164). Checked in `tests/test_synthetic.py`.
+does for patients over 89) resemble MIMIC-III. Measured at 58,976 stays, seed 0, version 2 (after roll-up,
+mean codes per stay, MIMIC in brackets): chapter 5.69 (5.77), subchapter 8.10 (8.10), 3-digit 10.37 (10.18),
+4-digit 10.53 (10.48), 5-digit 5.17 (5.02), billing 8.81, median 8 (9.13, 8), all 39.8, median 36 (39.5, 34);
+distinct billing 5,686 (5,871), all 9,565 (9,336); 84.8 % stays with a written prescription, 34.7
+ingredients per such stay, 1,209 ingredients (1,164). Checked in `tests/test_synthetic.py`.
 
 PLANTED SIGNAL (what a model can and cannot learn), all drawn from the seed only (the "world",
 independent of n_stays) and returned by `planted_signal(seed)`:
@@ -29,10 +32,19 @@ independent of n_stays) and returned by `planted_signal(seed)`:
   random noise.
 * Signal codes (`code_class == "signal"`): leaves that belong to at least one problem; their
   presence depends on the problems and hence on the prescribed ingredients.
-* No-signal codes (`code_class == "no_signal"`): every E and V leaf except V30-V39 and a random
+* Drug-linked codes (`code_class == "drug_linked"`, `DRUG_LINKED_CODES`): E and V codes whose meaning
+  implies a drug: V58.61 long-term anticoagulant use, V58.67 insulin, V45.81 aortocoronary bypass status
+  (statins), the other V58.6x long-term uses, V58.11 chemotherapy, V45.82, V42.0, V12.51, and E930-E949
+  adverse effects of drug classes (E934.2 anticoagulants, E932.3 insulins, E933.1 antineoplastics, ...).
+  Each belongs to a drug class (`DRUG_CLASSES`: synthetic ingredients of problems of related chapters
+  and/or background drugs); an adult stay gets the code with one probability when it is prescribed a
+  drug of the class, a lower one otherwise: the prescription carries the signal, as in MIMIC-III.
+* No-signal codes (`code_class == "no_signal"`): every other E and V leaf except V30-V39 and a random
   `SIGNAL_EV_FRACTION` of the others, plus a random `NOSIGNAL_BILLING_FRACTION` of the billing
   leaves. They are drawn for every stay independently of everything else (Poisson number, fixed
-  marginal Zipf frequencies): no feature (drugs, age, sex) carries information on them.
+  marginal Zipf frequencies): no feature (drugs, age, sex) carries information on them. Documented
+  share (seed 0): 34 % of the leaves the generator can emit (2,791 of 8,147), 96 % of the E and V
+  leaves outside V30-V39 (1,028 of 1,071), 25 % of the other leaves.
 * Newborn liveborn codes V30-V39 (`code_class == "newborn"`): one per newborn stay, informative
   through age 0 only.
 * A tiny fraction `INVALID_RATE` of diagnosis rows carries a code that is not in ICD-9-CM
@@ -68,7 +80,7 @@ from .io import check_files, file_lock, record_files
 
 logger = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 TABLES: tuple[str, ...] = (
     "person", "visit_occurrence", "visit_detail", "drug_exposure",
     "condition_occurrence", "concept", "concept_ancestor",
@@ -89,6 +101,21 @@ NEWBORN_SERVICES = ("NB", "NBB")
 SURGICAL_SERVICES = ("CSURG", "NSURG", "ORTHO", "PSURG", "SURG", "TSURG", "VSURG", "TRAUM")
 MEDICAL_SERVICES = ("MED", "CMED", "NMED", "OMED", "GU", "ENT", "GYN", "OBS", "DENT", "PSYCH")
 
+CALIBRATED_TO: tuple[str, ...] = (
+    "MIMIC-III figures of spec section 14: codes per stay per level, codes present per level, stay-type mix, "
+    "stays with a written prescription, ingredients per stay, ages, stays of repeat patients",
+    "the open MIMIC-III demo (129 adult admissions: wide uncertainty), for the drug-linked codes: "
+    "P(V58.61 | warfarin) 11/32 = 0.34 and without 7/97 = 0.07, P(V58.67 | insulin) 8/90 = 0.09 and without 0/39, "
+    "P(V45.81 | a statin) 7/50 = 0.14 and without 2/79 = 0.025 (measured on 20,000 synthetic adult stays: "
+    "0.34 / 0.07, 0.09 / 0.002, 0.14 / 0.03)",
+    "generator version 1's E and V codes per stay (1.90; version 2: 1.92), kept by lowering the no-signal draws "
+    "by what the drug-linked codes add",
+)
+NOT_CALIBRATED: tuple[str, ...] = (  # reported for comparison only
+    "adult stays with an E930-E949 code: 13.5 % (demo 13/129 = 10 %)",
+    "E and V codes among the diagnoses: 18 % of (stay, code) pairs (demo 11 % of rows, adults only)",
+)
+
 # calibration constants (MIMIC-III, spec section 14)
 P_NEWBORN, P_SURGICAL = 8_096 / 58_976, 23_947 / 58_976
 P_MULTI_STAY = 19_993 / 58_976
@@ -99,10 +126,39 @@ NOSIGNAL_BILLING_FRACTION = 0.15
 F_SUBCHAPTER = 0.45  # share of a problem's home-chapter codes taken from its home subchapter
 SIGNAL_EV_FRACTION = 0.10
 UNUSED_EV_FRACTION = 0.5
-NOSIG_RATE = 2.6  # no-signal codes drawn per stay (Poisson), before duplicates
-NOSIG_SHARES = (0.25, 0.45, 0.30)  # of those: E, V, billing codes
+NOSIG_RATE = 2.37  # no-signal codes drawn per stay (Poisson), before duplicates (2.6 before the drug-linked codes)
+NOSIG_SHARES = (0.24, 0.435, 0.325)  # of those: E, V, billing codes (E and V scaled down by the drug-linked ones)
 INVALID_RATE = 3e-4
 P_NO_DRUG_NEWBORN, P_NO_DRUG_OTHER = 0.50, 0.095
+
+# Drug classes: synthetic ingredients drawn from the problems of some home chapters (prescribed with them) and
+# from the adult background drugs (prescribed independently, e.g. sliding-scale insulin, opioids, sedatives).
+DRUG_CLASSES: dict[str, tuple[int, tuple[str, ...], int]] = {  # name -> (from problems, their chapters, from background)
+    "anticoagulant": (3, ("390-459",), 0), "antiplatelet": (2, ("390-459",), 0), "statin": (1, ("390-459",), 1),
+    "cardiovascular": (3, ("390-459",), 0), "aspirin": (0, (), 1), "diuretic": (2, ("390-459", "580-629"), 0),
+    "insulin": (0, (), 1), "steroid": (2, ("460-519", "710-739"), 0), "nsaid": (2, ("710-739",), 0),
+    "antibiotic": (4, ("001-139", "460-519", "580-629"), 1), "antineoplastic": (3, ("140-239",), 0),
+    "immunosuppressant": (2, ("580-629", "710-739"), 0), "anticonvulsant": (2, ("320-389",), 0),
+    "psychotropic": (3, ("290-319",), 0), "gi_agent": (1, ("520-579",), 1), "bronchodilator": (2, ("460-519",), 0),
+    "opioid": (0, (), 3), "sedative": (0, (), 2),
+}
+# (code, drug class, P(code | a drug of the class is prescribed), P(code | none)), adult stays only. The first
+# three are calibrated to the open MIMIC-III demo (see the module docstring); the others are set from their
+# meaning at rates that put the share of adult stays with an E930-E949 code near the demo's.
+DRUG_LINKED_CODES: tuple[tuple[str, str, float, float], ...] = (
+    ("V5861", "anticoagulant", 0.34, 0.07), ("V5867", "insulin", 0.09, 0.002), ("V4581", "statin", 0.14, 0.025),
+    ("V5863", "antiplatelet", 0.06, 0.002), ("V5865", "steroid", 0.05, 0.002), ("V5866", "aspirin", 0.05, 0.002),
+    ("V5864", "nsaid", 0.03, 0.001), ("V5862", "antibiotic", 0.02, 0.001), ("V5811", "antineoplastic", 0.20, 0.001),
+    ("V4582", "antiplatelet", 0.08, 0.003), ("V420", "immunosuppressant", 0.30, 0.001),
+    ("V1251", "anticoagulant", 0.05, 0.005),
+    ("E9342", "anticoagulant", 0.04, 0.001), ("E9320", "steroid", 0.03, 0.0005), ("E9323", "insulin", 0.02, 0.0005),
+    ("E9331", "antineoplastic", 0.12, 0.0005), ("E9305", "antibiotic", 0.01, 0.0003),
+    ("E9308", "antibiotic", 0.01, 0.0003), ("E9352", "opioid", 0.02, 0.0005), ("E9361", "anticonvulsant", 0.03, 0.0003),
+    ("E9378", "sedative", 0.01, 0.0003), ("E9393", "psychotropic", 0.02, 0.0003),
+    ("E9420", "cardiovascular", 0.02, 0.0003), ("E9421", "cardiovascular", 0.02, 0.0003),
+    ("E9426", "cardiovascular", 0.01, 0.0003), ("E9443", "diuretic", 0.02, 0.0005), ("E9356", "nsaid", 0.01, 0.0003),
+    ("E9353", "aspirin", 0.01, 0.0003), ("E9430", "gi_agent", 0.005, 0.0002), ("E9457", "bronchodilator", 0.01, 0.0003),
+)
 
 _CHAPTER_WEIGHTS = {  # home chapters of adult problems (rough MIMIC-III diagnosis mix)
     "001-139": 0.05, "140-239": 0.05, "240-279": 0.11, "280-289": 0.04, "290-319": 0.05,
@@ -134,7 +190,7 @@ class World:
     """Everything drawn from the seed alone: codes, problems, ingredients, drugs."""
 
     leaves: np.ndarray  # (L,) str, every ICD-9-CM leaf
-    code_class: np.ndarray  # (L,) str: signal, no_signal, newborn, unused
+    code_class: np.ndarray  # (L,) str: signal, drug_linked, no_signal, newborn, unused
     n_snomed: np.ndarray  # (L,) int, standard concepts per code (1-3)
     problems: tuple[Problem, ...]
     pop_medical: np.ndarray  # (P,) problem popularity, medical stays (0 for newborn problems)
@@ -153,6 +209,10 @@ class World:
     single_start: np.ndarray  # (I,) first single-ingredient drug of each ingredient
     single_count: np.ndarray  # (I,)
     combo_of: tuple[tuple[int, ...], ...]  # (I,) combination drugs containing the ingredient
+    class_ingredients: tuple[np.ndarray, ...]  # per DRUG_CLASSES entry, its ingredient indices
+    linked_codes: np.ndarray  # (m,) leaf indices of DRUG_LINKED_CODES
+    linked_class: np.ndarray  # (m,) index into DRUG_CLASSES
+    linked_p: np.ndarray  # (m, 2) P(code | class drug), P(code | none)
 
 
 def _zipf(n: int, s: float, rng: np.random.Generator) -> np.ndarray:
@@ -276,6 +336,8 @@ def build_world(seed: int = 0) -> World:
     pop_surg = np.concatenate([adult_pop * affinity, zeros_nb])
     pop_nb = np.concatenate([np.zeros(N_PROBLEMS), _zipf(N_NEWBORN_PROBLEMS, 1.0, rng)])
 
+    class_ings, linked, linked_class, linked_p = _drug_links(leaves, problems, bg_adult, seed)
+    klass[linked] = "drug_linked"
     nosig = np.flatnonzero(klass == "no_signal")
     group = np.select([is_e[nosig], is_ev[nosig]], [0, 1], 2)  # E, V, billing
     nosig_p = np.zeros(len(nosig))
@@ -320,17 +382,47 @@ def build_world(seed: int = 0) -> World:
                     "newborn": (nb_bg, np.array([0.8, 0.6, 0.5, 0.3, 0.2, 0.1]))},
         infusion=infusion, drug_names=np.array(drug_names, dtype=object), drug_ingredients=tuple(drug_ings),
         single_start=single_start, single_count=n_single.astype(np.int64),
-        combo_of=tuple(tuple(c) for c in combo_of),
+        combo_of=tuple(tuple(c) for c in combo_of), class_ingredients=class_ings, linked_codes=linked,
+        linked_class=linked_class, linked_p=linked_p,
     )
+
+
+def _drug_links(leaves: np.ndarray, problems, bg_adult: np.ndarray, seed: int):
+    """Ingredients of each DRUG_CLASSES entry and the leaf index, class and probabilities of DRUG_LINKED_CODES."""
+    rng = np.random.default_rng([seed, 3])  # its own stream: the rest of the world does not move
+    names = list(DRUG_CLASSES)
+    taken: set[int] = set()
+    class_ings = []
+    background = [int(i) for i in bg_adult[5:60]]  # prescribed to 5-54 % of adult stays
+    for name in names:
+        k_prob, homes, k_bg = DRUG_CLASSES[name]
+        pick = []
+        for k, cand in ((k_prob, sorted({int(i) for p in problems if not p.newborn and p.chapter in homes
+                                         for i in p.ingredients})), (k_bg, background)):
+            cand = [i for i in cand if i not in taken]
+            if k and cand:
+                got = rng.choice(cand, size=min(k, len(cand)), replace=False)
+                taken.update(int(i) for i in got)
+                pick.extend(int(i) for i in got)
+        class_ings.append(np.array(sorted(pick), dtype=np.int64))
+    index = {c: i for i, c in enumerate(leaves)}
+    missing = [c for c, *_ in DRUG_LINKED_CODES if c not in index]
+    if missing:
+        raise ValueError(f"DRUG_LINKED_CODES holds codes that are not ICD-9-CM leaves: {missing}")
+    linked = np.array([index[c] for c, *_ in DRUG_LINKED_CODES], dtype=np.int64)
+    linked_class = np.array([names.index(k) for _, k, _, _ in DRUG_LINKED_CODES], dtype=np.int64)
+    linked_p = np.array([(a, b) for _, _, a, b in DRUG_LINKED_CODES], dtype=np.float64)
+    return tuple(class_ings), linked, linked_class, linked_p
 
 
 def planted_signal(seed: int = 0) -> dict:
     """What the generator plants: code classes, problems (codes and ingredients), ingredient ids.
 
-    Keys: "signal_codes", "no_signal_codes", "newborn_codes" (sorted lists of undotted codes),
-    "code_class" (code -> class), "problems" (list of dicts: chapter, newborn, codes, code_p,
-    ingredients (concept ids), ingredient_names, ingredient_p), "ingredient_ids" (name -> concept
-    id), "invalid_rule", "invalid_rate".
+    Keys: "signal_codes", "drug_linked_codes", "no_signal_codes", "newborn_codes" (sorted lists of
+    undotted codes), "code_class" (code -> class), "problems" (list of dicts: chapter, newborn, codes,
+    code_p, ingredients (concept ids), ingredient_names, ingredient_p), "drug_links" (code -> class,
+    ingredients (concept ids), p_with, p_without), "drug_classes" (class -> ingredient concept ids),
+    "ingredient_ids" (name -> concept id), "invalid_rule", "invalid_rate".
     """
     w = build_world(seed)
     cls = {str(c): str(k) for c, k in zip(w.leaves, w.code_class) if k != "unused"}
@@ -344,8 +436,16 @@ def planted_signal(seed: int = 0) -> dict:
         }
         for p in w.problems
     ]
+    classes = list(DRUG_CLASSES)
+    drug_classes = {name: [INGREDIENT_BASE + int(i) for i in ings] for name, ings in zip(classes, w.class_ingredients)}
+    links = {str(w.leaves[i]): {"class": classes[k], "ingredients": drug_classes[classes[k]], "p_with": float(pw),
+                                "p_without": float(po)}
+             for i, k, (pw, po) in zip(w.linked_codes, w.linked_class, w.linked_p)}
     return {
         "signal_codes": sorted(c for c, k in cls.items() if k == "signal"),
+        "drug_linked_codes": sorted(links),
+        "drug_links": links,
+        "drug_classes": drug_classes,
         "no_signal_codes": sorted(c for c, k in cls.items() if k == "no_signal"),
         "newborn_codes": sorted(c for c, k in cls.items() if k == "newborn"),
         "code_class": cls,
@@ -496,11 +596,38 @@ def _stays(n: int, seed: int) -> dict:
     no_drug = rng.random(n) < np.where(newborn, P_NO_DRUG_NEWBORN, P_NO_DRUG_OTHER)
     keep = ~no_drug[ing_stay]
     ing_stay, ing_idx = ing_stay[keep], ing_idx[keep]
+    code_stay, code_leaf, invalid = _add_drug_linked(w, n, newborn, nodx, ing_stay, ing_idx, code_stay, code_leaf,
+                                                     invalid, np.random.default_rng([seed, 4, n]))
     return dict(
         n=n, stype=stype, person=person, female=female, birth=birth, start=start, los=los,
         code_stay=code_stay, code_leaf=code_leaf, invalid=invalid, ing_stay=ing_stay, ing_idx=ing_idx,
         rng=rng, world=w,
     )
+
+
+def _add_drug_linked(w: World, n: int, newborn: np.ndarray, nodx: np.ndarray, ing_stay: np.ndarray,
+                     ing_idx: np.ndarray, code_stay: np.ndarray, code_leaf: np.ndarray, invalid: np.ndarray,
+                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The stays' codes plus the drug-linked E/V codes their prescriptions imply (adult stays with a diagnosis)."""
+    owner = np.full(N_INGREDIENTS, -1, dtype=np.int64)
+    for k, ings in enumerate(w.class_ingredients):
+        owner[ings] = k
+    has = np.zeros((n, len(w.class_ingredients)), dtype=bool)
+    m = owner[ing_idx] >= 0
+    has[ing_stay[m], owner[ing_idx[m]]] = True
+    p = np.where(has[:, w.linked_class], w.linked_p[:, 0], w.linked_p[:, 1])  # (n, m)
+    hit = rng.random(p.shape) < p
+    hit[newborn] = False
+    hit[nodx] = False
+    r, c = np.nonzero(hit)
+    L = len(w.leaves)
+    new = ~np.isin(r * L + w.linked_codes[c], code_stay * L + code_leaf)
+    r, c = r[new], c[new]
+    stay = np.concatenate([code_stay, r])
+    leaf = np.concatenate([code_leaf, w.linked_codes[c]])
+    inv = np.concatenate([invalid, rng.random(len(r)) < INVALID_RATE])
+    order = np.lexsort((leaf, stay))
+    return stay[order], leaf[order], inv[order]
 
 
 _EPOCH = np.datetime64("2100-01-01", "D")

@@ -47,7 +47,7 @@ from cacicd import data as cdata
 from cacicd import experiments as E
 from cacicd import icd9, stats
 from cacicd import subgroups as S
-from cacicd.claims import check, save_claims
+from cacicd.claims import check, configure, save_claims
 from cacicd.figures import save_figure, save_table, setup
 
 P, CACHE = setup(profile, data, cache_dir, note='Numbers resemble MIMIC-III by construction; they are not MIMIC-III.', level=logging.INFO)
@@ -60,6 +60,7 @@ METHODS = {"hierl2_ndcg": "HierL2", "treemin_ndcg": "TreeMin", "mcloss_ndcg": "M
 LABELS = {"naive_ndcg": "naive multitask", **METHODS}
 
 ds = cdata.load_data(data, P, CACHE)
+configure(P.name, cdata.min_test_stays(ds, P, CACHE))  # withholds verdicts on smoke / tiny test folds
 results = {name: E.run(name, P, ds, cache_dir=CACHE) for name in LABELS}
 tidy = compare.tidy_results(results)
 print(f"{len(results)} experiments × {P.n_folds} folds; {ds.n_stays:,} stays, {len(ds.codes):,} codes")

@@ -42,7 +42,7 @@ import torch
 from cacicd import data as cdata
 from cacicd import experiments as E
 from cacicd import runtime, splits
-from cacicd.claims import check, save_claims
+from cacicd.claims import check, configure, save_claims
 from cacicd.figures import save_figure, save_json, save_table, setup
 from cacicd.train import default_device, set_threads
 
@@ -50,6 +50,7 @@ P, CACHE = setup(profile, data, cache_dir, note='Its size and code count set the
 
 # %%
 ds = cdata.load_data(data, P, CACHE)
+configure(P.name, cdata.min_test_stays(ds, P, CACHE))  # withholds verdicts on smoke / tiny test folds
 best = E.run("naive_ndcg", P, ds, folds=[0], cache_dir=CACHE, progress=False)[0]
 device = default_device()
 set_threads()

@@ -65,11 +65,13 @@ try:
     ds = cdata.load_data(data, P, CACHE)
     data_line = f"{data} ({ds.source or 'source unnamed'}; {ds.n_stays:,} stays, {len(ds.codes):,} codes; " \
                 f"content hash {ds.content_hash()})"
+    age_line = ds.report.get("age_encoding", "unknown")
 except Exception as exc:  # the report must still be written
     data_line = f"{data} (dataset could not be loaded here: {exc})"
+    age_line = "unknown (dataset not loaded)"
 device = default_device()
-provenance = {"data": data_line, "profile": f"{P.name}: {P.description}", "seed": str(P.seed),
-              "folds": str(P.n_folds), "device (this notebook's machine)": runtime.device_name(device),
+provenance = {"data": data_line, "age encoding": age_line, "profile": f"{P.name}: {P.description}",
+              "seed": str(P.seed), "folds": str(P.n_folds), "device (this notebook's machine)": runtime.device_name(device),
               "tables": str(Path(tables_dir).resolve()), "figures": str(Path(figures_dir).resolve())}
 versions = report.package_versions()
 run_log = report.read_run_log(tables_dir)

@@ -33,15 +33,17 @@ TINY: dict[str, list[dict]] = {
         {"visit_detail_id": 1, "visit_occurrence_id": 10, "visit_detail_start_date": "2000-06-16",
          "visit_detail_source_value": "CSURG"},
         {"visit_detail_id": 2, "visit_occurrence_id": 10, "visit_detail_start_date": "2000-06-15",
-         "visit_detail_source_value": "MED"},  # first by date: medical
+         "visit_detail_source_value": "MED"},  # a surgical row among others: surgical (the authors' rule)
         {"visit_detail_id": 3, "visit_occurrence_id": 11, "visit_detail_start_date": "2001-01-01",
          "visit_detail_source_value": "XYZ"},  # not a service code: medical
         {"visit_detail_id": 4, "visit_occurrence_id": BIG, "visit_detail_start_date": "2000-01-01",
-         "visit_detail_source_value": "NB"},  # newborn
+         "visit_detail_source_value": "NB"},  # newborn, whatever the other rows
+        {"visit_detail_id": 7, "visit_occurrence_id": BIG, "visit_detail_start_date": "2000-01-02",
+         "visit_detail_source_value": "SURG"},
         {"visit_detail_id": 5, "visit_occurrence_id": 30, "visit_detail_start_date": "2010-03-01",
          "visit_detail_source_value": "ward 5"},
         {"visit_detail_id": 6, "visit_occurrence_id": 30, "visit_detail_start_date": "2010-03-02",
-         "visit_detail_source_value": "SURG"},  # first service row: surgical
+         "visit_detail_source_value": "SURG"},  # surgical
     ],  # visit 40: no row -> unknown
     "drug_exposure": [
         {"drug_exposure_id": 1, "visit_occurrence_id": 10, "drug_concept_id": 2000, "drug_type_concept_id": 38000177},
@@ -86,7 +88,7 @@ TINY: dict[str, list[dict]] = {
 # Expected: drugs per visit (ingredients), ICD-9 leaves per visit, stay types, ages in years
 TINY_INGREDIENTS = {10: {1000, 1001}, 11: {1002}, BIG: {1002}, 30: set(), 40: set()}
 TINY_LEAVES = {10: {"0389", "4019"}, 11: set(), BIG: {"V3000", "7742"}, 30: {"E8490"}, 40: set()}
-TINY_STAY_TYPES = {10: "medical", 11: "medical", BIG: "newborn", 30: "surgical", 40: "unknown"}
+TINY_STAY_TYPES = {10: "surgical", 11: "medical", BIG: "newborn", 30: "surgical", 40: "unknown"}
 TINY_AGES = {10: (date(2000, 6, 15) - date(1950, 6, 15)).days / 365.25,
              11: (date(2001, 1, 1) - date(1950, 6, 15)).days / 365.25,
              BIG: 0.0, 30: 89.0, 40: (date(2005, 7, 1) - date(2000, 1, 1)).days / 365.25}

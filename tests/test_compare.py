@@ -165,3 +165,13 @@ def test_identical_groups_finds_models_with_equal_scores_on_every_fold():
     assert C.identical_groups({"a": runs["a"], "c": runs["c"]}) == []
     # fold order does not matter
     assert C.identical_groups({"a": runs["a"], "r": runs["b"][::-1]}) == [["a", "r"]]
+
+
+def test_full_label_experiments_leave_out_subset_models():
+    from cacicd import experiments as E
+
+    names = C.full_label_experiments()
+    assert "naive_ndcg" in names and "mcloss_ndcg" in names and "irnw_ndcg" in names
+    for left in ("dummy", "cherry_f1_micro", "per_level_ndcg", "level_chapter_ndcg", "level_billing_ndcg"):
+        assert left not in names
+    assert all(E.EXPERIMENTS[n].labels == "all" and not E.EXPERIMENTS[n].parts for n in names)

@@ -61,11 +61,14 @@ def test_rollup():
 def test_cherry_pick_filter():
     assert icd9.excluded_by_belief("800-999") and icd9.excluded_by_belief("8001")
     assert icd9.excluded_by_belief("V3000") and icd9.excluded_by_belief("E8490")
-    assert icd9.excluded_by_belief("765") and icd9.excluded_by_belief("76510")
+    # 765 itself stays in (the authors' startswith('765.')); its 4- and 5-digit children are dropped
+    assert not icd9.excluded_by_belief("765")
+    assert icd9.excluded_by_belief("7651") and icd9.excluded_by_belief("76510") and icd9.excluded_by_belief("76527")
     assert not icd9.excluded_by_belief("764") and not icd9.excluded_by_belief("760-779")
-    codes = ["4019", "76510", "0389"]
-    mask = icd9.cherry_pick_mask(codes, np.array([150, 500, 99]))
-    assert mask.tolist() == [True, False, False]
+    assert not icd9.excluded_by_belief("7661")  # a neighbour under 764-779, not under 765
+    codes = ["4019", "76510", "0389", "765"]
+    mask = icd9.cherry_pick_mask(codes, np.array([150, 500, 99, 100]))
+    assert mask.tolist() == [True, False, False, True]  # >= 100 occurrences kept, 99 dropped
 
 
 def test_level_masks_and_edges():

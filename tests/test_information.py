@@ -7,26 +7,28 @@ from sklearn.feature_selection import mutual_info_classif
 
 from cacicd import information as I
 
-CODES = ["001-139", "0389", "V1582", "E8490", "7650", "76500", "800-999", "4019", "V30-V39"]
-COUNTS = np.array([500, 100, 150, 300, 250, 120, 99, 5, 2000])
+CODES = ["001-139", "0389", "V1582", "E8490", "7650", "76500", "800-999", "4019", "V30-V39", "765"]
+COUNTS = np.array([500, 100, 150, 300, 250, 120, 99, 5, 2000, 400])
 
 
 def test_code_groups_hand_worked():
     g = I.code_groups(CODES, COUNTS)
     assert list(g) == list(I.GROUPS)
-    # <= 100 occurrences: 0389 (100), 800-999 (99), 4019 (5)
-    assert g["low-frequency"].tolist() == [False, True, False, False, False, False, True, True, False]
-    # >= 100 and outside 800-999 / E / V / 765: 001-139, 0389
-    assert g["cherry-picked"].tolist() == [True, True, False, False, False, False, False, False, False]
+    # < 100 occurrences (the authors' rule): 800-999 (99), 4019 (5); 0389 has exactly 100
+    assert g["low-frequency"].tolist() == [False, False, False, False, False, False, True, True, False, False]
+    # >= 100 and outside 800-999 / E / V / the children of 765: 001-139, 0389, 765 itself
+    assert g["cherry-picked"].tolist() == [True, True, False, False, False, False, False, False, False, True]
     # >= 100 and excluded by belief: V1582, E8490, 7650, 76500, V30-V39 (800-999 has only 99)
-    assert g["filtered-out-by-belief"].tolist() == [False, False, True, True, True, True, False, False, True]
+    assert g["filtered-out-by-belief"].tolist() == [False, False, True, True, True, True, False, False, True, False]
+    # every code is in exactly one of: low-frequency, cherry-picked, filtered-out-by-belief
+    np.testing.assert_array_equal(sum(m.astype(int) for m in g.values()), 1)
 
 
 def test_code_groups_rejects_bad_counts():
-    with pytest.raises(ValueError, match="expected \\(9,\\)"):
+    with pytest.raises(ValueError, match="expected \\(10,\\)"):
         I.code_groups(CODES, COUNTS[:3])
     with pytest.raises(ValueError, match="'0389' has a negative count"):
-        I.code_groups(CODES, np.where(np.arange(9) == 1, -1, COUNTS))
+        I.code_groups(CODES, np.where(np.arange(10) == 1, -1, COUNTS))
 
 
 def test_occurrence_bins_are_right_closed():
@@ -49,25 +51,38 @@ def _folds(n_folds=3, n=80, L=6, seed=0):
     return ys, ss
 
 
-def test_entropy_reduction_folds_matches_sklearn_and_fold_mean_skips_undefined():
+def test_entropy_reduction_in_the_authors_order_matches_sklearn():
     ys, ss = _folds()
     base = np.array([0.3, 0.25, 0.35, 0.3, 0.01, 0.2])
-    per_fold = I.entropy_reduction_folds([sp.csr_matrix(y) for y in ys], ss, base)
-    assert per_fold.shape == (3, 6)
-    h = -(base * np.log(base) + (1 - base) * np.log(1 - base))
+    mi = I.mutual_info_folds([sp.csr_matrix(y) for y in ys], ss)
+    assert mi.shape == (3, 6)
+    ref = np.full((3, 6), np.nan)
     for k, (y, s) in enumerate(zip(ys, ss)):
         for j in range(6):
-            if y[:, j].min() == y[:, j].max():
-                assert np.isnan(per_fold[k, j])
-                continue
-            mi = mutual_info_classif(s[:, [j]], y[:, j], n_neighbors=3, random_state=0)[0]
-            assert per_fold[k, j] == pytest.approx(min(mi / h[j], 1.0), abs=2e-3)
-    m = I.fold_mean(per_fold)
-    assert np.isnan(m[4])
-    assert m[5] == pytest.approx(np.mean(per_fold[[0, 2], 5]))
-    assert m[0] == pytest.approx(per_fold[:, 0].mean())
-    # codes with a signal gain information
-    assert np.all(m[[0, 1, 2, 3, 5]] > 0)
+            if y[:, j].min() != y[:, j].max():
+                ref[k, j] = mutual_info_classif(s[:, [j]], y[:, j], n_neighbors=3, random_state=0)[0]
+    np.testing.assert_allclose(mi, ref, atol=2e-3, equal_nan=True)
+    h = -(base * np.log(base) + (1 - base) * np.log(1 - base))
+    er = I.entropy_reduction(mi, base)
+    assert np.isnan(er[4])  # never positive: no fold has both classes
+    assert er[5] == pytest.approx(min(np.mean(mi[[0, 2], 5]) / h[5], 1.0))  # fold 1 skipped
+    for j in (0, 1, 2, 3):
+        assert er[j] == pytest.approx(min(mi[:, j].mean() / h[j], 1.0))
+    assert np.all(er[[0, 1, 2, 3, 5]] > 0)  # codes with a signal gain information
+
+
+def test_entropy_reduction_averages_then_divides_then_clips():
+    # base rate 0.5: H = ln 2 nats. Per fold MI / H = 1.6 and 0.2: the authors' order gives mean 0.9 -> 0.9,
+    # clipping each fold first would give mean(1, 0.2) = 0.6; 1.8 and 0.6: 1.2 -> clipped to 1 (per fold: 0.8)
+    h = np.log(2)
+    mi = np.array([[1.6 * h, 1.8 * h], [0.2 * h, 0.6 * h]])
+    np.testing.assert_allclose(I.entropy_reduction(mi, [0.5, 0.5]), [0.9, 1.0])
+    mi3 = np.array([[0.5 * h], [np.nan], [0.3 * h]])  # a fold without both classes is skipped
+    assert I.entropy_reduction(mi3, [0.5])[0] == pytest.approx(0.4)
+    with pytest.raises(ValueError, match="base_rate of code 0 is 1.0"):
+        I.entropy_reduction(mi3, [1.0])
+    with pytest.raises(ValueError, match="one per code"):
+        I.entropy_reduction(mi3, [0.5, 0.5])
 
 
 def test_median_rank_ratio_folds_matches_independent_computation():
@@ -90,7 +105,7 @@ def test_folds_shape_errors():
     with pytest.raises(ValueError, match="as many"):
         I.median_rank_ratio_folds(ys, ss[:1])
     with pytest.raises(ValueError, match="fold 1 labels have shape"):
-        I.entropy_reduction_folds(ys, [ss[0], ss[1][:, :3]], np.full(6, 0.3))
+        I.mutual_info_folds(ys, [ss[0], ss[1][:, :3]])
     with pytest.raises(ValueError, match="n_folds, n_codes"):
         I.fold_mean(np.zeros(3))
 

@@ -189,14 +189,15 @@ def test_irw_weights_by_hand():
 
 
 def test_irnw_weights_by_hand():
+    # COUNTS = [8, 6, 5, 2, 0, 1, 10], N_train = 10, cap 5: IRW w1 = [0.25, 2/3, 1, 4, 5 (cap), 5 (cap), 0]
+    # divisor 1 + f(w1 − 1), f = n/10: [0.4, 0.8, 1.0, 1.6, 1.0, 1.4, 0 -> 1]; only w1 is divided (spec 9)
     w0, w1 = irnw_weights(COUNTS, 10, cap=5.0)
-    div = np.array([0.4, 0.8, 1.0, 1.6, 1.0, 1.4, 1.0])  # 1 + f(w1 − 1); the zero divisor (n = N) -> 1
-    np.testing.assert_allclose(w0, 1 / div)
-    np.testing.assert_allclose(w1, np.array([0.25, 2 / 3, 1.0, 4.0, 5.0, 5.0, 0.0]) / div)
-    f = np.array(COUNTS) / 10
-    np.testing.assert_allclose(((1 - f) * w0 + f * w1)[:6], 1.0)  # expected weight 1 per label
+    np.testing.assert_array_equal(w0, np.ones(7))
+    np.testing.assert_allclose(w1, [0.625, 0.8333333333333334, 1.0, 2.5, 5.0, 3.5714285714285716, 0.0], rtol=1e-15)
     loss = make_loss("irnw", ctx_of(counts=COUNTS), cap=5.0)(t(Z), t(Y))
     assert loss.item() == pytest.approx(np_bce(Z, Y, w0=w0, w1=w1), rel=1e-6)
+    irw = make_loss("irw", ctx_of(counts=COUNTS), cap=5.0)(t(Z), t(Y))
+    assert loss.item() != pytest.approx(irw.item())
 
 
 def test_weighted_losses_equal_bce_when_weights_are_one():

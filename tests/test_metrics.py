@@ -365,3 +365,125 @@ def test_sparse_and_dense_y_give_the_same_table():
     a = M.evaluate(y, s, metrics=["ndcg", "re@90", "auprc_macro", "f1_samples"])
     b = M.evaluate(sp.csc_array(y), s, metrics=["ndcg", "re@90", "auprc_macro", "f1_samples"])
     pd.testing.assert_frame_equal(a, b)
+
+
+# ---- RE@R as the published values were computed (keras_extra + TensorFlow Probability 0.17) ---------------
+
+def _authors_value(x, n, L, q):
+    """The library's arithmetic spelled out with Python floats (float64), for one row of n finite values."""
+    eff_q = q * ((float(L) - float(L - n) - 1.0) / (float(L) - 1.0))
+    exact = (float(L) - 1.0) * (eff_q / 100.0)
+    upper = min(max(int(np.ceil(exact)), 0), L - 1)
+    lower = max(upper - 1, 0)
+    upper = min(lower + 1, L - 1)
+    f = np.float32(float(upper) - exact)
+    pad = list(np.float32(v) for v in x) + [np.float32(np.inf)] * (L - n)
+    with np.errstate(invalid="ignore"):
+        v = pad[upper] * (np.float32(1) - f) + pad[lower] * f
+    return np.nan if not np.isfinite(v) else float(v)
+
+
+def test_re_authors_leaves_out_single_positive_stays():
+    # stay 0: one positive below two negatives (exact RE = 2 at every R); stay 1: positives at ranks 2 and 5
+    y = np.array([[0, 0, 1, 0, 0], [0, 1, 0, 0, 1]])
+    s = np.array([[0.9, 0.8, 0.7, 0.6, 0.5], [0.9, 0.8, 0.7, 0.6, 0.5]])
+    per = M.re_at_r_authors_per_sample(y, s, [0, 25, 50, 100])
+    assert np.isnan(per[0]).all()  # eff_q = 0 -> index 0: x[1] (padding, +inf) * 0 = NaN at every R
+    np.testing.assert_allclose(per[1], [1.0, 1.5, 2.0, 3.0])  # negatives above: 1 and 3, interpolated
+    np.testing.assert_allclose(M.re_at_r_authors(y, s, [0, 50, 100]), [1.0, 2.0, 3.0])  # stay 0 left out
+    np.testing.assert_allclose(M.re_at_r(y, s, [0, 50, 100]), [1.5, 2.0, 2.5])  # exact: both stays
+    np.testing.assert_allclose(M.re_left_out_share(y, [25, 100]), [0.5, 0.5])
+
+
+def test_re_authors_ties_from_float16_rounding_follow_column_order():
+    # 0.30001 and 0.30002 differ in float32 but are both 0.30004883 in float16: a tie, which TensorFlow's
+    # descending argsort breaks by column order (lower column first), whatever the labels
+    a, b = np.float32(0.30001), np.float32(0.30002)
+    assert a != b and np.float16(a) == np.float16(b)
+    y = np.array([[0, 1, 1], [1, 0, 1]])
+    s = np.array([[a, b, 0.9], [a, b, 0.9]], dtype=np.float32)  # positive b above negative a in float32
+    # row 0: float16 tie, negative in column 0 first -> the positive of column 1 has rank 3: 1 error at R = 100
+    # row 1: float16 tie, positive in column 0 first -> no error; exact ranks: no error in row 0, none in row 1
+    np.testing.assert_allclose(M.re_at_r_authors_per_sample(y, s, 100), [1.0, 0.0])
+    np.testing.assert_allclose(M.re_at_r_per_sample(y, s, 100), [0.0, 1.0])  # exact: b > a; row 1 a < b
+    np.testing.assert_allclose(M.re_at_r_authors_per_sample(y, s, 100, float16=False), [0.0, 1.0])
+    # exact ties stay pessimistic in our RE@R, column order in the authors'
+    t = np.array([[0.5, 0.5, 0.9]])
+    assert M.re_at_r(np.array([[1, 0, 1]]), t, 100) == 1.0
+    assert M.re_at_r_authors(np.array([[1, 0, 1]]), t, 100) == 0.0
+
+
+def test_re_authors_nan_at_r100_for_eight_positives_among_ten_labels():
+    # L = 10, n = 8: 9·(100·(7/9)/100) = 7.000000000000001 > 7, so the upper index is 8 (padding, +inf)
+    # and the fraction 8 − 7.000000000000001 rounds to 1.0 in float32: inf·0 = NaN; n = 7 is not hit
+    assert (10.0 - 1.0) * ((100.0 * (7.0 / 9.0)) / 100.0) > 7.0
+    assert (10.0 - 1.0) * ((100.0 * (6.0 / 9.0)) / 100.0) <= 6.0  # at or just below: a finite value
+    y = np.zeros((2, 10), dtype=int)
+    y[0, :8] = 1
+    y[1, :7] = 1
+    s = np.linspace(0.95, 0.05, 10)[None, :].repeat(2, axis=0)
+    s[:, [0, 9]] = s[:, [9, 0]]  # the top negative score goes to a positive column: errors appear
+    per = M.re_at_r_authors_per_sample(y, s, [90, 100])
+    assert np.isnan(per[0, 1]) and np.isfinite(per[0, 0]) and np.isfinite(per[1]).all()
+    np.testing.assert_allclose(per[1], M.re_at_r_per_sample(y, s, [90, 100])[1], atol=1e-5)
+    np.testing.assert_allclose(M.re_left_out_share(y, [90, 100]), [0.0, 0.5])
+    # the same counts with more labels: the rounding depends on L (n = 8 is exact for L = 151)
+    assert M.re_left_out_share(np.pad(np.ones((1, 8), int), ((0, 0), (0, 143))), 100) == 0.0
+
+
+@pytest.mark.parametrize("case", ["random", "ties", "float32"])
+def test_re_authors_equals_the_spelled_out_arithmetic(case):
+    y, s = _case(case)
+    R = [10, 25, 33, 50, 66, 75, 90, 100]
+    got = M.re_at_r_authors_per_sample(y, s, R, float16=False)
+    L = y.shape[1]
+    for i in range(len(y)):
+        order = np.argsort(-s[i], kind="stable")
+        rank = np.empty(L)
+        rank[order] = np.arange(1, L + 1)
+        pos = np.sort(rank[y[i] == 1])
+        n = len(pos)
+        for c, q in enumerate(R):
+            if n == 0:
+                assert np.isnan(got[i, c])
+                continue
+            want = _authors_value(pos, n, L, q) - _authors_value(np.arange(1, n + 1), n, L, q)
+            np.testing.assert_allclose(got[i, c], want, atol=1e-6, equal_nan=True)
+    # without ties and where defined, it is our exact RE@R up to float32 rounding
+    if case != "ties":
+        exact = M.re_at_r_per_sample(y, s, R)
+        ok = np.isfinite(got)
+        np.testing.assert_allclose(got[ok], exact[ok], atol=1e-4)
+        assert (np.diff(sp.csr_matrix(y).indptr)[np.isnan(got).all(1)] <= 1).all()
+
+
+def test_evaluate_reports_re_both_ways_and_left_out_share():
+    y, s = _case("random")
+    groups = {"all": np.ones(y.shape[1], bool), "first": np.arange(y.shape[1]) < 6}
+    df = M.evaluate(y, s, groups, metrics=("re@50", "re_authors@50", "re_left_out@50"))
+    v = df.set_index(["level", "metric"])["value"]
+    assert v["all", "re@50"] == pytest.approx(M.re_at_r(y, s, 50))
+    assert v["all", "re_authors@50"] == pytest.approx(M.re_at_r_authors(y, s, 50))
+    sub = y[:, :6]
+    assert v["first", "re_authors@50"] == pytest.approx(M.re_at_r_authors(sub, s[:, :6], 50))
+    n = sub.sum(1)
+    assert v["first", "re_left_out@50"] == pytest.approx((n == 1).sum() / (n > 0).sum())
+    assert M.lower_is_better("re_authors@50") and not M.lower_is_better("re_left_out@50")
+
+
+def test_re_authors_equals_the_authors_library_bit_for_bit():
+    # reference computed by keras_extra b54f0a8 on TensorFlow 2.9.1 / TFP 0.17.0 (tests/data/make_re_authors_reference.py)
+    from pathlib import Path
+
+    ref = np.load(Path(__file__).parent / "data" / "re_authors_reference.npz")
+    R = [10, 25, 33, 50, 66, 75, 90, 100]
+    for k in range(4):
+        y, s = ref[f"y{k}"], ref[f"s{k}"]
+        for f16 in (True, False):
+            want = ref[f"re{k}_{int(f16)}"]
+            got = M.re_at_r_authors_per_sample(y, s if f16 else s.astype(np.float64), R, float16=f16)
+            np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+            np.testing.assert_array_equal(got[np.isfinite(want)], want[np.isfinite(want)])
+            means = np.array([np.nanmean(c) if np.isfinite(c).any() else np.nan for c in want.T])
+            np.testing.assert_array_equal(M.re_at_r_authors(y, s if f16 else s.astype(np.float64), R, float16=f16),
+                                          means)

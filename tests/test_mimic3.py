@@ -89,6 +89,20 @@ def test_tiny_mimic3_by_hand(tmp_path):
     assert r["stays_without_drugs"] == 1 and r["age_over_89_clipped"] == 1
 
 
+def test_services_table_gives_the_authors_stay_type_rule(tmp_path):
+    t = tiny_mimic3()
+    t["services"] = [
+        {"hadm_id": 100, "curr_service": "NB"}, {"hadm_id": 100, "curr_service": "SURG"},  # newborn first
+        {"hadm_id": 101, "curr_service": "MED"},  # CSRU in ICU, but no surgical service: medical
+        {"hadm_id": 102, "curr_service": "CMED"}, {"hadm_id": 102, "curr_service": "CSURG"},  # any surgical
+    ]
+    ds = mimic3.load_mimic3(write_tables(tmp_path / "m", t))
+    assert ds.stay_type.tolist() == ["newborn", "medical", "surgical"]
+    assert ds.report["stay_type_rule"].startswith("SERVICES")
+    t["services"] = t["services"][:2]  # admissions without a SERVICES row: unknown
+    assert mimic3.load_mimic3(write_tables(tmp_path / "n", t)).stay_type.tolist() == ["newborn", "unknown", "unknown"]
+
+
 def test_drug_type_option_and_formats(tmp_path):
     t = tiny_mimic3()
     ds = mimic3.load_mimic3(write_tables(tmp_path / "m", t), drug_types=["MAIN"])

@@ -56,7 +56,7 @@ def test_tiny_report_counts(tiny_omop):
     assert r["condition_rows_other_vocabulary"] == 1
     assert r["condition_rows_ambiguous_icd9_icd10"] == 3 and r["condition_rows_ambiguous_read_as_icd9"] == 2
     assert r["codes_unknown_icd9"] == 1 and r["codes_unknown_icd9_list"] == ["99999"]
-    assert r["stay_types"] == {"newborn": 1, "surgical": 1, "medical": 2, "unknown": 1}
+    assert r["stay_types"] == {"newborn": 1, "surgical": 2, "medical": 1, "unknown": 1}
     assert r["age_over_89_clipped"] == 1
 
 
@@ -231,6 +231,29 @@ def test_load_data_sources(tmp_path, tiny_omop):
     assert "secret" not in str(e.value)
     with pytest.raises(DataError, match="is not a folder"):
         data.load_data(str(tmp_path / "none"), prof, tmp_path)
+
+
+def test_age_encoding_option_of_every_source(tmp_path, tiny_omop):
+    from cacicd.dataset import DEFAULT_AGE_ENCODING
+
+    prof = get_profile("smoke")
+    f = data.load_data(str(tiny_omop), prof, tmp_path / "cache")
+    a = data.load_data(f"omop:{tiny_omop}?age_encoding=authors", prof, tmp_path / "cache")
+    assert DEFAULT_AGE_ENCODING == "float" and f.report["age_encoding"].startswith("float")
+    assert a.report["age_encoding"].startswith("authors: 1[age > 0]")
+    ages = np.array([TINY_AGES[int(v)] for v in f.visit_ids])
+    col = f.features.index("age")
+    np.testing.assert_allclose(f.X[:, col].toarray().ravel(), np.clip(ages, 0, 89) / 89, rtol=1e-6)
+    # the authors' boolean input: 1 where the age is above 0 (the newborn admitted on its birth day is 0)
+    np.testing.assert_array_equal(a.X[:, col].toarray().ravel(), (ages > 0).astype(np.float32))
+    assert (ages == 0).any() and (ages > 0).any()
+    np.testing.assert_array_equal(np.delete(a.X.toarray(), col, 1), np.delete(f.X.toarray(), col, 1))
+    assert a.content_hash() != f.content_hash()  # experiments on either encoding never share a cache entry
+    assert data.parse_source("synthetic?age_encoding=authors") == ("synthetic", "", {"age_encoding": "authors"})
+    assert data.parse_source("postgresql://u@db/omop?schema=omop&age_encoding=authors") == (
+        "postgresql", "postgresql://u@db/omop?schema=omop", {"age_encoding": "authors"})
+    with pytest.raises(ValueError, match="unknown age_encoding 'bool'; choose one of float, authors"):
+        data.load_data(f"{tiny_omop}?age_encoding=bool", prof, tmp_path / "cache")
 
 
 def test_get_splits_cached_by_dataset_and_profile(tmp_path, tiny_omop):

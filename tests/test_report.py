@@ -129,7 +129,8 @@ def test_run_log_claims_and_render(tmp_path, paper):
     from cacicd.claims import load_claims
 
     claims = load_claims(tmp_path)
-    assert report.claim_counts(claims) == {"reproduced": 1, "not reproduced": 1, "not checkable": 1, "total": 3}
+    assert report.claim_counts(claims) == {"reproduced": 1, "not reproduced": 1, "not checkable": 1, "withheld": 0,
+                                           "total": 3}
     ours = report.long_rows(pd.DataFrame({"metric": ["NDCG"], "value": [0.5]}), "Table S7", level="chapter",
                             model="NDCG-tuned naive multitask")
     ours["table"] = "paper_s7"
@@ -139,7 +140,12 @@ def test_run_log_claims_and_render(tmp_path, paper):
                        disagreements=["one", "two"], tables_read=["paper_s7.csv"])
     assert md.index("Synthetic data") < md.index("## Summary")
     assert "for **form only**" in md
+    assert "calibrated to these outputs only" in md and "P(V58.61 | warfarin) 11/32" in md  # cacicd.synthetic
+    assert "- Age. Our models read age as a float" in md
     assert "**1 reproduced**, **1 not reproduced**, 1 not checkable" in md
+    assert "Verdict rule: Verdicts are withheld (not checkable) on the smoke profile" in md
+    assert "## RE@R like for like" in md and "No published RE@R value was regenerated" in md
+    assert "Splits. The authors' split files suggest that their third fold trained on about 44,000" in md
     assert "Published values compared: **1** of 6" in md and "**0 agree**, **1 differ**" in md
     assert "| chapter | NDCG-tuned naive multitask | NDCG | % | 92.33 ± 0.08 | 50 | -42.33 |" in md
     assert "1 published value(s) of Table S7 have no regenerated counterpart" in md
@@ -179,6 +185,7 @@ def test_metric_table_rows_scale_and_labels(paper):
                                                                  ["RE@25", pytest.approx(0.41), "count"]]
     c = report.compare(paper, rows.assign(table="x"))
     assert set(c.loc[c["status"] != "not regenerated", "metric"]) == {"NDCG", "RE@25"}
+    assert rows["value_authors"].isna().all()  # no re_authors@25 in the summary
     s8 = report.metric_table_rows(summ, "Table S8", report.TABLE_S8)
     assert s8[["model", "metric"]].values.tolist() == [["μAUROC-tuned naive multitask", "micro AUROC"]]
     with pytest.raises(ValueError, match="lacks column"):
@@ -218,3 +225,43 @@ def test_adapters_for_data_tables(tmp_path):
     assert t1.loc[("all", "cherry-picked subset"), "status"] == "agrees"
     t2 = c[(c["item"] == "Table 2") & (c["status"] != "not regenerated")]
     assert len(t2) == 5 and (t2["status"] == "agrees").all()
+
+
+def test_re_like_for_like_rows_and_section(tmp_path, paper):
+    # our exact RE@25 with the authors' way and the share left out, from a fold summary, through a CSV
+    summ = pd.DataFrame({"experiment": ["naive_ndcg"] * 3, "level": ["chapter"] * 3,
+                         "metric": ["re@25", "re_authors@25", "re_left_out@25"],
+                         "mean": [0.38, 0.41, 0.03], "sem": [0.01, 0.008, 0.001]})
+    rows = report.metric_table_rows(summ, "Table S7", report.TABLE_S7, model_suffix="")
+    assert rows[["value", "value_authors", "sem_authors", "left_out"]].values.tolist() == [[0.38, 0.41, 0.008, 0.03]]
+    rows.to_csv(tmp_path / "paper_x.csv", index=False)
+    ours, _ = report.read_regenerated(tmp_path)
+    c = report.compare(paper, ours)
+    t = report.re_like_for_like(c)
+    assert t[["level", "metric", "ours", "ours_authors", "left_out"]].values.tolist() == [
+        ["chapter", "RE@25", 0.38, 0.41, 0.03]]
+    md = report.render(c, synthetic=False, provenance={}, versions={}, run_log=pd.DataFrame())
+    line = next(x for x in md.splitlines() if x.startswith("| Table S7 | chapter |") and "RE@25" in x)
+    assert "| 0.38 ± 0.01 | 0.41 ± 0.008 | 3.0 % |" in line and "agrees (SEM)" in line  # published 0.4043 ± 0.0082
+    assert "1 published RE@R values regenerated, 1 of them also the authors' way" in md
+
+
+def test_claims_withheld_under_the_rule(tmp_path, capsys):
+    from cacicd import claims as CL
+
+    assert CL.withheld_reason("smoke", 5000) == "smoke profile: its numbers are meaningless by design"
+    assert CL.withheld_reason("smoke", 19).endswith("by design; 19 test stays a fold, fewer than 500")
+    assert CL.withheld_reason("default", 19) == "19 test stays a fold, fewer than 500"
+    assert CL.withheld_reason("default", 875) is None and CL.withheld_reason("paper", 5000) is None
+    try:
+        CL.configure("default", 19)
+        c = CL.check("3.1", "k", "a claim", True, "Recall@30 +4.2 points")
+        assert c.supported is None and c.withheld == "19 test stays a fold, fewer than 500"
+        assert c.evidence.endswith("numbers: Recall@30 +4.2 points")
+        assert "[NOT CHECKABLE]" in capsys.readouterr().out
+        CL.save_claims([c], "x", tmp_path)
+        cc = report.claim_counts(CL.load_claims(tmp_path))
+        assert cc["withheld"] == 1 and cc["not checkable"] == 1 and cc["reproduced"] == 0
+    finally:
+        CL.configure("default", 10_000)
+    assert CL.check("3.1", "k", "a claim", True, "x").supported is True

@@ -49,6 +49,36 @@ def test_metrics_by_stay_type_skips_absent_types_and_rejects_bad_input():
         S.metrics_by_stay_type(y, s, st[:7], {"all": np.ones(12, bool)})
 
 
+def test_table_s9_takes_each_metric_from_its_model():
+    from types import SimpleNamespace
+
+    from sklearn.metrics import roc_auc_score
+
+    from cacicd import metrics as M
+
+    y, s = _fake(n=80)
+    st = np.array(["newborn", "surgical", "medical", "unknown"] * 20)
+    rng = np.random.default_rng(1)
+    runs = {exp: [SimpleNamespace(fold=k, test_idx=np.arange(k * 40, k * 40 + 40), scores=rng.random((40, 12)))
+                  for k in range(2)] for exp in S.TABLE_S9_MODELS}
+    groups = {"all": np.ones(12, bool)}
+    df = S.table_s9_folds(runs, sp.csr_matrix(y), st, groups)
+    assert set(df.experiment) == set(S.TABLE_S9_MODELS)
+    assert set(df[df.experiment == "naive_auroc_micro"].metric) == {"auroc_micro"}  # only its own metric
+    r = runs["naive_auroc_micro"][1]
+    rows = st[r.test_idx] == "surgical"
+    got = df[(df.experiment == "naive_auroc_micro") & (df.fold == 1) & (df.stay_type == "surgical")].value.item()
+    assert got == pytest.approx(roc_auc_score(y[r.test_idx][rows].ravel(), r.scores[rows].ravel()))
+    r = runs["naive_ndcg"][0]
+    rows = st[r.test_idx] == "medical"
+    v = df[(df.experiment == "naive_ndcg") & (df.fold == 0) & (df.stay_type == "medical")].set_index("metric").value
+    assert v["re_authors@50"] == pytest.approx(M.re_at_r_authors(y[r.test_idx][rows], r.scores[rows], 50,
+                                                                  float16=False))  # full precision, as theirs
+    assert v["re@50"] == pytest.approx(M.re_at_r(y[r.test_idx][rows], r.scores[rows], 50))
+    with pytest.raises(ValueError, match="needs the experiment"):
+        S.table_s9_folds({"naive_ndcg": runs["naive_ndcg"]}, y, st, groups)
+
+
 def test_stay_type_counts_and_presence():
     st = np.array(["newborn", "medical", "medical", "unknown"])
     c = S.stay_type_counts(st)

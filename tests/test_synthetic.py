@@ -238,6 +238,34 @@ def test_planted_signal(omop):
     assert abs(per_stay[in_f].mean() / per_stay[~in_f].mean() - 1) < 0.1
 
 
+def test_drug_linked_codes_carry_the_signal_their_meaning_implies(omop):
+    planted = synthetic.planted_signal(0)
+    links = planted["drug_links"]
+    assert {"V5861", "V5867", "V4581", "E9342"} <= set(links) == set(planted["drug_linked_codes"])
+    assert links["V5861"]["class"] == links["E9342"]["class"] == "anticoagulant"
+    assert links["V5867"]["class"] == links["E9323"]["class"] == "insulin"
+    assert all(planted["code_class"][c] == "drug_linked" for c in links)
+    assert all(icd9.is_known(c) and c[0] in "EV" for c in links)
+    owners = [i for ings in planted["drug_classes"].values() for i in ings]
+    assert len(owners) == len(set(owners))  # an ingredient belongs to one class
+    # in the data: P(code | a drug of its class) well above P(code | none), near the demo-calibrated rates
+    cond = omop["condition_occurrence"][["visit_occurrence_id", "condition_source_value"]].drop_duplicates()
+    ing = _ingredients(omop)
+    newborn = set(omop["visit_detail"].visit_occurrence_id[omop["visit_detail"].visit_detail_source_value.isin(
+        ["NB", "NBB"])])
+    adults = set(range(1, N + 1)) - newborn
+    for code, lo in (("V5861", 0.2), ("V5867", 0.04), ("V4581", 0.07)):
+        with_drug = set(ing.visit_occurrence_id[ing.ancestor_concept_id.isin(links[code]["ingredients"])]) & adults
+        has = set(cond.visit_occurrence_id[cond.condition_source_value == code])
+        p_with = len(has & with_drug) / len(with_drug)
+        p_without = len(has & (adults - with_drug)) / len(adults - with_drug)
+        assert len(with_drug) > 50 and p_with > lo and p_with > 2.5 * p_without, (code, p_with, p_without)
+        assert not has & newborn
+    # a documented share of the codes carries no signal at all
+    cls = np.array([k for k in planted["code_class"].values()])
+    assert abs(np.mean(cls == "no_signal") - 0.34) < 0.02
+
+
 def test_default_folder_cached(tmp_path):
     a = synthetic.default_folder(200, seed=1, root=tmp_path)
     stamp = {p.name: p.stat().st_mtime_ns for p in a.iterdir()}
