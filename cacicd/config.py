@@ -63,8 +63,9 @@ PROFILES: dict[str, Profile] = {
         name="smoke",
         n_stays=1_000,
         split_fraction=0.15,
-        max_epochs=3,  # Hyperband: brackets of 3 and 2 configurations, 5 in all
+        max_epochs=2,  # Hyperband, factor 2: brackets of 2 and 2 configurations, 4 in all
         space=SearchSpace(num_layers=(1, 2), units=(64, 128, 64), dropout=(0.0, 0.5), batchnorm=(False,)),
+        hyperband_factor=2,
         hyperband_iterations=1,
         executions_per_trial=1,
         patience=1,
@@ -78,10 +79,10 @@ PROFILES: dict[str, Profile] = {
         name="default",
         n_stays=7_000,
         split_fraction=0.125,
-        max_epochs=9,  # Hyperband: brackets of 9, 5 and 3 configurations (17 an iteration)
+        max_epochs=3,  # Hyperband, factor 3: brackets of 3 and 2 configurations (5 an iteration), 11 epochs at most
         space=SearchSpace(num_layers=(1, 3), units=(128, 1024, 128), dropout=(0.0, 0.8), batchnorm=(False, True)),
-        hyperband_iterations=2,  # naive family: 34 configurations
-        method_iterations=1,  # other searches: 17 configurations
+        hyperband_iterations=4,  # naive family (section 3.2): 20 configurations
+        method_iterations=2,  # other searches: 10 configurations
         executions_per_trial=1,
         patience=2,
         learning_rate=5e-3,

@@ -128,7 +128,8 @@ def check_source(source: str) -> tuple[str, str, dict]:
 
         schema = mimic3.SCHEMA if kind == "mimic3" else omop.SCHEMA
         found = omop.find_tables(path, schema)
-        missing = [t for t in (schema if kind == "mimic3" else omop.REQUIRED_TABLES) if t not in found]
+        required = [t for t in schema if t not in mimic3.OPTIONAL_TABLES] if kind == "mimic3" else omop.REQUIRED_TABLES
+        missing = [t for t in required if t not in found]
         if missing:
             raise DataError(f"data source {source!r}: {path} lacks table(s) {', '.join(missing)} "
                             f"(looked for <table>{'|'.join(omop.SUFFIXES)}; "

@@ -41,12 +41,17 @@ def test_schedule_of_the_smaller_profiles():
     # default: 9 epochs: brackets 2, 1, 0; ceil(1 + log3 9) = 3; 9 -> 3 -> 1, 5 -> 2, 3
     assert [(r.bracket, r.round, r.size, r.epochs) for r in H.schedule(9, 3, 1)] == [
         (2, 0, 9, 1), (2, 1, 3, 3), (2, 2, 1, 9), (1, 0, 5, 3), (1, 1, 2, 9), (0, 0, 3, 9)]
-    d = get_profile("default")
-    assert H.n_configurations(d.max_epochs, d.hyperband_factor, d.hyperband_iterations) == 34 >= 20
-    assert H.n_configurations(d.max_epochs, d.hyperband_factor, d.method_iterations) == 17 >= 10
-    # smoke: 3 epochs: brackets 1, 0; ceil(1 + 1) = 2; 3 -> 1, then 2
+    # 3 epochs: brackets 1, 0; ceil(1 + log3 3) = 2; 3 -> 1, then 2: 5 configurations an iteration
     assert [(r.bracket, r.round, r.size, r.epochs) for r in H.schedule(3, 3, 1)] == [(1, 0, 3, 1), (1, 1, 1, 3),
                                                                                      (0, 0, 2, 3)]
+    d = get_profile("default")
+    assert (d.max_epochs, d.hyperband_factor) == (3, 3)
+    assert H.n_configurations(d.max_epochs, d.hyperband_factor, d.hyperband_iterations) == 20  # naive family
+    assert H.n_configurations(d.max_epochs, d.hyperband_factor, d.method_iterations) == 10  # every other search
+    # smoke: 2 epochs, factor 2: brackets 1, 0; ceil(1 + log2 2) = 2; 2 -> 1, then 2
+    s = get_profile("smoke")
+    assert [(r.bracket, r.round, r.size, r.epochs) for r in H.schedule(s.max_epochs, s.hyperband_factor, 1)] == [
+        (1, 0, 2, 1), (1, 1, 1, 2), (0, 0, 2, 2)]
     assert H.max_epochs_trained(9, 3, 1) == 9 * 1 + 3 * 2 + 1 * 6 + 5 * 3 + 2 * 6 + 3 * 9
     with pytest.raises(ValueError, match="factor >= 2"):
         H.schedule(9, 1)
@@ -96,7 +101,8 @@ def fam_data():
     return ds, data, te
 
 
-SMOKE = get_profile("smoke").replace(executions_per_trial=2, learning_rate=3e-3, batch_size=64)
+SMOKE = get_profile("smoke").replace(executions_per_trial=2, learning_rate=3e-3, batch_size=64, max_epochs=3,
+                                     hyperband_factor=3)
 MEMBERS = [S.Member(f"naive_{t}", t) for t in ("f1_micro", "f1_macro", "ndcg", "auprc_micro", "auprc_macro",
                                               "auroc_micro", "auroc_macro")]
 MEMBERS += [S.Member("rollup_ndcg", "ndcg", "rollup"), S.Member("rolldown_ndcg", "ndcg", "rolldown")]
