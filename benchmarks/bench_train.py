@@ -15,10 +15,14 @@ each round so that a busy machine slows them alike; ratio = variant / reference 
 
     python benchmarks/bench_train.py            # CUDA when present, else CPU
     python benchmarks/bench_train.py --small    # a quick run with a smaller network
+
+On a shared machine whose cores are oversubscribed, set OMP_WAIT_POLICY=PASSIVE: spinning OpenMP
+threads otherwise stall each other, and the many memory-bound steps of mixed precision suffer most.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -152,7 +156,8 @@ def main(argv: list[str] | None = None) -> None:
     native = native_bfloat16(device)
     precisions = ["float32"] + (["bfloat16"] if native or a.all_precisions else [])
     name = torch.cuda.get_device_name(device) if gpu else f"CPU ({threads} threads)"
-    print(f"device: {name}; torch {torch.__version__}; native bfloat16: {native}")
+    print(f"device: {name}; torch {torch.__version__}; native bfloat16: {native}; "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}")
     print(f"network: {n_in} -> {' -> '.join(map(str, units))} -> {n_out}; batch {BATCH}; epoch timed on {batches} "
           f"batches ({batches * BATCH:,} stays) and extrapolated to {PAPER_TRAIN:,}; {n_infer:,} stays inferred "
           f"at batch 1,024, extrapolated to {PAPER_STAYS:,}; median of {a.repeats} interleaved rounds")

@@ -77,17 +77,18 @@ class _MixedLinearFn(torch.autograd.Function):
         x_lp = x.to(shadow.weight.dtype)
         ctx.save_for_backward(x_lp, shadow.weight)
         ctx.weight, ctx.shadow, ctx.x_dtype = weight, shadow, x.dtype
-        out = F.linear(x_lp, shadow.weight).float()
-        return out + bias if bias is not None else out
+        return F.linear(x_lp, shadow.weight, shadow.bias if bias is not None else None).float()
 
     @staticmethod
     def backward(ctx, grad_out):
         x_lp, w_lp = ctx.saved_tensors
-        g_lp = grad_out.to(w_lp.dtype)
-        grad_x = (g_lp @ w_lp).to(ctx.x_dtype) if ctx.needs_input_grad[0] else None
+        # one pass casts and transposes: a contiguous (out, B) operand makes the weight gradient ~3x faster
+        g_t = torch.empty((grad_out.shape[1], grad_out.shape[0]), dtype=w_lp.dtype, device=grad_out.device)
+        g_t.copy_(grad_out.t())
+        grad_x = (g_t.t() @ w_lp).to(ctx.x_dtype) if ctx.needs_input_grad[0] else None
         if ctx.needs_input_grad[1]:
             weight, shadow = ctx.weight, ctx.shadow
-            torch.mm(g_lp.t().contiguous(), x_lp, out=shadow.grad)  # a contiguous (out, B) operand: ~3x faster
+            torch.mm(g_t, x_lp, out=shadow.grad)
             if weight.grad is None:  # first contribution of this step (zero_grad(set_to_none=True))
                 weight.grad = shadow.master_grad.copy_(shadow.grad)
             else:  # e.g. a loss penalty on the same weight already accumulated its part
