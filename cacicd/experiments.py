@@ -399,14 +399,10 @@ class _Family:
     search: "object"  # cacicd.search.FamilySearch
     results: dict  # member name -> result (best trial, trials)
     meta: dict  # costs of the whole family
-    cols: np.ndarray
-    codes: list[str]
-    ctx: object
-    folder: Path
 
 
-def _family_search(exp: Experiment, c: _Ctx, fold: int, run: bool = True) -> _Family:
-    """The family search of `exp` on `fold`: run, resume or join it (run=True), else only open its store."""
+def _family_search(exp: Experiment, c: _Ctx, fold: int) -> _Family:
+    """The family search of `exp` on `fold`: read it when finished, else run, resume or join it."""
     from . import losses, outputs
     from .curves import CurveStore
     from .search import FamilyData, FamilySearch, Member, TrainSettings
@@ -438,7 +434,7 @@ def _family_search(exp: Experiment, c: _Ctx, fold: int, run: bool = True) -> _Fa
             return None
         try:
             saved = json.loads(f.read_text())
-            return _Family(fs, saved["results"], saved["meta"], cols, codes, ctx, folder)
+            return _Family(fs, saved["results"], saved["meta"])
         except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
             logger.warning("search of %s fold %d: %s is damaged; the search is read again from its store", exp.name,
                            fold, f)
@@ -455,12 +451,10 @@ def _family_search(exp: Experiment, c: _Ctx, fold: int, run: bool = True) -> _Fa
                 "nodes_trained_here": fs.nodes_trained, "epochs_trained_here": fs.epochs_trained,
                 "workers": store.workers(), "iterations": fs.iterations}
         atomic_write_text(f, json.dumps({"results": results, "meta": meta}, indent=1, default=jsonable))
-        return _Family(fs, results, meta, cols, codes, ctx, folder)
+        return _Family(fs, results, meta)
 
     if (done := finished()) is not None:
         return done
-    if not run:
-        raise FileNotFoundError(f"no finished search for {exp.name} fold {fold} in {folder}")
     if c.storage is not None:  # a shared store: workers on this cache must not wait for each other
         fam = search()
         with file_lock(folder / ".lock"):

@@ -320,7 +320,7 @@ class FamilySearch:
         return record is not None and all(read_curve(record["epochs"], k, b, self.settings.patience).done
                                           for k, b in demands.items())
 
-    def _train(self, node: Node, demands: dict[str, int], extra_epochs=()) -> None:
+    def _train(self, node: Node, demands: dict[str, int]) -> None:
         old = self.store.record(node.key)
         if old is not None:  # extend a shorter record: train again (deterministic) and keep what it served
             for m in self.members:
@@ -328,7 +328,6 @@ class FamilySearch:
                 demands.setdefault(m.key, o.n_read)
         t0 = time.perf_counter()
         record, ckpts = train_node(node, self.data, self.members, self.settings, demands, self.checkpoint,
-                                   extra_epochs=extra_epochs,
                                    heartbeat=lambda: self.store.heartbeat(node.key, self.worker))
         self.store.finish(node.key, self.worker, record, ckpts)
         self.nodes_trained += 1
