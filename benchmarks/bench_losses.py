@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from cacicd import icd9
-from cacicd.losses import LOSS_SPACES, LOSSES, LabelContext, make_loss
+from cacicd.models.losses import LOSS_SPACES, LOSSES, LabelContext, make_loss
 
 
 def label_set(n_labels: int, seed: int) -> list[str]:

@@ -1,4 +1,4 @@
-"""Time cacicd.metrics against scikit-learn on one test matrix of the paper's size.
+"""Time cacicd.evaluation.metrics against scikit-learn on one test matrix of the paper's size.
 
     python benchmarks/bench_metrics.py            # 5,000 x 9,336, ~40 positives per row (minutes: sklearn is slow)
     python benchmarks/bench_metrics.py --small    # 1,000 x 2,000, seconds
@@ -15,7 +15,7 @@ import scipy.sparse as sp
 import sklearn.metrics as skm
 from sklearn.feature_selection import mutual_info_classif
 
-from cacicd import metrics as M
+from cacicd.evaluation import metrics as M
 
 
 def make_data(n: int, L: int, per_row: float, seed: int = 0):

@@ -27,7 +27,7 @@ from pathlib import Path
 CHILD = r"""
 import json, resource, sys, time, logging
 logging.basicConfig(level=logging.WARNING)
-from cacicd import omop, pg
+from cacicd.data import omop, pg
 rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 kind, arg, cache = sys.argv[1], sys.argv[2], sys.argv[3]
 t = time.perf_counter()
@@ -66,7 +66,7 @@ def main() -> None:
         raise SystemExit("no PostgreSQL server: pass --url or `source .ci/start_postgres.sh`")
     import psycopg
 
-    from cacicd import pg, synthetic
+    from cacicd.data import pg, synthetic
 
     t = time.perf_counter()
     folder = synthetic.default_folder(a.n_stays, a.seed, a.root)

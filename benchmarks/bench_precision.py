@@ -15,10 +15,10 @@ import time
 
 import numpy as np
 
-from cacicd import losses
+from cacicd.models import losses
 from cacicd.config import cache_root, get_profile
-from cacicd.experiments import fold_indices, load_dataset
-from cacicd.train import resolve_precision, set_threads, train
+from cacicd.experiments.engine import fold_indices, load_dataset
+from cacicd.models.train import resolve_precision, set_threads, train
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,13 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from cacicd import experiments as E
-from cacicd import losses, outputs
+from cacicd.experiments import engine as E
+from cacicd.models import losses, outputs
 from cacicd.config import get_profile
-from cacicd.curves import CurveStore
-from cacicd.data import load_data
-from cacicd.search import FamilyData, FamilySearch, Member, TrainSettings
-from cacicd.train import set_threads
+from cacicd.models.curves import CurveStore
+from cacicd.data.sources import load_data
+from cacicd.models.search import FamilyData, FamilySearch, Member, TrainSettings
+from cacicd.models.train import set_threads
 
 
 def main() -> None:

@@ -5,7 +5,7 @@ Network: 1,166 inputs (sparse, ~35 ones a row, one float column) -> 2,560 -> 2,5
 batch 128, dropout 0.3, Adam, BCE. Variants:
   reference             plain loop: dense float32 X and Y tensors resident on the device, nn.Sequential,
                         torch.optim.Adam defaults, BCE with logits (what a straightforward script does);
-  cacicd <prec> <input> `cacicd.train.Trainer.train_epoch` and `predict_proba`, precision float32 or
+  cacicd <prec> <input> `cacicd.models.train.Trainer.train_epoch` and `predict_proba`, precision float32 or
                         bfloat16 (only where the device has it natively unless --all-precisions),
                         input sparse (embedding-bag first layer) or dense.
 An epoch is timed on `--batches` batches (a reduced epoch) and extrapolated to the paper's 48,976
@@ -31,8 +31,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from cacicd.losses import BCELoss
-from cacicd.train import Trainer, native_bfloat16, predict_proba, set_threads
+from cacicd.models.losses import BCELoss
+from cacicd.models.train import Trainer, native_bfloat16, predict_proba, set_threads
 
 PAPER_TRAIN, PAPER_STAYS = 48_976, 58_976
 BATCH = 128

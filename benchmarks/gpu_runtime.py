@@ -11,8 +11,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from cacicd import runtime
-from cacicd.models import MLP
+from cacicd.paper import runtime
+from cacicd.models.network import MLP
 
 
 def main() -> None:

@@ -64,12 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from . import experiments as E
+    from cacicd.experiments import engine as E
 
     pd.set_option("display.width", 160, "display.max_rows", 500)
     try:
         if getattr(args, "fold", None) is not None:  # every fold checked before any work starts
-            from .config import get_profile
+            from cacicd.config import get_profile
 
             E.check_folds(_folds(str(args.fold)), get_profile(args.profile))
         if args.cmd == "list":
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             for e in E.EXPERIMENTS.values():
                 print(f"{e.name:{w}s}  {e.description}")
         elif args.cmd == "data":
-            from .config import cache_root, get_profile
+            from cacicd.config import cache_root, get_profile
 
             ds = E.load_dataset(args.data, get_profile(args.profile), args.cache or cache_root())
             print(f"{ds.n_stays:,} stays, {ds.X.shape[1]:,} features, {len(ds.codes):,} codes; hash {ds.content_hash()}")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 PAPER_STAYS = 58_976
 PAPER_SPLIT = 5_000  # dev and test sizes in the paper
-PRECISIONS = ("auto", "float32", "bfloat16")  # training and inference precision (cacicd.train)
+PRECISIONS = ("auto", "float32", "bfloat16")  # training and inference precision (cacicd.models.train)
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class Profile:
     patience: int = 3
     max_epochs: int = 150
     precision: str = "auto"  # "auto" (bfloat16 where the hardware has it natively), "float32" or "bfloat16"
-    # search (keras-tuner Hyperband, spec section 6; cacicd.hyperband)
+    # search (keras-tuner Hyperband, spec section 6; cacicd.models.hyperband)
     space: SearchSpace = field(default_factory=SearchSpace)
     hyperband_factor: int = 3
     hyperband_iterations: int = 2  # the naive family's searches (section 3.2)

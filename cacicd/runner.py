@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .config import get_profile
-from .io import atomic_write_text
+from cacicd.config import get_profile
+from cacicd.files import atomic_write_text
 
 if TYPE_CHECKING:
     from traitlets.config import Config
@@ -110,8 +110,8 @@ def without_password(data: str) -> str:
 
     Notebook parameters, run logs and input keys then never hold it; other sources are returned as they are.
     """
-    from .data import parse_source
-    from .pg import split_password
+    from cacicd.data.sources import parse_source
+    from cacicd.data.pg import split_password
 
     if parse_source(data)[0] != "postgresql":
         return data
@@ -124,7 +124,7 @@ def without_password(data: str) -> str:
 
 def absolute_source(data: str) -> str:
     """The source with a relative folder made absolute (notebooks run with notebooks/ as working directory)."""
-    from .data import parse_source
+    from cacicd.data.sources import parse_source
 
     kind, loc, _ = parse_source(data)
     if kind not in ("omop", "mimic3") or not loc or Path(loc).is_absolute():
@@ -152,8 +152,8 @@ def _unwritable(folder: Path) -> str | None:
 def check_arguments(profile: str, data: str, out: str | None, only: list[str] | None,
                     cache_dir: str | None) -> list[str]:
     """One line per bad argument (profile, data source, notebook names, output and cache folders); nothing is made."""
-    from .config import cache_root
-    from .data import check_source
+    from cacicd.config import cache_root
+    from cacicd.data.sources import check_source
 
     errors = []
     try:

@@ -34,8 +34,8 @@ import logging
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from cacicd import data as cdata
-from cacicd.figures import save_figure, save_table, setup
+from cacicd.data import sources as cdata
+from cacicd.paper.figures import save_figure, save_table, setup
 
 P, CACHE = setup(profile, data, cache_dir, note='Numbers resemble MIMIC-III by construction; they are not MIMIC-III.', level=logging.INFO)
 

@@ -35,8 +35,8 @@
 #
 # Models: `naive_f1_micro` (all codes, tuned on μF1), `cherry_f1_micro` (cherry-picked codes only, tuned on
 # μF1; codes it never saw score 0) and `dummy` (training-set frequencies), on every fold. This notebook runs
-# them through the engine's cache (`cacicd.experiments.run`) and computes everything in `cacicd.information`
-# and `cacicd.compare`; it only plots. Entropy reduction and median-rank ratios are per code, averaged over
+# them through the engine's cache (`cacicd.experiments.engine.run`) and computes everything in `cacicd.paper.information`
+# and `cacicd.evaluation.compare`; it only plots. Entropy reduction and median-rank ratios are per code, averaged over
 # the folds where the code has both classes in the test set.
 
 # %% tags=["parameters"]
@@ -54,13 +54,15 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from cacicd import compare, information, report, stats, thresholds
-from cacicd import data as cdata
-from cacicd import experiments as E
-from cacicd.claims import check, configure, save_claims
-from cacicd.figures import save_figure, save_json, save_table, setup
-from cacicd.metrics import RECALL_K
-from cacicd.thresholds import TABLE_S4_LEVELS
+from cacicd.evaluation import compare, stats, thresholds
+
+from cacicd.paper import information, report
+from cacicd.data import sources as cdata
+from cacicd.experiments import engine as E
+from cacicd.paper.claims import check, configure, save_claims
+from cacicd.paper.figures import save_figure, save_json, save_table, setup
+from cacicd.evaluation.metrics import RECALL_K
+from cacicd.evaluation.thresholds import TABLE_S4_LEVELS
 
 P, CACHE = setup(profile, data, cache_dir, note="The numbers below are not MIMIC-III's; compare their form, not their values.", level=logging.WARNING)
 T0 = time.perf_counter()
@@ -346,7 +348,7 @@ diffs[diffs["k"].isin([1, 5, 9, 10, 20, 30, 50])]
 # Micro precision, recall and F1 (a code is predicted when its score is strictly above 0.5; a 0/0 ratio counts
 # 0, as scikit-learn's default, through which the authors' numbers went) per level, over the cherry-picked
 # codes of each level, of the two μF1-tuned models (mean ± SEM over folds, %). The same function
-# (`cacicd.thresholds.fixed_threshold_table`) gives notebook 06's rows, next to its adaptive-threshold ones.
+# (`cacicd.evaluation.thresholds.fixed_threshold_table`) gives notebook 06's rows, next to its adaptive-threshold ones.
 
 # %%
 s4 = pd.concat([thresholds.fixed_threshold_table(t, s, masks, groups["cherry-picked"]).assign(model=m, fold=k)

@@ -28,8 +28,8 @@
 # 4. **Table S5.** The μAUPRC-tuned model is better calibrated than the NDCG-tuned one (ECE and MCE).
 #
 # Relative improvements are 100·(m/m_ref − 1), negated for RE@R so that positive is better, with the SEM over
-# folds scaled by 100/m_ref (`cacicd.compare.relative`). The models are the engine's cached experiments
-# (`cacicd.experiments.run`); the Spearman matrix uses every experiment of the paper × fold (this notebook
+# folds scaled by 100/m_ref (`cacicd.evaluation.compare.relative`). The models are the engine's cached experiments
+# (`cacicd.experiments.engine.run`); the Spearman matrix uses every experiment of the paper × fold (this notebook
 # runs those that notebooks 03–05 would otherwise train first; the dummy is not trained and is left out).
 
 # %% tags=["parameters"]
@@ -47,12 +47,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from cacicd import compare, metrics, report, stats
-from cacicd import data as cdata
-from cacicd import experiments as E
-from cacicd.claims import check, configure, save_claims
-from cacicd.figures import save_figure, save_table, setup
-from cacicd.stats import paired_ttest
+from cacicd.evaluation import compare, metrics, stats
+
+from cacicd.paper import report
+from cacicd.data import sources as cdata
+from cacicd.experiments import engine as E
+from cacicd.paper.claims import check, configure, save_claims
+from cacicd.paper.figures import save_figure, save_table, setup
+from cacicd.evaluation.stats import paired_ttest
 
 P, CACHE = setup(profile, data, cache_dir, note="The numbers below are not MIMIC-III's; compare their form, not their values.", level=logging.WARNING)
 T0 = time.perf_counter()
@@ -83,7 +85,7 @@ print(f"{ds.n_stays:,} stays, {len(ds.codes):,} codes; {len(R[REF])} folds; data
 
 # %% [markdown]
 # ## Did the target metric change the model?
-# The seven searches are keras-tuner Hyperband searches (`cacicd.search`) that share one store of trained
+# The seven searches are keras-tuner Hyperband searches (`cacicd.models.search`) that share one store of trained
 # networks: they start the same random configurations, and each target decides which trials Hyperband
 # promotes, where early stopping (on a 5 % validation split of the training rows) ends a training, which epoch's
 # weights are kept, and which trial wins. Where two targets made the same choices, their models are identical
@@ -167,7 +169,7 @@ claims.append(check(
         f"{SHORT[mic]} {mean_rel[mic]:+.1f}% vs {SHORT[mac]} {mean_rel[mac]:+.1f}%"
         + (" (identical models)" if (mic, mac) not in distinct else "") for mic, mac in pairs)))
 # the baseline's absolute RE@R is compared with the published bar labels: ours exact, and the way the published
-# values were computed (float16 scores, stays with a single code of the level left out; `cacicd.metrics`)
+# values were computed (float16 scores, stays with a single code of the level left out; `cacicd.evaluation.metrics`)
 masks = ds.level_masks()
 AUTHORS = [f"{kind}@{r_}" for r_ in RS for kind in ("re_authors", "re_left_out")]
 ref_authors = stats.fold_summary(pd.concat(
@@ -207,7 +209,7 @@ rel[rel["level"] != "all"].pivot_table(index=["level", "model"], columns="R", va
 # %% [markdown]
 # ## Fig S4 — Spearman ρ between scalar metrics and RE@R over every full-label model
 # One observation per (experiment, fold) of every experiment of the paper whose model scores every code (test
-# metrics, all codes; `cacicd.compare.full_label_experiments`), run here when the cache lacks it, so the figure
+# metrics, all codes; `cacicd.evaluation.compare.full_label_experiments`), run here when the cache lacks it, so the figure
 # does not depend on which notebooks ran before. As in the authors' analysis (50 full-label models), models
 # trained on a subset of codes — the cherry-picked model, the per-level models and their assembly — are left
 # out rather than scored with zeros on the codes they never saw; the dummy model is not trained and is left out

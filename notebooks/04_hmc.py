@@ -42,13 +42,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from cacicd import compare
-from cacicd import data as cdata
-from cacicd import experiments as E
-from cacicd import icd9, stats
-from cacicd import subgroups as S
-from cacicd.claims import check, configure, save_claims
-from cacicd.figures import save_figure, save_table, setup
+from cacicd.evaluation import compare
+from cacicd.data import sources as cdata
+from cacicd.experiments import engine as E
+from cacicd import icd9
+from cacicd.evaluation import stats
+from cacicd.paper import subgroups as S
+from cacicd.paper.claims import check, configure, save_claims
+from cacicd.paper.figures import save_figure, save_table, setup
 
 P, CACHE = setup(profile, data, cache_dir, note='Numbers resemble MIMIC-III by construction; they are not MIMIC-III.', level=logging.INFO)
 

@@ -38,13 +38,15 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from cacicd import compare, report, stats
-from cacicd import data as cdata
-from cacicd import experiments as E
+from cacicd.evaluation import compare, stats
+
+from cacicd.paper import report
+from cacicd.data import sources as cdata
+from cacicd.experiments import engine as E
 from cacicd import icd9
-from cacicd import subgroups as S
-from cacicd.claims import check, configure, save_claims
-from cacicd.figures import save_figure, save_table, setup
+from cacicd.paper import subgroups as S
+from cacicd.paper.claims import check, configure, save_claims
+from cacicd.paper.figures import save_figure, save_table, setup
 
 P, CACHE = setup(profile, data, cache_dir, note='Numbers resemble MIMIC-III by construction; they are not MIMIC-III.', level=logging.INFO)
 
@@ -114,7 +116,7 @@ s6_summary
 
 # %% [markdown]
 # ## Table S9 — metrics by stay type
-# Stay type as the authors' code assigned it (`cacicd.omop`): newborn if any `visit_detail` row of the stay is a
+# Stay type as the authors' code assigned it (`cacicd.data.omop`): newborn if any `visit_detail` row of the stay is a
 # newborn service, else surgical if any is a surgical service, else medical. Columns as theirs: NDCG, NDCG@15 and
 # RE@25/50/75/100 of the NDCG-tuned model, and each of micro/macro AUROC and AUPRC from the model tuned on that
 # metric; on the test stays of each type, per level, mean ± SEM over folds. RE@R is also given the way the

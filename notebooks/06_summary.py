@@ -29,7 +29,7 @@
 # - **Table S10 / §3.6.2.** The best hyperparameters: the top models are shallow and wide (2–3 hidden
 #   layers, ~2–3k units, dropout ~60 %).
 #
-# Everything here reads the engine's cached experiments (`cacicd.experiments.run`); nothing is trained
+# Everything here reads the engine's cached experiments (`cacicd.experiments.engine.run`); nothing is trained
 # unless the cache lacks a result. Every number is mean ± SEM over the folds (ddof = 1).
 
 # %% tags=["parameters"]
@@ -46,12 +46,15 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from cacicd import data as cdata
-from cacicd import experiments as E
-from cacicd import icd9, metrics, report, splits, stats, thresholds
-from cacicd.claims import check, configure, save_claims
-from cacicd.figures import save_figure, save_table, setup
-from cacicd.train import predict_proba
+from cacicd.data import sources as cdata
+from cacicd.experiments import engine as E
+from cacicd import icd9
+from cacicd.evaluation import metrics, stats, thresholds
+from cacicd.paper import report
+from cacicd.data import splits
+from cacicd.paper.claims import check, configure, save_claims
+from cacicd.paper.figures import save_figure, save_table, setup
+from cacicd.models.train import predict_proba
 
 P, CACHE = setup(profile, data, cache_dir, note="The numbers below are not MIMIC-III's; compare their form, not their values.", level=logging.WARNING)
 
@@ -258,7 +261,7 @@ tableS6
 # model tuned on it. The "top50" rows keep the 50 most frequent codes of the level (whole-dataset counts) and
 # rank each stay's codes among those 50 only. RE@R is exact; next to it, for the replication report, the same RE@R
 # computed the way the published values were (`re_authors@R`: float16 scores, stays with a single code of the
-# level left out, `cacicd.metrics.re_at_r_authors`) and the share of stays that way leaves out (`re_left_out@R`).
+# level left out, `cacicd.evaluation.metrics.re_at_r_authors`) and the share of stays that way leaves out (`re_left_out@R`).
 
 # %%
 LEVELS = ["chapter", "subchapter", "3digit", "billing", "all"]

@@ -39,12 +39,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cacicd import data as cdata
-from cacicd import experiments as E
-from cacicd import runtime, splits
-from cacicd.claims import check, configure, save_claims
-from cacicd.figures import save_figure, save_json, save_table, setup
-from cacicd.train import default_device, set_threads
+from cacicd.data import sources as cdata
+from cacicd.experiments import engine as E
+from cacicd.paper import runtime
+from cacicd.data import splits
+from cacicd.paper.claims import check, configure, save_claims
+from cacicd.paper.figures import save_figure, save_json, save_table, setup
+from cacicd.models.train import default_device, set_threads
 
 P, CACHE = setup(profile, data, cache_dir, note='Its size and code count set the work, not its values.', level=logging.WARNING)
 

@@ -36,12 +36,12 @@ from pathlib import Path
 
 from IPython.display import Markdown, display
 
-from cacicd import data as cdata
-from cacicd import report, runtime
-from cacicd.claims import load_claims
-from cacicd.figures import is_synthetic, save_table, setup
-from cacicd.io import atomic_write_text
-from cacicd.train import default_device
+from cacicd.data import sources as cdata
+from cacicd.paper import report, runtime
+from cacicd.paper.claims import load_claims
+from cacicd.paper.figures import is_synthetic, save_table, setup
+from cacicd.files import atomic_write_text
+from cacicd.models.train import default_device
 
 P, CACHE = setup(profile, data, cache_dir, note='The comparison with published values is for form only.', level=logging.WARNING)
 

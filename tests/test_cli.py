@@ -2,7 +2,7 @@
 import pytest
 
 from cacicd import cli
-from cacicd import experiments as E
+from cacicd.experiments import engine as E
 
 
 def test_list_prints_every_experiment(capsys):

@@ -7,7 +7,7 @@ import scipy.sparse as sp
 from scipy.stats import spearmanr, ttest_rel
 from sklearn.metrics import f1_score, ndcg_score
 
-from cacicd import compare as C
+from cacicd.evaluation import compare as C
 
 
 def _tidy(values: dict) -> pd.DataFrame:
@@ -140,7 +140,7 @@ def test_cached_tidy_reads_every_done_experiment(tmp_path):
     from test_experiments import TINY
     from test_train import ensure_metrics, make_dataset
 
-    from cacicd import experiments as E
+    from cacicd.experiments import engine as E
 
     ensure_metrics()
     ds = make_dataset(n=200, n_ingredients=20, n_leaves=30, seed=2)
@@ -168,7 +168,7 @@ def test_identical_groups_finds_models_with_equal_scores_on_every_fold():
 
 
 def test_full_label_experiments_leave_out_subset_models():
-    from cacicd import experiments as E
+    from cacicd.experiments import engine as E
 
     names = C.full_label_experiments()
     assert "naive_ndcg" in names and "mcloss_ndcg" in names and "irnw_ndcg" in names

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cacicd import experiments as E
+from cacicd.experiments import engine as E
 from cacicd import icd9
 from cacicd.config import Profile, SearchSpace
 from test_train import ensure_metrics, make_dataset
@@ -67,14 +67,14 @@ def test_run_caches_and_expands_predictions(ds, cache, monkeypatch):
     np.testing.assert_array_equal(again[0].scores, r.scores)
     np.testing.assert_array_equal(again[0].test_idx, r.test_idx)
     # the saved model reproduces the saved test predictions
-    from cacicd.train import predict_proba
+    from cacicd.models.train import predict_proba
 
     np.testing.assert_allclose(predict_proba(again[0].load_model(), ds.X[r.test_idx]), r.scores, rtol=1e-6)
 
 
 def test_rollup_and_rolldown_are_searches_of_the_naive_family(ds, cache, monkeypatch):
-    from cacicd import search
-    from cacicd.train import predict_proba
+    from cacicd.models import search
+    from cacicd.models.train import predict_proba
 
     E.run("naive_ndcg", TINY, ds, cache_dir=cache, folds=0, progress=False)
     monkeypatch.setattr(search.FamilySearch, "_train", lambda *a, **k: pytest.fail("the family's store was not shared"))
@@ -153,7 +153,8 @@ sys.path.insert(0, {tests!r})
 from test_train import ensure_metrics, make_dataset
 from test_experiments import TINY
 ensure_metrics()
-from cacicd import experiments as E, train as T
+from cacicd.experiments import engine as E
+from cacicd.models import train as T
 real = T.Trainer.train_epoch
 def slow(self):
     time.sleep(0.4)

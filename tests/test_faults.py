@@ -15,12 +15,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cacicd import cli, data, omop, runner, synthetic
-from cacicd import experiments as E
+from cacicd import cli, runner
+
+from cacicd.data import sources as data, omop, synthetic
+from cacicd.experiments import engine as E
 from cacicd.config import get_profile
-from cacicd.dataset import Dataset
-from cacicd.io import Damaged
-from cacicd.omop import DataError
+from cacicd.data.dataset import Dataset
+from cacicd.files import Damaged
+from cacicd.data.omop import DataError
 from conftest import tiny_tables, write_tables
 from test_experiments import TINY
 from test_runner import fake_repo  # noqa: F401  (fixture)
@@ -59,7 +61,7 @@ def test_damaged_metrics_refused_by_load_recomputed_by_run(ds, tmp_path, caplog)
         E.load("dummy", TINY, ds, cache_dir=tmp_path)
     st = E.status(TINY, ds, tmp_path).set_index(["experiment", "fold"])["state"]
     assert st["dummy", 0] == "damaged" and st["dummy", 1] == "done"
-    with caplog.at_level(logging.WARNING, logger="cacicd.experiments"):
+    with caplog.at_level(logging.WARNING, logger="cacicd.experiments.engine"):
         r1 = E.run("dummy", TINY, ds, cache_dir=tmp_path, progress=False)[0]
     assert f"dummy fold 0 is damaged: {f}" in caplog.text and "recomputing it" in caplog.text
     assert f.read_bytes() == before and np.array_equal(r1.scores, r0.scores)
@@ -71,7 +73,7 @@ def test_damaged_metrics_refused_by_load_recomputed_by_run(ds, tmp_path, caplog)
     with pytest.raises(Damaged, match="result.json is not valid JSON"):
         E.load("dummy", TINY, ds, cache_dir=tmp_path, folds=0)
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="cacicd.experiments"):
+    with caplog.at_level(logging.WARNING, logger="cacicd.experiments.engine"):
         r2 = E.run("dummy", TINY, ds, cache_dir=tmp_path, folds=0, progress=False)[0]
     assert "not valid JSON" in caplog.text and np.array_equal(r2.scores, r0.scores)
 
@@ -99,14 +101,14 @@ def test_any_artefact_written_before_result_json_is_verified(ds, tmp_path, monke
     (r.path / "result.json").write_text(json.dumps(meta))
     with pytest.raises(Damaged, match="records no artefact sizes and hashes"):
         E.load("dummy", TINY, ds, cache_dir=tmp_path, folds=0)
-    with caplog.at_level(logging.WARNING, logger="cacicd.experiments"):
+    with caplog.at_level(logging.WARNING, logger="cacicd.experiments.engine"):
         E.run("dummy", TINY, ds, cache_dir=tmp_path, folds=0, progress=False)
     assert "written by an older version); recomputing it" in caplog.text
     assert E.load("dummy", TINY, ds, cache_dir=tmp_path, folds=0)[0].artefacts
 
 
 def test_truncated_scores_and_damaged_model_or_search(ds, tmp_path, caplog, monkeypatch):
-    from cacicd import search
+    from cacicd.models import search
 
     prof = TINY.replace(max_epochs=2)
     r0 = E.run("naive_ndcg", prof, ds, cache_dir=tmp_path, folds=0, progress=False)[0]
@@ -119,7 +121,7 @@ def test_truncated_scores_and_damaged_model_or_search(ds, tmp_path, caplog, monk
     fam = next(tmp_path.glob("tiny/*/_search/all-bce-*/fold0/search.json"))
     _cut(fam, 10)  # the family's finished search: read again from its store, nothing retrained
     monkeypatch.setattr(search.FamilySearch, "_train", lambda *a, **k: pytest.fail("retrained a stored network"))
-    with caplog.at_level(logging.WARNING, logger="cacicd.experiments"):
+    with caplog.at_level(logging.WARNING, logger="cacicd.experiments.engine"):
         r1 = E.run("naive_ndcg", prof, ds, cache_dir=tmp_path, folds=0, progress=False)[0]
     assert "scores.npy is 1,000 bytes" in caplog.text and "search.json is damaged" in caplog.text
     assert np.array_equal(r1.scores, r0.scores) and r1.best_params == r0.best_params
@@ -176,13 +178,13 @@ def test_damaged_synthetic_folder_is_regenerated(tmp_path, caplog):
     want = {p.name: p.read_bytes() for p in a.iterdir()}
     f = a / "drug_exposure.csv"
     _cut(f, f.stat().st_size // 2 + 7)
-    with caplog.at_level(logging.WARNING, logger="cacicd.synthetic"):
+    with caplog.at_level(logging.WARNING, logger="cacicd.data.synthetic"):
         b = synthetic.default_folder(200, seed=1, root=tmp_path)
     assert b == a and f"synthetic data {a} is damaged: {f} is" in caplog.text and "regenerating it" in caplog.text
     assert {p.name: p.read_bytes() for p in b.iterdir()} == want  # the same bytes again
     (a / ".complete").write_text("ok\n")  # written by an older version: not trusted
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="cacicd.synthetic"):
+    with caplog.at_level(logging.WARNING, logger="cacicd.data.synthetic"):
         synthetic.default_folder(200, seed=1, root=tmp_path)
     assert "older version" in caplog.text
 
@@ -193,7 +195,7 @@ def test_damaged_cached_dataset_is_rebuilt(tmp_path, tiny_omop, caplog):
     _flip(folder / "X.npz", at=40)
     with pytest.raises(Damaged, match=r"X.npz is same size, other content"):
         Dataset.load(folder)
-    with caplog.at_level(logging.WARNING, logger="cacicd.omop"):
+    with caplog.at_level(logging.WARNING, logger="cacicd.data.omop"):
         again = omop.load_omop_cached(tiny_omop, tmp_path / "cache")
     assert f"dataset {folder} is damaged: {folder / 'X.npz'}" in caplog.text and "rebuilding it" in caplog.text
     assert again.content_hash() == ds.content_hash() and Dataset.load(folder).content_hash() == ds.content_hash()
@@ -207,7 +209,7 @@ def test_damaged_split_files_are_rewritten(ds, tmp_path, caplog):
     ids = f.read_text().split()
     ids[0] = str(next(int(v) for v in ds.visit_ids if v not in splits[1].test and v not in splits[1].dev))
     f.write_text("".join(f"{i}\n" for i in ids))  # as many ids, one of another stay: only a fresh draw tells
-    with caplog.at_level(logging.WARNING, logger="cacicd.data"):
+    with caplog.at_level(logging.WARNING, logger="cacicd.data.sources"):
         again = data.get_splits(ds, prof, tmp_path)
     assert f"split files in {folder} are damaged" in caplog.text
     assert [s.test.tolist() for s in again] == [s.test.tolist() for s in splits]
@@ -325,7 +327,7 @@ def test_other_gender_concepts_are_counted_and_warned(tmp_path, caplog):
     t["person"][0]["gender_concept_id"] = 0  # visits 10 and 11
     t["person"][2]["gender_concept_id"] = 8551  # visit 30
     t["person"][1]["gender_concept_id"] = None  # visits BIG and 40
-    with caplog.at_level(logging.WARNING, logger="cacicd.omop"):
+    with caplog.at_level(logging.WARNING, logger="cacicd.data.omop"):
         ds = omop.load_omop(write_tables(tmp_path / "o", t))
     assert ds.report["gender_other"] == 3 and ds.report["gender_other_concepts"] == {"0": 2, "8551": 1}
     assert ds.report["gender_missing"] == 2

@@ -5,7 +5,7 @@ import scipy.sparse as sp
 from scipy.stats import rankdata
 from sklearn.feature_selection import mutual_info_classif
 
-from cacicd import information as I
+from cacicd.paper import information as I
 
 CODES = ["001-139", "0389", "V1582", "E8490", "7650", "76500", "800-999", "4019", "V30-V39", "765"]
 COUNTS = np.array([500, 100, 150, 300, 250, 120, 99, 5, 2000, 400])

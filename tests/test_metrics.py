@@ -1,4 +1,4 @@
-"""cacicd.metrics against scikit-learn, numpy and hand-worked values (ties, empty rows and labels)."""
+"""cacicd.evaluation.metrics against scikit-learn, numpy and hand-worked values (ties, empty rows and labels)."""
 import numpy as np
 import pandas as pd
 import pytest
@@ -6,7 +6,7 @@ import scipy.sparse as sp
 import sklearn.metrics as skm
 from scipy.stats import rankdata
 
-from cacicd import metrics as M
+from cacicd.evaluation import metrics as M
 
 
 def _case(name: str):

@@ -6,9 +6,11 @@ from datetime import datetime
 import numpy as np
 import pytest
 
-from cacicd import icd9, mimic3
-from cacicd.mimic3 import drug_key
-from cacicd.omop import DataError
+from cacicd import icd9
+
+from cacicd.data import mimic3
+from cacicd.data.mimic3 import drug_key
+from cacicd.data.omop import DataError
 from conftest import write_tables
 
 

@@ -5,7 +5,7 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from cacicd.models import MLP, DummyModel, MixedLinear, SparseInputLinear, build_mlp, low_precision, params_to_layers
+from cacicd.models.network import MLP, DummyModel, MixedLinear, SparseInputLinear, build_mlp, low_precision, params_to_layers
 
 
 def test_mlp_blocks_and_output_name():

@@ -7,8 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cacicd import icd9, omop
-from cacicd.omop import DataError, classify_icd
+from cacicd import icd9
+
+from cacicd.data import omop
+from cacicd.data.omop import DataError, classify_icd
 from conftest import (BIG, TINY_AGES, TINY_INGREDIENTS, TINY_LEAVES, TINY_SEX, TINY_STAY_TYPES, tiny_tables,
                       write_tables)
 
@@ -211,9 +213,9 @@ def test_parquet_float_ids_must_be_whole(tmp_path):
         omop.load_omop(folder)
 
 
-# ---------------------------------------------------------------- cacicd.data, the entry point
+# ---------------------------------------------------------------- cacicd.data.sources, the entry point
 
-from cacicd import data  # noqa: E402
+from cacicd.data import sources as data  # noqa: E402
 from cacicd.config import get_profile  # noqa: E402
 
 
@@ -226,7 +228,7 @@ def test_load_data_sources(tmp_path, tiny_omop):
     assert data.parse_source("omop:/x?ingredient_mapping=drug_concept&visit_concept_id=9201,262") == (
         "omop", "/x", {"ingredient_mapping": "drug_concept", "visit_concept_id": [9201, 262]})
     assert data.parse_source("postgresql://u:secret@db/omop?schema=omop")[0] == "postgresql"
-    with pytest.raises(DataError, match="cannot reach the server") as e:  # cacicd.pg; more in test_postgres_source
+    with pytest.raises(DataError, match="cannot reach the server") as e:  # cacicd.data.pg; more in test_postgres_source
         data.load_data("postgresql://u:secret@127.0.0.1:1/omop?schema=omop", prof, tmp_path)
     assert "secret" not in str(e.value)
     with pytest.raises(DataError, match="is not a folder"):
@@ -234,7 +236,7 @@ def test_load_data_sources(tmp_path, tiny_omop):
 
 
 def test_age_encoding_option_of_every_source(tmp_path, tiny_omop):
-    from cacicd.dataset import DEFAULT_AGE_ENCODING
+    from cacicd.data.dataset import DEFAULT_AGE_ENCODING
 
     prof = get_profile("smoke")
     f = data.load_data(str(tiny_omop), prof, tmp_path / "cache")
@@ -292,7 +294,7 @@ def test_describe_against_a_loop(tiny_omop):
 
 
 def test_load_data_synthetic(tmp_path):
-    pytest.importorskip("cacicd.synthetic")
+    pytest.importorskip("cacicd.data.synthetic")
     prof = get_profile("smoke").replace(n_stays=300)
     ds = data.load_data("synthetic", prof, tmp_path)
     assert ds.n_stays == 300 and ds.source == "synthetic:n300-s0"

@@ -1,4 +1,4 @@
-"""PostgreSQL OMOP source (cacicd.pg): the CSV folder's dataset bit for bit, clear errors, no password shown.
+"""PostgreSQL OMOP source (cacicd.data.pg): the CSV folder's dataset bit for bit, clear errors, no password shown.
 
 The postgres-marked tests need CACICD_TEST_PG_URL (`source .ci/start_postgres.sh` starts a throwaway
 server); each creates its own schemas and drops them. The others run anywhere.
@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cacicd import data, omop, pg, synthetic
+from cacicd.data import sources as data, omop, pg, synthetic
 from cacicd.config import get_profile
-from cacicd.omop import DataError
+from cacicd.data.omop import DataError
 from conftest import tiny_tables, write_tables
 
 SECRET = "s3cr%40t:pw"  # percent-encoded in the URL; libpq receives "s3cr@t:pw"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cacicd import data, mimic3, omop
+from cacicd.data import sources as data, mimic3, omop
 from cacicd.config import get_profile
 from conftest import shared_data
 

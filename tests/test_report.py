@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cacicd import report
-from cacicd.claims import Claim, save_claims
+from cacicd.paper import report
+from cacicd.paper.claims import Claim, save_claims
 
 PAPER_CSV = """item,level,model,metric,value,sem,unit,source
 Table S7,chapter,NDCG-tuned naive multitask,NDCG,92.33,0.08,%,cell 92
@@ -126,7 +126,7 @@ def test_run_log_claims_and_render(tmp_path, paper):
     save_claims([Claim("3.6", "a", "gain at K=30", True, "5 points"),
                  Claim("3.6", "b", "adaptive threshold wins", False, "−1 point"),
                  Claim("3.6", "c", "x", None, "one fold")], "06_summary", tmp_path)
-    from cacicd.claims import load_claims
+    from cacicd.paper.claims import load_claims
 
     claims = load_claims(tmp_path)
     assert report.claim_counts(claims) == {"reproduced": 1, "not reproduced": 1, "not checkable": 1, "withheld": 0,
@@ -140,7 +140,7 @@ def test_run_log_claims_and_render(tmp_path, paper):
                        disagreements=["one", "two"], tables_read=["paper_s7.csv"])
     assert md.index("Synthetic data") < md.index("## Summary")
     assert "for **form only**" in md
-    assert "calibrated to these outputs only" in md and "P(V58.61 | warfarin) 11/32" in md  # cacicd.synthetic
+    assert "calibrated to these outputs only" in md and "P(V58.61 | warfarin) 11/32" in md  # cacicd.data.synthetic
     assert "- Age. Our models read age as a float" in md
     assert "**1 reproduced**, **1 not reproduced**, 1 not checkable" in md
     assert "Verdict rule: Verdicts are withheld (not checkable) on the smoke profile" in md
@@ -247,7 +247,7 @@ def test_re_like_for_like_rows_and_section(tmp_path, paper):
 
 
 def test_claims_withheld_under_the_rule(tmp_path, capsys):
-    from cacicd import claims as CL
+    from cacicd.paper import claims as CL
 
     assert CL.withheld_reason("smoke", 5000) == "smoke profile: its numbers are meaningless by design"
     assert CL.withheld_reason("smoke", 19).endswith("by design; 19 test stays a fold, fewer than 500")

@@ -10,8 +10,8 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from cacicd.models import MLP
-from cacicd.runtime import (cpu_name, device_kind, device_name, predict_pass, summarize, table_name,
+from cacicd.models.network import MLP
+from cacicd.paper.runtime import (cpu_name, device_kind, device_name, predict_pass, summarize, table_name,
                             time_inference, time_training_epochs)
 
 

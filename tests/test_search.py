@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cacicd import hyperband as H
-from cacicd import search as S
+from cacicd.models import hyperband as H
+from cacicd.models import search as S
 from cacicd.config import SearchSpace, get_profile
-from cacicd.curves import CurveStore
+from cacicd.models.curves import CurveStore
 from test_train import ensure_metrics, fake_splits, make_dataset
 
 PAPER_TABLE = [  # (bracket, round, configurations, epochs at the end of the round), keras-tuner 1.1, (150, 3)
@@ -89,7 +89,7 @@ def test_early_stopping_and_best_epoch_read_by_hand():
 
 @pytest.fixture(scope="module")
 def fam_data():
-    from cacicd import losses, outputs
+    from cacicd.models import losses, outputs
 
     ensure_metrics()
     ds = make_dataset(n=300, n_ingredients=30, n_leaves=40, seed=3)
@@ -117,8 +117,8 @@ def _search(members, data, path, name="s"):
 
 
 def _test_scores(fs, result, ds, te, data):
-    from cacicd.models import build_mlp
-    from cacicd.train import predict_proba
+    from cacicd.models.network import build_mlp
+    from cacicd.models.train import predict_proba
 
     best = result["best"]
     m = build_mlp(ds.X.shape[1], len(ds.codes), S.network_params(best["config"]))
@@ -160,8 +160,8 @@ def test_top_model_is_the_checkpoint_of_the_best_execution(fam_data, tmp_path):
     i = int(np.argmax([o.best_dev for o in outs]))
     assert best["checkpoint"] == f"{best['nodes'][i]}@{outs[i].best_epoch}"
     # the kept checkpoint predicts what the search scored on dev
-    from cacicd.models import build_mlp
-    from cacicd.train import predict_proba, target_score
+    from cacicd.models.network import build_mlp
+    from cacicd.models.train import predict_proba, target_score
 
     m = build_mlp(ds.X.shape[1], len(ds.codes), S.network_params(best["config"]))
     S.load_state(m, fs.checkpoint(best["checkpoint"]))
@@ -187,7 +187,7 @@ def test_resume_trains_only_what_is_missing(fam_data, tmp_path):
     recs = store.records()
     victim = sorted(recs)[0]  # as if the process had been killed while training this node
     with store.engine.begin() as c:
-        from cacicd.curves import NODES
+        from cacicd.models.curves import NODES
 
         c.execute(NODES.update().where(NODES.c.node == victim).values(state="running", worker="dead:1"))
     assert store.release() == 1
@@ -202,7 +202,8 @@ sys.path.insert(0, {tests!r})
 from test_train import ensure_metrics, make_dataset
 from test_experiments import TINY
 ensure_metrics()
-from cacicd import experiments as E, train as T
+from cacicd.experiments import engine as E
+from cacicd.models import train as T
 real = T.Trainer.train_epoch
 def slow(self):
     time.sleep(0.2)
@@ -258,7 +259,7 @@ def test_two_workers_share_one_postgres_store(tmp_path):
     # the shared search found what one worker alone finds
     from test_experiments import TINY
 
-    from cacicd import experiments as E
+    from cacicd.experiments import engine as E
 
     ds = make_dataset(n=400, n_ingredients=40, n_leaves=50, seed=1)
     alone = E.run("naive_ndcg", TINY, ds, cache_dir=tmp_path / "alone", folds=0, progress=False)[0]

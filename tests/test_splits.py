@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from cacicd.dataset import Dataset
-from cacicd.splits import PAPER_FRACTION, Split, load_splits, make_splits, save_splits, split_indices
+from cacicd.data.dataset import Dataset
+from cacicd.data.splits import PAPER_FRACTION, Split, load_splits, make_splits, save_splits, split_indices
 
 
 def _ids(n, seed=1):

@@ -1,10 +1,10 @@
-"""cacicd.stats: fold aggregation, relative improvements and the scipy tests."""
+"""cacicd.evaluation.stats: fold aggregation, relative improvements and the scipy tests."""
 import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats as st
 
-from cacicd import stats as S
+from cacicd.evaluation import stats as S
 
 
 @pytest.fixture

@@ -7,9 +7,9 @@ from scipy.stats import t as t_dist
 from sklearn.metrics import coverage_error, ndcg_score
 
 from cacicd import icd9
-from cacicd import subgroups as S
-from cacicd.losses import LabelContext
-from cacicd.outputs import make_output_rule
+from cacicd.paper import subgroups as S
+from cacicd.models.losses import LabelContext
+from cacicd.models.outputs import make_output_rule
 
 
 def _fake(n=60, L=12, seed=0):
@@ -54,7 +54,7 @@ def test_table_s9_takes_each_metric_from_its_model():
 
     from sklearn.metrics import roc_auc_score
 
-    from cacicd import metrics as M
+    from cacicd.evaluation import metrics as M
 
     y, s = _fake(n=80)
     st = np.array(["newborn", "surgical", "medical", "unknown"] * 20)
@@ -210,7 +210,7 @@ def test_relative_bar_chart_draws_one_bar_per_model_and_level():
 
     tidy = _tidy({(m, lv, "ndcg"): {0: v, 1: v * 1.01, 2: v * 0.99}
                   for m, v in (("ref", 0.5), ("a", 0.48), ("b", 0.52)) for lv in ("chapter", "billing")})
-    from cacicd import stats
+    from cacicd.evaluation import stats
 
     rel = stats.relative_to(stats.fold_summary(tidy), "ref")
     fig, ax = plt.subplots()

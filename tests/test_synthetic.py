@@ -9,7 +9,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from cacicd import icd9, synthetic
+from cacicd import icd9
+
+from cacicd.data import synthetic
 
 N = 3_000
 COLUMNS = {

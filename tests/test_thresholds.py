@@ -6,9 +6,9 @@ import pytest
 import scipy.sparse as sp
 from sklearn.metrics import f1_score, precision_recall_curve, precision_score, recall_score
 
-from cacicd import metrics as M
+from cacicd.evaluation import metrics as M
 
-from cacicd.thresholds import adaptive_threshold_table, best_threshold, fixed_threshold_table, hard_metrics
+from cacicd.evaluation.thresholds import adaptive_threshold_table, best_threshold, fixed_threshold_table, hard_metrics
 
 
 def _brute_force(y, s, mask):

@@ -1,7 +1,7 @@
 """Training loop: learning, early stopping, determinism, plug-in losses and output rules.
 
 Also holds the helpers the other engine tests import: a small random Dataset over real ICD-9 codes
-and a scikit-learn stand-in for cacicd.metrics, used only while that module is absent.
+and a scikit-learn stand-in for cacicd.evaluation.metrics, used only while that module is absent.
 """
 import sys
 import types
@@ -12,13 +12,13 @@ import scipy.sparse as sp
 import torch
 
 from cacicd import icd9
-from cacicd.dataset import Dataset
+from cacicd.data.dataset import Dataset
 
 
 def ensure_metrics():
-    """cacicd.metrics, or (while the parallel module is absent) a scikit-learn stand-in."""
+    """cacicd.evaluation.metrics, or (while the parallel module is absent) a scikit-learn stand-in."""
     try:
-        from cacicd import metrics  # noqa: F401
+        from cacicd.evaluation import metrics  # noqa: F401
         return metrics
     except ImportError:
         pass
@@ -61,13 +61,13 @@ def ensure_metrics():
                 rows.append({"level": lv, "metric": "ndcg", "value": ndcg(y_true[:, m], y_score[:, m])})
         return pd.DataFrame(rows)
 
-    mod = types.ModuleType("cacicd.metrics")
+    mod = types.ModuleType("cacicd.evaluation.metrics")
     mod.ndcg, mod.auprc, mod.auroc, mod.f1, mod.evaluate = ndcg, auprc, auroc, f1, evaluate
     mod.STANDIN = True
-    sys.modules["cacicd.metrics"] = mod
+    sys.modules["cacicd.evaluation.metrics"] = mod
     import cacicd
 
-    cacicd.metrics = mod
+    cacicd.evaluation.metrics = mod
     return mod
 
 
@@ -96,7 +96,7 @@ def make_dataset(n: int = 600, n_ingredients: int = 60, n_leaves: int = 80, seed
 
 
 def fake_splits(dataset: Dataset, n_folds: int = 3, frac: float = 0.2, seed: int = 0):
-    """Stand-in for cacicd.splits: fold k -> (train, dev, test) index arrays."""
+    """Stand-in for cacicd.data.splits: fold k -> (train, dev, test) index arrays."""
     out = []
     for k in range(n_folds):
         perm = np.random.default_rng(seed + k).permutation(dataset.n_stays)
@@ -117,8 +117,8 @@ PARAMS = {"num_layers": 2, "units_0": 32, "dropout_0": 0.1, "batchnorm": False}
 
 
 def _train(data, seed=0, params=PARAMS, loss="bce", target="ndcg", **kw):
-    from cacicd import losses
-    from cacicd.train import train
+    from cacicd.models import losses
+    from cacicd.models.train import train
 
     ds, tr, dv, _ = data
     ctx = losses.LabelContext.from_labels(ds.codes, ds.Y[tr])
@@ -127,8 +127,8 @@ def _train(data, seed=0, params=PARAMS, loss="bce", target="ndcg", **kw):
 
 
 def test_training_learns_beyond_dummy(data):
-    from cacicd.models import DummyModel
-    from cacicd.train import predict_proba, target_score
+    from cacicd.models.network import DummyModel
+    from cacicd.models.train import predict_proba, target_score
 
     ds, tr, dv, te = data
     res = _train(data, max_epochs=12, params={"num_layers": 1}, lr=1e-2)
@@ -143,7 +143,7 @@ def test_training_learns_beyond_dummy(data):
 
 @pytest.mark.parametrize("precision", ["float32", "bfloat16"])
 def test_cpu_training_is_deterministic(data, precision):
-    from cacicd.train import predict_proba
+    from cacicd.models.train import predict_proba
 
     ds, _, _, te = data
     params = {"num_layers": 3, "units_0": 32, "dropout_0": 0.3, "units_1": 16, "dropout_1": 0.2, "batchnorm": True}
@@ -155,7 +155,7 @@ def test_cpu_training_is_deterministic(data, precision):
 
 def test_early_stopping_keeps_best_epoch(data, monkeypatch):
     """A scripted dev curve: stop `patience` epochs after the best, and restore the best epoch's weights."""
-    from cacicd import train as T
+    from cacicd.models import train as T
 
     curve = iter([0.1, 0.5, 0.3, 0.2, 0.9, 0.95])
     snapshots = []
@@ -180,8 +180,8 @@ def test_early_stopping_keeps_best_epoch(data, monkeypatch):
 
 def test_logistic_regression_and_plugin_losses(data):
     """num_layers=1 has no hidden layer; every registered loss trains through the same loop."""
-    from cacicd import losses
-    from cacicd.train import predict_proba
+    from cacicd.models import losses
+    from cacicd.models.train import predict_proba
 
     ds, _, _, te = data
     res = _train(data, params={"num_layers": 1}, max_epochs=2)
@@ -194,7 +194,7 @@ def test_logistic_regression_and_plugin_losses(data):
 
 def test_output_rule_applies_to_dev_scores(data, monkeypatch):
     """The dev metric is computed on the post-processed probabilities."""
-    from cacicd import train as T
+    from cacicd.models import train as T
 
     seen = []
     monkeypatch.setattr(T, "target_score", lambda t, y, p: seen.append(p.copy()) or 0.5)
@@ -203,8 +203,8 @@ def test_output_rule_applies_to_dev_scores(data, monkeypatch):
 
 
 def test_sparse_and_dense_first_layer_agree(data):
-    from cacicd.models import MLP
-    from cacicd.train import to_tensor
+    from cacicd.models.network import MLP
+    from cacicd.models.train import to_tensor
 
     ds = data[0]
     torch.manual_seed(0)
@@ -218,8 +218,8 @@ def test_sparse_and_dense_first_layer_agree(data):
 
 def test_bad_input_is_named(data):
     ds, tr, dv, _ = data
-    from cacicd import losses
-    from cacicd.train import train
+    from cacicd.models import losses
+    from cacicd.models.train import train
 
     ctx = losses.LabelContext.from_labels(ds.codes, ds.Y[tr])
     with pytest.raises(ValueError, match="target metric"):
@@ -230,7 +230,7 @@ def test_bad_input_is_named(data):
 
 def test_device_rows_cut_batches_like_scipy():
     """take (any rows), span (contiguous rows) and dense agree with scipy slicing, empty rows included."""
-    from cacicd.train import DeviceRows
+    from cacicd.models.train import DeviceRows
 
     rng = np.random.default_rng(0)
     X = sp.random(40, 30, density=0.1, format="csr", dtype=np.float32, random_state=1)
@@ -251,7 +251,7 @@ def test_device_rows_cut_batches_like_scipy():
 
 def test_precision_names_and_detection():
     from cacicd.config import Profile, get_profile
-    from cacicd.train import native_bfloat16, resolve_precision
+    from cacicd.models.train import native_bfloat16, resolve_precision
 
     assert resolve_precision("float32", "cpu") == torch.float32
     assert resolve_precision("bfloat16", "cpu") == torch.bfloat16
@@ -276,9 +276,9 @@ def test_precision_environment_override(monkeypatch):
 
 def test_train_epoch_returns_the_mean_training_loss(data):
     """lr=0, no dropout, float32: the epoch's mean loss is the BCE of the untrained model on the whole set."""
-    from cacicd import losses
-    from cacicd.models import MLP
-    from cacicd.train import Trainer
+    from cacicd.models import losses
+    from cacicd.models.network import MLP
+    from cacicd.models.train import Trainer
 
     ds, tr, dv, _ = data
     ctx = losses.LabelContext.from_labels(ds.codes, ds.Y[tr])
@@ -295,9 +295,9 @@ def test_train_epoch_returns_the_mean_training_loss(data):
 @pytest.mark.parametrize("precision", ["float32", "bfloat16"])
 def test_model_parameters_are_the_source_of_truth(data, precision):
     """load_state_dict on trainer.model (right after construction or after epochs) is what predicts and trains."""
-    from cacicd import losses
-    from cacicd.models import build_mlp
-    from cacicd.train import Trainer, predict_proba
+    from cacicd.models import losses
+    from cacicd.models.network import build_mlp
+    from cacicd.models.train import Trainer, predict_proba
 
     ds, tr, dv, te = data
     ctx = losses.LabelContext.from_labels(ds.codes, ds.Y[tr])
@@ -322,7 +322,7 @@ def test_model_parameters_are_the_source_of_truth(data, precision):
 
 def test_bfloat16_predictions_close_to_float32(data):
     """The same trained weights score alike in both precisions (bf16 has 8 mantissa bits)."""
-    from cacicd.train import predict_proba, target_score
+    from cacicd.models.train import predict_proba, target_score
 
     ds, _, _, te = data
     model = _train(data, max_epochs=3).model
@@ -334,7 +334,7 @@ def test_bfloat16_predictions_close_to_float32(data):
 
 
 def test_dense_input_path_matches_sparse(data):
-    from cacicd.train import predict_proba
+    from cacicd.models.train import predict_proba
 
     ds, _, _, te = data
     model = _train(data, max_epochs=1).model

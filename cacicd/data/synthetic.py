@@ -75,8 +75,8 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from . import icd9
-from .io import check_files, file_lock, record_files
+from cacicd import icd9
+from cacicd.files import check_files, file_lock, record_files
 
 logger = logging.getLogger(__name__)
 
@@ -837,7 +837,7 @@ def default_folder(n_stays: int, seed: int = 0, root: str | Path | None = None, 
     Its `.complete` file records each table file's size and SHA-256; every call checks them and
     regenerates (same bytes, with a warning naming the file) a folder that was damaged since.
     """
-    from .config import cache_root
+    from cacicd.config import cache_root
 
     root = Path(root) if root is not None else cache_root() / "synthetic"
     final = root / f"omop-v{GENERATOR_VERSION}-n{int(n_stays)}-s{int(seed)}-{fmt}"

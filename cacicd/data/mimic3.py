@@ -2,7 +2,7 @@
 
 Files: PATIENTS, ADMISSIONS, ICUSTAYS, PRESCRIPTIONS, DIAGNOSES_ICD (and SERVICES, optional) as .csv or .csv.gz, any case
 of file name and header (the demo has lower-case headers, full MIMIC-III upper-case ones). Files
-are validated and read with DuckDB through `cacicd.omop.register_file` (same clear errors).
+are validated and read with DuckDB through `cacicd.data.omop.register_file` (same clear errors).
 
 Stays: one per ADMISSIONS row (hadm_id), sorted by hadm_id; stays without prescriptions or
 without diagnoses are kept and counted.
@@ -14,7 +14,7 @@ an unknown admission are dropped and counted. MIMIC-III has no ingredient vocabu
 files, so the key is a normalized name, not an RxNorm ingredient.
 Labels: DIAGNOSES_ICD.icd9_code read as text, spaces and dots removed, de-duplicated per stay,
 rolled up to all ancestors; codes unknown to ICD-9-CM (2015) are dropped and reported.
-Stay type: with a SERVICES table, the authors' rule on its curr_service rows (`cacicd.omop.stay_type_of`:
+Stay type: with a SERVICES table, the authors' rule on its curr_service rows (`cacicd.data.omop.stay_type_of`:
 newborn if any is NB/NBB, else surgical if any is a surgical service, else medical; an admission without
 a row -> unknown), as the MIMIC-III OMOP visit_detail carries them. Without SERVICES (the open demo) a
 proxy: admission_type NEWBORN -> newborn; otherwise the first ICU stay of the admission (by intime) with
@@ -30,8 +30,8 @@ from pathlib import Path
 import duckdb
 import numpy as np
 
-from .dataset import Dataset
-from .omop import (NEWBORN_SERVICES, SURGICAL_SERVICES, Col, DataError, _isnull, _sql_str, assemble, cache_key, cached,
+from cacicd.data.dataset import Dataset
+from cacicd.data.omop import (NEWBORN_SERVICES, SURGICAL_SERVICES, Col, DataError, _isnull, _sql_str, assemble, cache_key, cached,
                    check_unique, code_pairs, find_tables, query, register_file, stay_type_of)
 
 log = logging.getLogger(__name__)
@@ -163,7 +163,7 @@ def load_mimic3(folder: str | Path, drug_types: Sequence[str] | None = None) -> 
 
 
 def _build(con, source: str, files: dict[str, Path], drug_types) -> Dataset:
-    report: dict = {"source": source, "ingredient_mapping": "drug name (cacicd.mimic3.drug_key)",
+    report: dict = {"source": source, "ingredient_mapping": "drug name (cacicd.data.mimic3.drug_key)",
                     "drug_types": drug_types, "files": {t: p.name for t, p in sorted(files.items())}}
     for table, col in (("admissions", "hadm_id"), ("patients", "subject_id")):
         check_unique(con, table, col, source, str(files[table]))

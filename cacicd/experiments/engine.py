@@ -1,9 +1,9 @@
 """Every experiment of the paper declared once, and `run(name, profile, data, folds)` with an on-disk cache.
 
-A run of one experiment on one fold: the Hyperband search of its family (`cacicd.search`: the
+A run of one experiment on one fold: the Hyperband search of its family (`cacicd.models.search`: the
 experiments with the same labels and loss share one store of trained networks), the search's top model
 (not retrained), its predictions on the test set expanded to the dataset's full code list (codes the
-model never saw score 0), dev and test scored per level (`cacicd.metrics`). `parts` experiments
+model never saw score 0), dev and test scored per level (`cacicd.evaluation.metrics`). `parts` experiments
 assemble per-level models into one score matrix.
 
 Cache layout: <cache_dir>/<profile>/<dataset hash>/_search/<family>/fold<k>/ holds a family's store of
@@ -15,7 +15,7 @@ recomputed). It also records the size and SHA-256 of every file written before i
 (`artefacts`); a result is read only after every one is checked: a damaged or missing artefact is
 recomputed under the lock with a warning naming file, experiment and fold (`run`), or refused with
 that name (`load`), never read as is. A new dataset hash is a new folder, so a data update
-invalidates only what depends on it. The fold folder is locked (`cacicd.io.file_lock`) while it is
+invalidates only what depends on it. The fold folder is locked (`cacicd.files.file_lock`) while it is
 computed; a second process waits, then reads the cache. A run killed at any point resumes from its last
 trained network (node).
 """
@@ -37,10 +37,10 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from . import icd9
-from .config import Profile, cache_root, get_profile
-from .dataset import Dataset
-from .io import Damaged, atomic_write_bytes, atomic_write_text, check_files, file_lock, jsonable, record_files
+from cacicd import icd9
+from cacicd.config import Profile, cache_root, get_profile
+from cacicd.data.dataset import Dataset
+from cacicd.files import Damaged, atomic_write_bytes, atomic_write_text, check_files, file_lock, jsonable, record_files
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ EXPERIMENTS: dict[str, Experiment] = _declare(
 
 
 def _validate() -> None:
-    from .train import TARGETS
+    from cacicd.models.train import TARGETS
 
     for e in EXPERIMENTS.values():
         if e.labels not in LABEL_SETS or e.target not in TARGETS or e.model not in ("mlp", "dummy"):
@@ -165,7 +165,7 @@ class RunResult:
         """The trained network (weights of the best epoch), on `device` (default CPU)."""
         if self.path is None or not (self.path / "model.pt").exists():
             raise FileNotFoundError(f"{self.experiment} fold {self.fold}: no trained model saved")
-        from .models import MLP
+        from cacicd.models.network import MLP
 
         f = self.path / "model.pt"
         data = f.read_bytes()
@@ -282,20 +282,20 @@ def _codes_hash(codes) -> str:
 # data, folds, labels
 
 def load_dataset(data: str | Dataset, profile: Profile, cache_dir: Path) -> Dataset:
-    """A Dataset as is, or `cacicd.data.load_data(source, profile, cache_dir)`."""
+    """A Dataset as is, or `cacicd.data.sources.load_data(source, profile, cache_dir)`."""
     if isinstance(data, Dataset):
         return data
-    from .data import load_data  # lazy: a parallel module
+    from cacicd.data.sources import load_data  # lazy: a parallel module
 
     return load_data(data, profile, cache_dir)
 
 
 def fold_indices(dataset: Dataset, profile: Profile, fold: int, cache_dir: Path) -> tuple[np.ndarray, ...]:
-    """(train_idx, dev_idx, test_idx) of one fold, from `cacicd.splits` (saved split files when available)."""
-    from . import splits  # lazy: parallel modules
+    """(train_idx, dev_idx, test_idx) of one fold, from `cacicd.data.splits` (saved split files when available)."""
+    from cacicd.data import splits  # lazy: parallel modules
 
     try:
-        from .data import get_splits
+        from cacicd.data.sources import get_splits
 
         all_splits = get_splits(dataset, profile, cache_dir)
     except ImportError:
@@ -339,8 +339,8 @@ def label_columns(dataset: Dataset, labels: str) -> np.ndarray:
 
 
 def evaluate(y_true: sp.spmatrix, scores: np.ndarray, codes: list[str]) -> pd.DataFrame:
-    """Tidy (level, metric, value) metrics per level of (n, n_codes) scores, via cacicd.metrics.evaluate."""
-    from . import metrics  # lazy: a parallel module
+    """Tidy (level, metric, value) metrics per level of (n, n_codes) scores, via cacicd.evaluation.metrics.evaluate."""
+    from cacicd.evaluation import metrics  # lazy: a parallel module
 
     return metrics.evaluate(y_true, scores, icd9.level_masks(codes))
 
@@ -396,16 +396,16 @@ def _family_id(members: list[Experiment], profile: Profile) -> str:
 
 @dataclass
 class _Family:
-    search: "object"  # cacicd.search.FamilySearch
+    search: "object"  # cacicd.models.search.FamilySearch
     results: dict  # member name -> result (best trial, trials)
     meta: dict  # costs of the whole family
 
 
 def _family_search(exp: Experiment, c: _Ctx, fold: int) -> _Family:
     """The family search of `exp` on `fold`: read it when finished, else run, resume or join it."""
-    from . import losses, outputs
-    from .curves import CurveStore
-    from .search import FamilyData, FamilySearch, Member, TrainSettings
+    from cacicd.models import losses, outputs
+    from cacicd.models.curves import CurveStore
+    from cacicd.models.search import FamilyData, FamilySearch, Member, TrainSettings
 
     members = family(exp)
     fid = _family_id(members, c.profile)
@@ -467,9 +467,9 @@ def _family_search(exp: Experiment, c: _Ctx, fold: int) -> _Family:
 
 
 def _train_fold(exp: Experiment, c: _Ctx, fold: int) -> tuple[RunResult, torch.nn.Module | None]:
-    from .models import DummyModel, build_mlp
-    from .search import load_state, network_params
-    from .train import predict_proba
+    from cacicd.models.network import DummyModel, build_mlp
+    from cacicd.models.search import load_state, network_params
+    from cacicd.models.train import predict_proba
 
     ds = c.dataset
     t_start = time.perf_counter()
@@ -610,7 +610,7 @@ def run(name: str, profile: str | Profile = "default", data: str | Dataset = "sy
         precision: str | None = None) -> list[RunResult]:
     """Run (or read from the cache) experiment `name` on some folds (None: all); one RunResult per fold.
 
-    data: a source string for `cacicd.data.load_data` ("synthetic", an OMOP folder, ...) or a Dataset.
+    data: a source string for `cacicd.data.sources.load_data` ("synthetic", an OMOP folder, ...) or a Dataset.
     storage: None for the family's SQLite store, or a PostgreSQL URL shared with `cacicd search` workers.
     precision: None for the profile's; "float32", "bfloat16" or "auto".
     """
@@ -618,7 +618,7 @@ def run(name: str, profile: str | Profile = "default", data: str | Dataset = "sy
     profile = get_profile(profile) if isinstance(profile, str) else profile
     folds = check_folds(folds, profile)
     c = _context(profile, data, cache_dir, storage, progress, device, precision)
-    from .train import set_threads
+    from cacicd.models.train import set_threads
 
     set_threads()
     return [_run_fold(exp, c, int(k), force=force) for k in folds]
@@ -632,8 +632,8 @@ def search_worker(name: str, storage: str, profile: str | Profile = "default", d
     Start one per worker (process or machine); each trains the networks no other worker holds. Then
     `run(name, ..., storage=storage)` reads the finished search. Returns {store, nodes, nodes_mine, workers}.
     """
-    from .search import worker_id
-    from .train import set_threads
+    from cacicd.models.search import worker_id
+    from cacicd.models.train import set_threads
 
     exp = get_experiment(name)
     family(exp)  # refuses experiments without a search
@@ -696,7 +696,7 @@ def load(name: str, profile: str | Profile = "default", data: str | Dataset = "s
 
 def search_choices(results: dict[str, list[RunResult]]) -> pd.DataFrame:
     """One row per (experiment, fold): the configuration its search chose, the trial, best epoch and dev value."""
-    from .search import describe
+    from cacicd.models.search import describe
 
     rows = []
     for name, runs in results.items():

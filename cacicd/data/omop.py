@@ -5,7 +5,7 @@ its table (person, visit_occurrence, visit_detail, drug_exposure, condition_occu
 concept_ancestor), with the columns of `SCHEMA` only (an optional column that is absent reads as
 NULL). `build_dataset` then runs the aggregating SQL (`SQL_*` below: plain SQL that DuckDB and
 PostgreSQL both accept) through `query`, on a DuckDB connection holding such tables or on any
-`Queryable`: `cacicd.pg` reads a PostgreSQL database that way, with the same SQL text.
+`Queryable`: `cacicd.data.pg` reads a PostgreSQL database that way, with the same SQL text.
 
 Files. `<table>.csv`, `.csv.gz`, `.parquet` (any case of the name, e.g. PERSON.csv); column
 headers of any case. CSV cells are read as text and checked before any cast, so a bad value is
@@ -69,9 +69,9 @@ import pandas as pd
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
-from . import icd9
-from .dataset import Dataset
-from .io import Damaged, file_lock
+from cacicd import icd9
+from cacicd.data.dataset import Dataset
+from cacicd.files import Damaged, file_lock
 
 log = logging.getLogger(__name__)
 
@@ -272,7 +272,7 @@ def _ident(s: str) -> str:
 
 
 class Queryable(Protocol):
-    """A non-DuckDB connection for `build_dataset` (e.g. `cacicd.pg.PgQuery`): SQL -> DataFrame, DataError on failure."""
+    """A non-DuckDB connection for `build_dataset` (e.g. `cacicd.data.pg.PgQuery`): SQL -> DataFrame, DataError on failure."""
 
     def fetch_df(self, sql: str, what: str, params=None) -> pd.DataFrame: ...
 
@@ -707,7 +707,7 @@ def build_dataset(con: duckdb.DuckDBPyConnection | Queryable, tables: Sequence[s
                   drug_type_concept_id: int | Sequence[int] | None = PRESCRIPTION_WRITTEN,
                   ingredient_mapping: str = "concept_ancestor",
                   visit_concept_id: int | Sequence[int] | None = None) -> Dataset:
-    """Run the aggregating SQL on the typed tables of `con` (DuckDB, or PostgreSQL through `cacicd.pg`) -> Dataset.
+    """Run the aggregating SQL on the typed tables of `con` (DuckDB, or PostgreSQL through `cacicd.data.pg`) -> Dataset.
 
     tables: the OMOP tables present. Only aggregates leave the database: one row per stay, the
     distinct (visit, ingredient) and (visit, code) pairs, and counts.

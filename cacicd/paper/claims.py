@@ -11,7 +11,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .io import atomic_write_text
+from cacicd.files import atomic_write_text
 
 MIN_TEST_STAYS = 500
 RULE = (f"Verdicts are withheld (not checkable) on the smoke profile, whose numbers are meaningless by design, "

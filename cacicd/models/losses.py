@@ -14,7 +14,7 @@ Decisions:
   direct parent on rolled-up label sets; a label set without ancestors, e.g. billing codes only,
   has no edges and the hierarchical losses reduce to BCE).
 - Each loss class names its inference output rule in `output_rule` (`mcloss`: "rollup", others
-  "identity"); see `cacicd.outputs.make_output_rule`.
+  "identity"); see `cacicd.models.outputs.make_output_rule`.
 """
 from __future__ import annotations
 
@@ -27,8 +27,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from . import icd9
-from .outputs import TreeLayers, tree_layers
+from cacicd import icd9
+from cacicd.models.outputs import TreeLayers, tree_layers
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 A *family* is a set of searches that train the same networks and differ only in what judges them: the
 seven naive target metrics, roll-up and roll-down all train plain BCE networks on every code. Each search
-(a `Member`: target metric and output rule) follows keras-tuner's Hyperband (`cacicd.hyperband`):
+(a `Member`: target metric and output rule) follows keras-tuner's Hyperband (`cacicd.models.hyperband`):
 - round 0 of a bracket samples configurations at random (one `units` value and one dropout rate for every
   hidden layer; a configuration already tried is redrawn, up to 20 times, then its slot is skipped);
 - each configuration is trained `executions_per_trial` times (one seed each) with Adam, early stopping
@@ -14,7 +14,7 @@ seven naive target metrics, roll-up and roll-down all train plain BCE networks o
   optimizer, for `epochs(r) - epochs(r - 1)` epochs;
 - the analysed model is the checkpoint of the trial with the best score (not retrained).
 A node (one configuration, one seed, one starting point) is trained once for the whole family
-(`cacicd.curves.CurveStore`), with every member's objective recorded per epoch; each member reads the
+(`cacicd.models.curves.CurveStore`), with every member's objective recorded per epoch; each member reads the
 prefix its early stopping allows. Training is deterministic, so a family gives each member exactly what
 its search alone would give (tests/test_search.py).
 """
@@ -35,9 +35,9 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from . import hyperband
-from .config import Profile, SearchSpace
-from .curves import CurveStore
+from cacicd.models import hyperband
+from cacicd.config import Profile, SearchSpace
+from cacicd.models.curves import CurveStore
 
 logger = logging.getLogger(__name__)
 VALIDATION_SPLIT = 0.05  # Keras validation_split of the authors' fit: the last 5 % of the training rows
@@ -72,7 +72,7 @@ def sample_config(space: SearchSpace, loss_space: dict | None, key: Sequence[int
 
 
 def network_params(cfg: dict) -> dict:
-    """`cacicd.models.build_mlp` parameters: the one units/dropout value repeated for each hidden layer."""
+    """`cacicd.models.network.build_mlp` parameters: the one units/dropout value repeated for each hidden layer."""
     n = int(cfg["num_layers"])
     p = {"num_layers": n, "batchnorm": bool(cfg.get("batchnorm", False))}
     for i in range(n - 1):
@@ -158,7 +158,7 @@ class FamilyData:
     X_dev: sp.csr_matrix
     Y_dev: sp.csr_matrix
     loss: str
-    ctx: object  # cacicd.losses.LabelContext
+    ctx: object  # cacicd.models.losses.LabelContext
     rules: dict[str, Callable[[np.ndarray], np.ndarray] | None] = field(default_factory=dict)
 
     @classmethod
@@ -213,7 +213,7 @@ def load_state(model: torch.nn.Module, data: bytes) -> None:
 
 
 def _scores(model, data: FamilyData, members: Sequence[Member], settings: TrainSettings) -> tuple[dict, dict]:
-    from .train import predict_proba, target_score
+    from cacicd.models.train import predict_proba, target_score
 
     p_val = predict_proba(model, data.X_val, device=settings.device, precision=settings.precision)
     p_dev = predict_proba(model, data.X_dev, device=settings.device, precision=settings.precision)
@@ -237,8 +237,8 @@ def train_node(node: Node, data: FamilyData, members: Sequence[Member], settings
     Returns the node's record (per epoch: loss, seconds, val and dev objective of every member) and the
     checkpoints of each reader's best dev epoch (and of `extra_epochs`), named '<node>@<epoch>'.
     """
-    from . import losses
-    from .train import Trainer
+    from cacicd.models import losses
+    from cacicd.models.train import Trainer
 
     parent = load_parent(node.parent) if node.parent is not None else None  # first: a rebuild trains (RNG)
     loss = losses.make_loss(data.loss, data.ctx, **loss_params(node.config))

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as _st
 
-from cacicd.metrics import lower_is_better
+from cacicd.evaluation.metrics import lower_is_better
 
 logger = logging.getLogger(__name__)
 

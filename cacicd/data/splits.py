@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .dataset import Dataset
-from .io import atomic_write_text
+from cacicd.data.dataset import Dataset
+from cacicd.files import atomic_write_text
 
 PAPER_FRACTION = 5000 / 58976
 

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from . import icd9
-from .io import Damaged, atomic_write_bytes, atomic_write_text, check_files, jsonable, record_files
+from cacicd import icd9
+from cacicd.files import Damaged, atomic_write_bytes, atomic_write_text, check_files, jsonable, record_files
 
 STAY_TYPES = ("newborn", "surgical", "medical", "unknown")
 DATA_FILES = ("X.npz", "Y.npz", "ids.npz")  # what `Dataset.save` writes before meta.json
-# How the "age" feature reaches the model (a loader option, `cacicd.data.load_data`; spec section 1)
+# How the "age" feature reaches the model (a loader option, `cacicd.data.sources.load_data`; spec section 1)
 AGE_ENCODINGS = {
     "float": "age in years clipped to [0, 89], divided by 89 (our decision)",
     "authors": "1[age > 0], as the authors' models saw it (their input layer was boolean)",

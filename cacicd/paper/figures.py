@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .io import atomic_write_bytes, atomic_write_text, jsonable
+from cacicd.files import atomic_write_bytes, atomic_write_text, jsonable
 
 log = logging.getLogger(__name__)
 SYNTHETIC_NOTE = "synthetic data (cacicd generator): not MIMIC-III"
@@ -22,7 +22,7 @@ def is_synthetic(data: str) -> bool:
 
 def setup(profile: str, data: str, cache_dir=None, note: str = "", level: int = logging.WARNING):
     """A notebook's common start: logging, the Profile, the cache folder, and the synthetic-data notice."""
-    from .config import cache_root, get_profile
+    from cacicd.config import cache_root, get_profile
 
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     if is_synthetic(data):

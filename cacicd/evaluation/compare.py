@@ -5,10 +5,10 @@ value; `TIDY`). Build it from the engine's results (`tidy_results`, `cached_tidy
 score matrices again on other label groups (`evaluate_folds`, e.g. cherry-picked billing codes).
 Everything downstream is a pure function of tidy tables:
 
-* `summarise` — mean ± SEM (ddof = 1) over folds (`cacicd.stats.fold_summary`);
+* `summarise` — mean ± SEM (ddof = 1) over folds (`cacicd.evaluation.stats.fold_summary`);
 * `relative` — relative improvement vs a reference model, 100·(m/m_ref − 1), negated for RE@R,
   coverage, ECE, MCE and Brier so that positive is better, SEM scaled by 100/|m_ref|
-  (`cacicd.stats.relative_to`); keeps the reference's absolute mean (`ref_mean`) for labels;
+  (`cacicd.evaluation.stats.relative_to`); keeps the reference's absolute mean (`ref_mean`) for labels;
 * `recall_curves` — Recall@K per model and level as (model, level, k, mean, sem, n);
 * `paired_differences` — per-fold difference of two models (mean ± SEM and paired t-test);
 * `spearman_matrix` — Spearman ρ between scalar metrics and RE@R, one observation per (model, fold);
@@ -28,14 +28,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import metrics as M
-from . import stats
+from cacicd.evaluation import metrics as M
+from cacicd.evaluation import stats
 
 logger = logging.getLogger(__name__)
 
 TIDY: tuple[str, ...] = ("model", "fold", "level", "metric", "value")
 RE_FIGURE: tuple[int, ...] = (25, 50, 75, 90, 100)  # the R shown in Figs 2 and S3
-# Fig S4's scalar metrics (those of `cacicd.metrics.evaluate` that are not RE@R or Recall@K)
+# Fig S4's scalar metrics (those of `cacicd.evaluation.metrics.evaluate` that are not RE@R or Recall@K)
 SCALAR_METRICS: tuple[str, ...] = (
     "ndcg", "ndcg@15", "lrap", "coverage", "auprc_micro", "auprc_macro", "auroc_micro", "auroc_macro",
     "f1_micro", "f1_macro", "f1_samples", "precision_micro", "precision_macro", "precision_samples",
@@ -62,7 +62,7 @@ def check_tidy(df: pd.DataFrame, what: str = "metrics table") -> pd.DataFrame:
 def tidy_results(results: Mapping[str, Sequence], split: str = "test") -> pd.DataFrame:
     """Tidy table of several models' per-fold metrics.
 
-    results: model name -> per-fold results, each either a `cacicd.experiments.RunResult`-like object
+    results: model name -> per-fold results, each either a `cacicd.experiments.engine.RunResult`-like object
     (attributes `fold` and `test_metrics` / `dev_metrics`, tidy level, metric, value) or a DataFrame
     with those three columns (its fold is its position in the list).
     """
@@ -97,7 +97,7 @@ def identical_groups(results: Mapping[str, Sequence]) -> list[list[str]]:
 def evaluate_folds(y_trues: Sequence, scores: Sequence, groups: Mapping[str, np.ndarray], *,
                    model: str, metrics: Sequence[str], label_mask: np.ndarray | None = None,
                    folds: Sequence[int] | None = None, threshold: float = 0.5) -> pd.DataFrame:
-    """Tidy table of `metrics` of one model on each label group, per fold (`cacicd.metrics.evaluate`).
+    """Tidy table of `metrics` of one model on each label group, per fold (`cacicd.evaluation.metrics.evaluate`).
 
     y_trues[k], scores[k]: (n_k, n_codes) test labels and scores of fold k; groups: name -> (n_codes,)
     mask (e.g. level masks); label_mask: (n_codes,) restricts every group (e.g. cherry-picked codes).
@@ -227,7 +227,7 @@ def full_label_experiments() -> list[str]:
     Left out: models trained on a subset of codes (cherry-picked, per level) and the composites assembled
     from them, which would score the codes they never saw with zeros; and the dummy, which is not trained.
     """
-    from . import experiments as E
+    from cacicd.experiments import engine as E
 
     return [e.name for e in E.EXPERIMENTS.values()
             if e.labels == "all" and not e.parts and e.model == "mlp"]
@@ -241,7 +241,7 @@ def re_of(metric: str) -> float:
 
 def _done(profile, data, cache_dir, names, exclude) -> dict[str, list[int]]:
     """experiment -> folds with a current cached result (engine's `status`), filtered by names/exclude."""
-    from . import experiments as E
+    from cacicd.experiments import engine as E
 
     st = E.status(profile, data, cache_dir)
     st = st[st["state"].isin(("done", "damaged"))]  # a damaged result is refused by `load`, never left out
@@ -258,7 +258,7 @@ def cached_results(profile, data, cache_dir: str | Path | None = None, names: It
     experiment -> list of `RunResult` (folds in order); experiments without any done fold are absent.
     Holds every score matrix in memory: for metrics only, use `cached_tidy`.
     """
-    from . import experiments as E
+    from cacicd.experiments import engine as E
 
     done = _done(profile, data, cache_dir, names, exclude)
     return {name: E.load(name, profile, data, folds=folds, cache_dir=cache_dir) for name, folds in done.items()}
@@ -267,7 +267,7 @@ def cached_results(profile, data, cache_dir: str | Path | None = None, names: It
 def cached_tidy(profile, data, cache_dir: str | Path | None = None, names: Iterable[str] | None = None,
                 exclude: Iterable[str] = (), split: str = "test") -> pd.DataFrame:
     """Tidy per-fold metrics of every cached experiment × fold, loading one experiment at a time."""
-    from . import experiments as E
+    from cacicd.experiments import engine as E
 
     done = _done(profile, data, cache_dir, names, exclude)
     parts = [tidy_results({name: E.load(name, profile, data, folds=folds, cache_dir=cache_dir)}, split)

@@ -1,17 +1,17 @@
 """Training loop (spec section 6): CUDA when present else CPU, Adam, shuffled mini-batches, early
 stopping on the dev target metric keeping the best epoch's weights, and batched prediction.
 
-Losses (`cacicd.losses.make_loss`) and output rules (`cacicd.outputs.make_output_rule`) are plug-ins:
+Losses (`cacicd.models.losses.make_loss`) and output rules (`cacicd.models.outputs.make_output_rule`) are plug-ins:
 the loop passes `(logits, targets, model)` to the loss and applies the rule to dev probabilities
 before scoring; it never knows which ones it runs.
 
 Data: the training, dev and predicted sets are copied once to the device as CSR tensors
 (`DeviceRows`); each batch is cut there and reaches the network as a torch sparse CSR batch (the
-first layer is an embedding-bag of the active inputs, see `cacicd.models`), its targets densified
+first layer is an embedding-bag of the active inputs, see `cacicd.models.network`), its targets densified
 there. Nothing crosses the host-device boundary per batch but the output probabilities.
 
 Precision (`precision=`): "float32", "bfloat16" (the linear layers multiply in bfloat16 through
-`cacicd.models.low_precision`; master weights, Adam state, losses and metrics stay float32), or
+`cacicd.models.network.low_precision`; master weights, Adam state, losses and metrics stay float32), or
 "auto": bfloat16 where the device has it natively (a CPU with AVX-512 BF16 or AMX, a CUDA GPU of
 compute capability 8.0 or more), else float32. Runs are deterministic given the seed, device,
 precision and thread count (same seed, same predictions, bit for bit, on the CPU).
@@ -32,8 +32,8 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from .config import PRECISIONS
-from .models import MLP, build_mlp, low_precision
+from cacicd.config import PRECISIONS
+from cacicd.models.network import MLP, build_mlp, low_precision
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +55,8 @@ def set_threads(n: int | None = None) -> int:
 
 
 def target_score(target: str, y_true: sp.spmatrix | np.ndarray, y_score: np.ndarray) -> float:
-    """The value of one of the seven target metrics (TARGETS; higher is better) via cacicd.metrics."""
-    from . import metrics  # lazy: a parallel module
+    """The value of one of the seven target metrics (TARGETS; higher is better) via cacicd.evaluation.metrics."""
+    from cacicd.evaluation import metrics  # lazy: a parallel module
 
     if target == "ndcg":
         return float(metrics.ndcg(y_true, y_score))
@@ -364,7 +364,7 @@ def train(X_train, Y_train, X_dev, Y_dev, params: dict, loss: nn.Module, target:
           **trainer_kw) -> TrainResult:
     """Train one MLP (params: num_layers, units_i, dropout_i, batchnorm) with early stopping on `target`.
 
-    X_*: (n, n_inputs) CSR float32; Y_*: (n, L) 0/1; loss: a `cacicd.losses` module.
+    X_*: (n, n_inputs) CSR float32; Y_*: (n, L) 0/1; loss: a `cacicd.models.losses` module.
     trainer_kw: lr, batch_size, patience, output_rule, device, precision, eval_batch_size (see `Trainer`).
     """
     return train_many(X_train, Y_train, X_dev, Y_dev, params, lambda: loss, target, seeds=(seed,),

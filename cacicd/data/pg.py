@@ -3,8 +3,8 @@
 URL. `postgresql://[user[:password]@]host[:port]/dbname?schema=omop&vocab_schema=vocab` (also
 `postgres://`, `postgresql+psycopg://`). Parameters read here: `schema` (the CDM tables; default the
 session's current_schema(), usually public), `vocab_schema` (concept, concept_ancestor; default
-`schema`) and the loader options of `cacicd.omop.build_dataset` (drug_type_concept_id,
-ingredient_mapping, visit_concept_id; written as in `cacicd.data`). Every other parameter
+`schema`) and the loader options of `cacicd.data.omop.build_dataset` (drug_type_concept_id,
+ingredient_mapping, visit_concept_id; written as in `cacicd.data.sources`). Every other parameter
 (sslmode, connect_timeout, options, passfile, ...) goes to libpq unchanged. Credentials come
 from libpq's usual places, in its order: the URL, PGPASSWORD/PGUSER/PGHOST/... environment
 variables, the password file (~/.pgpass or PGPASSFILE). `str()`/`repr()` of a `PgSource`, every
@@ -13,12 +13,12 @@ password (`redact`).
 
 Reading. One read-only transaction. The catalog (pg_namespace, pg_class, pg_attribute) is checked
 first: schemas, tables (required: person, visit_occurrence, drug_exposure, condition_occurrence),
-columns and their types (`cacicd.omop.SCHEMA`); integers may be smallint/integer/bigint, numeric or
+columns and their types (`cacicd.data.omop.SCHEMA`); integers may be smallint/integer/bigint, numeric or
 float holding whole numbers, or text holding integers; dates date or timestamp (with or without
 time zone, read in UTC); codes text, varchar or char. A violation raises `DataError` naming
 schema.table.column and what was expected. Each table is then read through a typed subquery
 (`WITH person AS NOT MATERIALIZED (SELECT person_id, ... FROM "omop"."person")`) placed in front of
-the very `SQL_*` statements that the folder source runs on DuckDB (`cacicd.omop.build_dataset`), so
+the very `SQL_*` statements that the folder source runs on DuckDB (`cacicd.data.omop.build_dataset`), so
 only the needed columns are read, the aggregation (visit x ingredient, visit x code) runs in
 PostgreSQL and only its results travel, fetched in chunks through a server-side cursor. Nothing
 is written to the database (no temporary table or view). PostgreSQL 11 or later (tested with 15).
@@ -49,9 +49,9 @@ from urllib.parse import quote, unquote
 
 import pandas as pd
 
-from . import omop
-from .dataset import Dataset
-from .omop import DataError
+from cacicd.data import omop
+from cacicd.data.dataset import Dataset
+from cacicd.data.omop import DataError
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ def parse_url(url: str) -> PgSource:
     from psycopg import conninfo as ci
     from psycopg import errors
 
-    from .data import _parse_value
+    from cacicd.data.sources import _parse_value
 
     user, hosts, password, path, items = _split_url(url)
     secrets = [password] if password else []
@@ -250,7 +250,7 @@ def _connect_message(src: PgSource, e: BaseException) -> str:
 
 
 class PgQuery:
-    """The query function of `cacicd.omop.build_dataset` on PostgreSQL: SQL -> DataFrame, tables read typed.
+    """The query function of `cacicd.data.omop.build_dataset` on PostgreSQL: SQL -> DataFrame, tables read typed.
 
     `tables` maps each OMOP table name to the typed SELECT that reads it; every statement is prefixed
     with those of its tables as non-materialized CTEs, so the `SQL_*` text runs unchanged.

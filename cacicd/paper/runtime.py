@@ -75,7 +75,7 @@ def _check_inputs(model: nn.Module, X) -> sp.csr_matrix:
 @torch.inference_mode()
 def predict_pass(model: nn.Module, X: sp.csr_matrix, batch_size: int, device: torch.device | str) -> int:
     """One inference pass of `model` over every row of X (n, n_inputs) CSR; returns the rows predicted."""
-    from .train import to_tensor, use_sparse_input
+    from cacicd.models.train import to_tensor, use_sparse_input
 
     device = torch.device(device)
     sparse = use_sparse_input(model, device)
@@ -145,7 +145,7 @@ def time_training_epochs(model: nn.Module, X, Y, epochs: int = 1, batch_size: in
     """
     import copy
 
-    from .train import to_tensor, use_sparse_input
+    from cacicd.models.train import to_tensor, use_sparse_input
 
     X = _check_inputs(model, X)
     Y = sp.csr_matrix(Y) if not sp.issparse(Y) else Y.tocsr()

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .losses import LabelContext
+    from cacicd.models.losses import LabelContext
 
 logger = logging.getLogger(__name__)
 

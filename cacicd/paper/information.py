@@ -4,7 +4,7 @@ Per code: the entropy reduction, in the authors' order (spec section 5): the mut
 between score and label on each test fold (`mutual_info_folds`), averaged over the folds where the
 code has both classes, divided by the binary entropy of the code's frequency in the whole dataset,
 then clipped to 1 (`entropy_reduction`); and the relative difference of median ranks on positives and
-negatives (`cacicd.metrics.median_rank_ratio`), per fold then averaged over the folds where it is defined.
+negatives (`cacicd.evaluation.metrics.median_rank_ratio`), per fold then averaged over the folds where it is defined.
 
 Code groups (masks over the dataset's code list):
 
@@ -28,8 +28,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from . import icd9
-from . import metrics as M
+from cacicd import icd9
+from cacicd.evaluation import metrics as M
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def mutual_info_folds(y_trues: Sequence, scores: Sequence, random_state: int = 0
     """(n_folds, n_codes) mutual information (nats) between each code's score and label, per test fold.
 
     y_trues[k]: (n_k, n_codes) test labels of fold k; scores[k]: (n_k, n_codes) its scores. sklearn's
-    `mutual_info_classif` estimator (k = 3; `cacicd.metrics.mutual_info_per_label`); NaN where the
+    `mutual_info_classif` estimator (k = 3; `cacicd.evaluation.metrics.mutual_info_per_label`); NaN where the
     code has a single class in the fold.
     """
     _folds(y_trues, scores, "mutual_info_folds")

@@ -1,11 +1,11 @@
 """The one entry point for every data source (`load_data`), cached splits, and data description tables.
 
 Sources (strings):
-  "synthetic"            the embedded generator (`cacicd.synthetic`), profile.n_stays and profile.seed;
-  "<folder>" / "omop:<folder>"   an OMOP CDM folder of CSV/Parquet files (`cacicd.omop`);
-  "mimic3:<folder>"      raw MIMIC-III CSV tables (`cacicd.mimic3`);
+  "synthetic"            the embedded generator (`cacicd.data.synthetic`), profile.n_stays and profile.seed;
+  "<folder>" / "omop:<folder>"   an OMOP CDM folder of CSV/Parquet files (`cacicd.data.omop`);
+  "mimic3:<folder>"      raw MIMIC-III CSV tables (`cacicd.data.mimic3`);
   "postgresql://[user[:password]@]host[:port]/db?schema=omop&vocab_schema=vocab"
-                         an OMOP CDM database in PostgreSQL (`cacicd.pg`): CDM tables in `schema`
+                         an OMOP CDM database in PostgreSQL (`cacicd.data.pg`): CDM tables in `schema`
                          (default: the session's current schema), concept and concept_ancestor in
                          `vocab_schema` (default: `schema`); other parameters go to libpq. Credentials:
                          the URL, PGUSER/PGPASSWORD/..., ~/.pgpass; the password is never shown.
@@ -16,7 +16,7 @@ refused with the list of known ones. Two options of every source (`FLAGS`, true 
 dataset that is otherwise refused: allow_no_icd9 (no stay has an ICD-9-CM code) and allow_no_drugs
 (no stay has a drug feature, leaving sex and age only).
 Every source also takes
-`age_encoding` (`cacicd.dataset.AGE_ENCODINGS`): "float" (the default, age / 89) or "authors"
+`age_encoding` (`cacicd.data.dataset.AGE_ENCODINGS`): "float" (the default, age / 89) or "authors"
 (1[age > 0], what the authors' models saw), e.g. "mimic3:/data/mimic-iii?age_encoding=authors";
 the dataset's report says which (`report["age_encoding"]`).
 """
@@ -30,13 +30,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import icd9
-from .config import Profile
-from .dataset import AGE_ENCODINGS, DEFAULT_AGE_ENCODING, Dataset
-from .io import file_lock
-from .omop import DataError
-from .pg import SCHEMES
-from .splits import Split, load_splits, make_splits, save_splits
+from cacicd import icd9
+from cacicd.config import Profile
+from cacicd.data.dataset import AGE_ENCODINGS, DEFAULT_AGE_ENCODING, Dataset
+from cacicd.files import file_lock
+from cacicd.data.omop import DataError
+from cacicd.data.pg import SCHEMES
+from cacicd.data.splits import Split, load_splits, make_splits, save_splits
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +62,13 @@ def loader_options(kind: str) -> tuple[str, ...]:
     import inspect
 
     if kind == "postgresql":
-        from .pg import LOADER_OPTIONS
+        from cacicd.data.pg import LOADER_OPTIONS
 
         return tuple(LOADER_OPTIONS) + OWN_OPTIONS
     if kind == "mimic3":
-        from .mimic3 import load_mimic3 as loader
+        from cacicd.data.mimic3 import load_mimic3 as loader
     else:
-        from .omop import load_omop as loader
+        from cacicd.data.omop import load_omop as loader
     return tuple(list(inspect.signature(loader).parameters)[1:]) + OWN_OPTIONS
 
 
@@ -87,7 +87,7 @@ def _split_query(s: str) -> tuple[str, list[tuple[str, str]]]:
 def parse_source(source: str) -> tuple[str, str, dict]:
     """(kind, location, options) of a source string; kind in synthetic, omop, mimic3, postgresql.
 
-    A postgresql URL keeps its query (read by `cacicd.pg`) but for `FLAGS`, returned as options.
+    A postgresql URL keeps its query (read by `cacicd.data.pg`) but for `FLAGS`, returned as options.
     An option unknown to the source's loader is refused, naming it and listing the known ones.
     """
     s = str(source).strip()
@@ -124,7 +124,7 @@ def check_source(source: str) -> tuple[str, str, dict]:
                 hint = " (did you mean 'synthetic'?)"
             raise DataError(f"data source {source!r}: {path.resolve()} is not a folder{hint}; use 'synthetic', "
                             "an OMOP folder, 'mimic3:<folder>' or 'postgresql://…'")
-        from . import mimic3, omop
+        from cacicd.data import mimic3, omop
 
         schema = mimic3.SCHEMA if kind == "mimic3" else omop.SCHEMA
         found = omop.find_tables(path, schema)
@@ -178,23 +178,23 @@ def load_data(source: str, profile: Profile, cache_dir: str | Path, **options) -
 
 def _load(kind: str, where: str, profile: Profile, cache_dir: Path, opts: dict) -> Dataset:
     if kind == "synthetic":
-        from . import synthetic  # lazy: only the synthetic source needs the generator
+        from cacicd.data import synthetic  # lazy: only the synthetic source needs the generator
 
         folder = synthetic.default_folder(profile.n_stays, profile.seed, cache_dir / "synthetic")
-        from .omop import load_omop_cached
+        from cacicd.data.omop import load_omop_cached
 
         ds = load_omop_cached(folder, cache_dir, **opts)
         ds.source = f"synthetic:n{profile.n_stays}-s{profile.seed}"
     elif kind == "postgresql":
-        from .pg import load_pg_cached
+        from cacicd.data.pg import load_pg_cached
 
         ds = load_pg_cached(where, cache_dir, **opts)
     elif kind == "mimic3":
-        from .mimic3 import load_mimic3_cached
+        from cacicd.data.mimic3 import load_mimic3_cached
 
         ds = load_mimic3_cached(Path(where).expanduser(), cache_dir, **opts)
     else:
-        from .omop import load_omop_cached
+        from cacicd.data.omop import load_omop_cached
 
         ds = load_omop_cached(Path(where).expanduser(), cache_dir, **opts)
     return ds
@@ -233,7 +233,7 @@ def get_splits(dataset: Dataset, profile: Profile, cache_dir: str | Path) -> lis
 
 
 def min_test_stays(dataset: Dataset, profile: Profile, cache_dir: str | Path) -> int:
-    """The fewest test stays of the profile's folds (the verdict rule of `cacicd.claims` reads it)."""
+    """The fewest test stays of the profile's folds (the verdict rule of `cacicd.paper.claims` reads it)."""
     return min(len(s.test) for s in get_splits(dataset, profile, cache_dir))
 
 

@@ -8,7 +8,7 @@ One rule for both parts of Table S4, the authors': a stay is predicted positive 
 score is strictly above the threshold (their `y_score > threshold`, as Keras' metrics); micro precision,
 recall and F1 pool the (stay, code) pairs of the selected codes, and a 0/0 ratio counts 0 (scikit-learn's
 `zero_division` default, through which their numbers went: no predicted positive gives precision 0).
-`hard_metrics` computes them with `cacicd.metrics.prf`, the function behind the engine's f1 / precision
+`hard_metrics` computes them with `cacicd.evaluation.metrics.prf`, the function behind the engine's f1 / precision
 / recall metrics, so notebooks 01 and 06 cannot disagree.
 
 The adaptive threshold is chosen as the authors chose it: the dev score t whose `score >= t` gives the
@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from . import metrics as M
+from cacicd.evaluation import metrics as M
 
 logger = logging.getLogger(__name__)
 

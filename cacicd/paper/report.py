@@ -7,10 +7,10 @@ Regenerated values: every CSV under tables_dir in the *paper-comparable long for
 columns item, level, model, metric, value and optionally sem, unit, and paper_level / paper_model /
 paper_metric (the paper's label a row is compared with, when ours differs, e.g. another device or code
 count). `long_rows` builds such a table from a tidy one. A notebook writes its own with
-`cacicd.figures.save_table(long_df, "paper_<name>", tables_dir)`.
+`cacicd.paper.figures.save_table(long_df, "paper_<name>", tables_dir)`.
 
 RE@R like for like: a regenerated RE@R row may also carry `value_authors` / `sem_authors` (the same
-RE@R computed the way the published values were, `cacicd.metrics.re_at_r_authors`) and `left_out`
+RE@R computed the way the published values were, `cacicd.evaluation.metrics.re_at_r_authors`) and `left_out`
 (the share of stays with a code of the level that this way leaves out); the report shows every
 published RE@R value next to ours both ways. Our exact RE@R is the one compared and flagged.
 
@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .claims import RULE
+from cacicd.paper.claims import RULE
 
 logger = logging.getLogger(__name__)
 
@@ -327,7 +327,7 @@ RE_CONVENTION = (
     "R = 100 for some other code counts, and averaged with `np.nanmean`, so those stays were left out. Our "
     "RE@R (the value compared above, and everywhere else) is exact, over every stay with a code of the level. "
     "Here each published RE@R value stands next to ours both ways: exact, and computed their way "
-    "(`cacicd.metrics.re_at_r_authors`, checked bit for bit against their library), with the share of stays "
+    "(`cacicd.evaluation.metrics.re_at_r_authors`, checked bit for bit against their library), with the share of stays "
     "with a code of the level that their way leaves out (mean over folds). Table S9's values came from "
     "full-precision predictions: no float16 cast there.")
 
@@ -401,12 +401,12 @@ def render(comparison: pd.DataFrame, *, synthetic: bool, provenance: Mapping[str
     cc = claim_counts(list(claims))
     L: list[str] = ["# Replication report: Marcou et al. 2024 (cacicd)", ""]
     if synthetic:
-        from .synthetic import CALIBRATED_TO, NOT_CALIBRATED
+        from cacicd.data.synthetic import CALIBRATED_TO, NOT_CALIBRATED
 
         L += ["> **Synthetic data.** This run used the embedded synthetic generator, not MIMIC-III. The comparison",
               "> with the published values below is for **form only**: differences are expected and say nothing",
               "> about the replication. Run `./run_all.sh --profile paper --data <MIMIC-III OMOP>` for a real one.",
-              "> The generator was calibrated to these outputs only (`cacicd.synthetic.CALIBRATED_TO`), which are",
+              "> The generator was calibrated to these outputs only (`cacicd.data.synthetic.CALIBRATED_TO`), which are",
               "> therefore no evidence for the paper's claims:", ">"]
         L += [f"> - {x}" for x in CALIBRATED_TO] + [">", "> Not calibrated, for comparison: " + "; ".join(NOT_CALIBRATED)
                                                     + ".", ""]
@@ -528,7 +528,7 @@ def metric_table_rows(summary: pd.DataFrame, item: str, spec: Mapping[str, list[
                       levels: Mapping[str, str] | None = None, model_suffix: str = "") -> pd.DataFrame:
     """Paper-comparable rows of a per-level metrics table (Tables S7, S8, S9) from a fold summary.
 
-    summary: columns experiment, level, metric, mean, sem (ratios, as cacicd.metrics gives them);
+    summary: columns experiment, level, metric, mean, sem (ratios, as cacicd.evaluation.metrics gives them);
     spec: experiment -> [(metric, paper metric, paper unit)]; levels: our level -> paper level (default: same);
     model_suffix: appended to the model label (e.g. " [newborn stays]"). A "re@R" row takes the summary's
     "re_authors@R" and "re_left_out@R" of the same experiment and level, when present, as value_authors,

@@ -1,0 +1,1 @@
+"""Data: sources (synthetic, OMOP folders, MIMIC-III, PostgreSQL) -> `Dataset`, its splits and description."""

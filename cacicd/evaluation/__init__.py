@@ -1,0 +1,1 @@
+"""Evaluation: metrics on arrays, thresholds, statistics, comparisons across models and folds."""

@@ -1,0 +1,1 @@
+"""Experiments: the paper's experiments declared once, run by the engine, results cached."""
