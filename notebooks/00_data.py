@@ -35,6 +35,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from cacicd.data import sources as cdata
+from cacicd.data.describe import describe
 from cacicd.paper.figures import save_figure, save_table, setup
 
 P, CACHE = setup(profile, data, cache_dir, note='Numbers resemble MIMIC-III by construction; they are not MIMIC-III.', level=logging.INFO)
@@ -46,7 +47,7 @@ print(f"{ds.n_stays:,} stays, {len(ds.features) - 2:,} ingredients, {len(ds.code
       f"dataset hash {ds.content_hash()}")
 print("splits:", ", ".join(f"fold {i}: dev {len(s.dev)}, test {len(s.test)}" for i, s in enumerate(splits)))
 print(f"age encoding: {ds.report['age_encoding']} (choose with the source option ?age_encoding=float|authors)")
-desc = cdata.describe(ds)
+desc = describe(ds)
 
 # %% [markdown]
 # ## Table 1 — unique codes per level

@@ -21,6 +21,7 @@ from cacicd.data import sources as data, omop, synthetic
 from cacicd.experiments import engine as E
 from cacicd.config import get_profile
 from cacicd.data.dataset import Dataset
+from cacicd.data.describe import describe
 from cacicd.files import Damaged
 from cacicd.data.omop import DataError
 from conftest import tiny_tables, write_tables
@@ -333,7 +334,7 @@ def test_other_gender_concepts_are_counted_and_warned(tmp_path, caplog):
     assert ds.report["gender_missing"] == 2
     assert "3 stay(s) with a gender_concept_id other than 8507 (male) or 8532 (female) (0: 2, 8551: 1) and 2 " \
            "without one" in caplog.text
-    rep = data.describe(ds)["report"].set_index("item")["value"]
+    rep = describe(ds)["report"].set_index("item")["value"]
     assert rep["gender_other"] == "3" and rep["gender_other_concepts.8551"] == "1"
     assert omop.load_omop(write_tables(tmp_path / "t", tiny_tables())).report["gender_other"] == 0
 

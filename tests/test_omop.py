@@ -216,6 +216,7 @@ def test_parquet_float_ids_must_be_whole(tmp_path):
 # ---------------------------------------------------------------- cacicd.data.sources, the entry point
 
 from cacicd.data import sources as data  # noqa: E402
+from cacicd.data.describe import describe  # noqa: E402
 from cacicd.config import get_profile  # noqa: E402
 
 
@@ -271,7 +272,7 @@ def test_get_splits_cached_by_dataset_and_profile(tmp_path, tiny_omop):
 
 def test_describe_against_a_loop(tiny_omop):
     ds = omop.load_omop(tiny_omop)
-    d = data.describe(ds)
+    d = describe(ds)
     t1 = d["table1"].set_index("level")
     lv = [icd9.level(c) for c in ds.codes]
     for level in icd9.LEVELS:

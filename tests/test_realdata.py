@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from cacicd.data import sources as data, mimic3, omop
+from cacicd.data.describe import describe
 from cacicd.config import get_profile
 from conftest import shared_data
 
@@ -70,7 +71,7 @@ def test_mimic3_demo_counts(tmp_path):
     assert 400 < r["ingredients"] < 500 and 1000 < len(ds.codes) < 1300
     assert r["stay_types"]["surgical"] + r["stay_types"]["medical"] == 129
     assert "0389" in ds.codes or "038" in ds.codes
-    d = data.describe(ds)
+    d = describe(ds)
     assert d["table1"].set_index("level").loc["chapter", "dataset"] <= 19
     assert d["table2"].set_index("level").loc["all", "min"] > 0
     assert mimic3.load_mimic3(MIMIC3_DEMO).content_hash() == ds.content_hash()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +13,6 @@ import scipy.sparse as sp
 from cacicd import icd9
 from cacicd.files import Damaged, atomic_write_bytes, atomic_write_text, check_files, jsonable, record_files
 
-STAY_TYPES = ("newborn", "surgical", "medical", "unknown")
 DATA_FILES = ("X.npz", "Y.npz", "ids.npz")  # what `Dataset.save` writes before meta.json
 # How the "age" feature reaches the model (a loader option, `cacicd.data.sources.load_data`; spec section 1)
 AGE_ENCODINGS = {
@@ -28,7 +28,8 @@ class Dataset:
 
     X: float32 CSR (n_stays, 2 + n_ingredients); Y: uint8 CSR (n_stays, n_codes), all levels.
     codes: undotted ICD-9-CM codes (see `cacicd.icd9`), sorted; features: "sex", "age", then
-    ingredient keys. stay_type: one of STAY_TYPES per stay. report: what the loader dropped and why.
+    ingredient keys. stay_type: one of `cacicd.data.stays.STAY_TYPES` per stay. report: what the loader
+    dropped and why.
     """
 
     X: sp.csr_matrix
@@ -118,8 +119,6 @@ class Dataset:
         """Write the dataset to a folder (npz + json), atomically per file."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        import io
-
         for name, m in (("X", self.X), ("Y", self.Y)):
             buf = io.BytesIO()
             sp.save_npz(buf, m.tocsr(), compressed=True)

@@ -2,7 +2,7 @@
 
 Files: PATIENTS, ADMISSIONS, ICUSTAYS, PRESCRIPTIONS, DIAGNOSES_ICD (and SERVICES, optional) as .csv or .csv.gz, any case
 of file name and header (the demo has lower-case headers, full MIMIC-III upper-case ones). Files
-are validated and read with DuckDB through `cacicd.data.omop.register_file` (same clear errors).
+are validated and read with DuckDB through `cacicd.data.omop.files.register_file` (same clear errors).
 
 Stays: one per ADMISSIONS row (hadm_id), sorted by hadm_id; stays without prescriptions or
 without diagnoses are kept and counted.
@@ -14,7 +14,7 @@ an unknown admission are dropped and counted. MIMIC-III has no ingredient vocabu
 files, so the key is a normalized name, not an RxNorm ingredient.
 Labels: DIAGNOSES_ICD.icd9_code read as text, spaces and dots removed, de-duplicated per stay,
 rolled up to all ancestors; codes unknown to ICD-9-CM (2015) are dropped and reported.
-Stay type: with a SERVICES table, the authors' rule on its curr_service rows (`cacicd.data.omop.stay_type_of`:
+Stay type: with a SERVICES table, the authors' rule on its curr_service rows (`cacicd.data.stays.stay_type_of`:
 newborn if any is NB/NBB, else surgical if any is a surgical service, else medical; an admission without
 a row -> unknown), as the MIMIC-III OMOP visit_detail carries them. Without SERVICES (the open demo) a
 proxy: admission_type NEWBORN -> newborn; otherwise the first ICU stay of the admission (by intime) with
@@ -30,13 +30,18 @@ from pathlib import Path
 import duckdb
 import numpy as np
 
+from cacicd.data.cache import cache_key, cached
 from cacicd.data.dataset import Dataset
-from cacicd.data.omop import (NEWBORN_SERVICES, SURGICAL_SERVICES, Col, DataError, _isnull, _sql_str, assemble, cache_key, cached,
-                   check_unique, code_pairs, find_tables, query, register_file, stay_type_of)
+from cacicd.data.omop.build import assemble, check_unique, code_pairs
+from cacicd.data.omop.files import find_tables, register_file
+from cacicd.data.omop.schema import Col, DataError
+from cacicd.data.omop.sql import isnull, query, sql_list
+from cacicd.data.stays import NEWBORN_SERVICES, SURGICAL_SERVICES, stay_type_of
 
 log = logging.getLogger(__name__)
 
 LOADER_VERSION = "mimic3-1"
+OPTIONS: dict[str, object] = {"drug_types": None}  # the loader options and their defaults
 SURGICAL_CAREUNITS = ("SICU", "CSRU", "TSICU")
 
 SCHEMA: dict[str, tuple[Col, ...]] = {
@@ -63,7 +68,6 @@ suppository syringe syr ampule amp powder pwd packet lozenge troche chewable che
 iv ivpb po pr sl im sc subq oral rectal topical top ophth ophthalmic otic nasal vaginal transdermal extended
 release delayed flush bolus drip infusion desensitization opth opht""".split())
 SALT_WORDS = frozenset({"hcl", "hydrochloride"})
-_NUMERIC = re.compile(r"^[0-9.,:/%x-]*[0-9][0-9.,:/%x-]*[a-z%]*$")
 
 
 def drug_key(name) -> str:
@@ -77,7 +81,7 @@ def drug_key(name) -> str:
     'hydrochloride'. The kept tokens are joined by one space. If nothing is left, the key is the
     whole lower-cased name with runs of white space made single (so 'D5W' -> 'd5w').
     """
-    if _isnull(name):
+    if isnull(name):
         return ""
     raw = " ".join(str(name).lower().split())
     text = re.sub(r"\([^)]*\)|\[[^\]]*\]", " ", raw)
@@ -135,11 +139,12 @@ GROUP BY 1, 2, 3
 
 
 def _type_filter(drug_types: Sequence[str] | None) -> str:
+    """SQL condition keeping the PRESCRIPTIONS rows of these drug types (TRUE for None)."""
     if drug_types is None:
         return "TRUE"
     if isinstance(drug_types, str):
         drug_types = [drug_types]
-    vals = ", ".join("'" + str(t).upper().replace("'", "''") + "'" for t in drug_types)
+    vals = sql_list(str(t).upper() for t in drug_types)
     return f"upper(trim(p.drug_type)) IN ({vals})"
 
 
@@ -182,8 +187,7 @@ def _build(con, source: str, files: dict[str, Path], drug_types) -> Dataset:
     first_unit = dict(zip(cu["hadm_id"].astype(np.int64).tolist(), cu["careunit"].tolist()))
     report["stays_without_icu_stay"] = int(sum(int(h) not in first_unit for h in hadm))
     if "services" in files:
-        sv = query(con, SQL_SERVICES.format(newborn=", ".join(_sql_str(x) for x in NEWBORN_SERVICES),
-                                            surgical=", ".join(_sql_str(x) for x in SURGICAL_SERVICES)),
+        sv = query(con, SQL_SERVICES.format(newborn=sql_list(NEWBORN_SERVICES), surgical=sql_list(SURGICAL_SERVICES)),
                    f"{source}: reading SERVICES")
         flags = {int(h): (bool(a), bool(b), bool(c))
                  for h, a, b, c in zip(sv["hadm_id"], sv["newborn"], sv["surgical"], sv["any_service"])}
@@ -191,19 +195,18 @@ def _build(con, source: str, files: dict[str, Path], drug_types) -> Dataset:
         report["stay_type_rule"] = "SERVICES: newborn if any NB/NBB, else surgical if any surgical service, else medical"
     else:
         adm_type = st["admission_type"].to_numpy(dtype=object)
-        stay_type = np.array([
-            "newborn" if t == "NEWBORN" else "surgical" if first_unit.get(int(h)) in SURGICAL_CAREUNITS else "medical"
-            for h, t in zip(hadm, adm_type)], dtype=object)
+        stay_type = np.array([stay_type_of(t == "NEWBORN", first_unit.get(int(h)) in SURGICAL_CAREUNITS, True)
+                              for h, t in zip(hadm, adm_type)], dtype=object)
         report["stay_type_rule"] = ("no SERVICES table: proxy from admission_type NEWBORN and the first ICU "
                                     "care unit (SICU, CSRU, TSICU surgical)")
 
     # drugs
     types = query(con, "SELECT drug_type, count(*) AS n FROM prescriptions GROUP BY 1", f"{source}: reading PRESCRIPTIONS")
-    by_type = {("null" if _isnull(t) else str(t)): int(n) for t, n in zip(types["drug_type"], types["n"])}
+    by_type = {("null" if isnull(t) else str(t)): int(n) for t, n in zip(types["drug_type"], types["n"])}
     rx = query(con, SQL_PRESCRIPTIONS.format(type_filter=_type_filter(drug_types)), f"{source}: reading PRESCRIPTIONS")
     names = rx["name"].to_numpy(dtype=object)
-    keys = {n: drug_key(n) for n in set(names.tolist()) if not _isnull(n)}
-    key = np.array(["" if _isnull(n) else keys[n] for n in names], dtype=object)
+    keys = {n: drug_key(n) for n in set(names.tolist()) if not isnull(n)}
+    key = np.array(["" if isnull(n) else keys[n] for n in names], dtype=object)
     n_rows = rx["n_rows"].to_numpy(dtype=np.int64)
     known = rx["known"].to_numpy(dtype=bool)
     has_key = key != ""
@@ -226,7 +229,7 @@ def _build(con, source: str, files: dict[str, Path], drug_types) -> Dataset:
     dknown = dx["known"].to_numpy(dtype=bool)
     report.update({"condition_rows": int(dn.sum()), "condition_rows_other_visit": int(dn[~dknown].sum())})
     codes = dx["code"].to_numpy(dtype=object)[dknown]
-    vocab = np.where([_isnull(c) for c in codes], None, "ICD9CM").astype(object)  # MIMIC-III codes are ICD-9-CM
+    vocab = np.where([isnull(c) for c in codes], None, "ICD9CM").astype(object)  # MIMIC-III codes are ICD-9-CM
     pairs_code = code_pairs(dx["hadm_id"].to_numpy()[dknown].astype(np.int64), codes, vocab, dn[dknown], report)
     ds = assemble(hadm, subject, sex, age, stay_type, pairs_drug, "drug:", pairs_code, source, report)
     log.info("%s: %d stays, %d drug keys, %d codes", source, ds.n_stays, len(ds.features) - 2, len(ds.codes))
@@ -236,7 +239,7 @@ def _build(con, source: str, files: dict[str, Path], drug_types) -> Dataset:
 def load_mimic3_cached(folder: str | Path, cache_dir: str | Path, **options) -> Dataset:
     """`load_mimic3` cached on disk under cache_dir, keyed by the input files' bytes and the options."""
     folder = Path(folder).resolve()
-    opts = {"drug_types": None}
+    opts = dict(OPTIONS)
     unknown = set(options) - set(opts)
     if unknown:
         raise TypeError(f"load_mimic3_cached got unknown option(s) {sorted(unknown)}; known: {sorted(opts)}")

@@ -4,7 +4,7 @@ URL. `postgresql://[user[:password]@]host[:port]/dbname?schema=omop&vocab_schema
 `postgres://`, `postgresql+psycopg://`). Parameters read here: `schema` (the CDM tables; default the
 session's current_schema(), usually public), `vocab_schema` (concept, concept_ancestor; default
 `schema`) and the loader options of `cacicd.data.omop.build_dataset` (drug_type_concept_id,
-ingredient_mapping, visit_concept_id; written as in `cacicd.data.sources`). Every other parameter
+ingredient_mapping, visit_concept_id; values read by `cacicd.data.options.parse_value`). Every other parameter
 (sslmode, connect_timeout, options, passfile, ...) goes to libpq unchanged. Credentials come
 from libpq's usual places, in its order: the URL, PGPASSWORD/PGUSER/PGHOST/... environment
 variables, the password file (~/.pgpass or PGPASSFILE). `str()`/`repr()` of a `PgSource`, every
@@ -48,18 +48,25 @@ from pathlib import Path
 from urllib.parse import quote, unquote
 
 import pandas as pd
+import psycopg
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+from psycopg.conninfo import conninfo_to_dict
 
 from cacicd.data import omop
+from cacicd.data.cache import cached
 from cacicd.data.dataset import Dataset
-from cacicd.data.omop import DataError
+from cacicd.data.omop.schema import DataError
+from cacicd.data.omop.sql import ident
+from cacicd.data.options import parse_value
 
 log = logging.getLogger(__name__)
 
 PG_LOADER_VERSION = "omop-pg-1"
 SCHEMES = ("postgresql://", "postgres://", "postgresql+psycopg://")
 SOURCE_PARAMS = ("schema", "vocab_schema")
-LOADER_OPTIONS = ("drug_type_concept_id", "ingredient_mapping", "visit_concept_id")
-VOCAB_TABLES = ("concept", "concept_ancestor")
+LOADER_OPTIONS = tuple(omop.OPTIONS)
+VOCAB_TABLES = omop.VOCAB_TABLES
 FETCH_ROWS = 100_000
 DEFAULT_CONNECT_TIMEOUT = 10
 
@@ -150,11 +157,6 @@ class PgSource:
 
 def parse_url(url: str) -> PgSource:
     """A `PgSource` from a postgresql:// URL (see the module docstring); no connection is made."""
-    from psycopg import conninfo as ci
-    from psycopg import errors
-
-    from cacicd.data.sources import _parse_value
-
     user, hosts, password, path, items = _split_url(url)
     secrets = [password] if password else []
     secrets += [v for k, v in items if k == "password" and v]
@@ -166,8 +168,8 @@ def parse_url(url: str) -> PgSource:
         libpq_url += "?" + "&".join(f"{quote(k)}={quote(v, safe=',:/')}" for k, v in rest)
     display = redact(url)
     try:
-        params = ci.conninfo_to_dict(libpq_url)
-    except errors.Error as e:
+        params = conninfo_to_dict(libpq_url)
+    except psycopg.Error as e:
         raise DataError(f"PostgreSQL source {display}: invalid URL: {_scrub(_one_line(e), secrets)} "
                         f"(parameters read by cacicd: {', '.join(SOURCE_PARAMS + LOADER_OPTIONS)}; "
                         "the others go to libpq)") from None
@@ -175,7 +177,7 @@ def parse_url(url: str) -> PgSource:
     for k in SOURCE_PARAMS:
         if k in ours and not ours[k]:
             raise DataError(f"PostgreSQL source {display}: {k}= is empty; expected a schema name")
-    options = {k: _parse_value(ours[k]) for k in LOADER_OPTIONS if k in ours}
+    options = {k: parse_value(ours[k]) for k in LOADER_OPTIONS if k in ours}
     return PgSource(display, ours.get("schema"), ours.get("vocab_schema"), options, params)
 
 
@@ -199,8 +201,6 @@ def _one_line(e: BaseException) -> str:
 
 def connect(src: PgSource):
     """A read-only psycopg connection; connection failures become a DataError without the password."""
-    import psycopg
-
     kw = dict(src.conninfo)
     if "connect_timeout" not in kw and not os.environ.get("PGCONNECT_TIMEOUT"):
         kw["connect_timeout"] = str(DEFAULT_CONNECT_TIMEOUT)
@@ -276,8 +276,6 @@ class PgQuery:
 
     def fetch_df(self, sql: str, what: str, params=None) -> pd.DataFrame:
         """Run one statement through a server-side cursor, in chunks; errors become a DataError naming `what`."""
-        import psycopg
-
         sql = self.with_tables(sql)
         chunks = []
         t0 = time.perf_counter()
@@ -317,10 +315,6 @@ ORDER BY n.nspname, c.relname, a.attnum
 """
 
 
-def _ident(s: str) -> str:
-    return '"' + s.replace('"', '""') + '"'
-
-
 def _typed(col: str, pgtype: str, kind: str, where: str) -> tuple[str, str | None]:
     """(SQL expression of the typed column, SQL condition of a bad value or None); DataError for a wrong type."""
     if kind == "int":
@@ -347,7 +341,7 @@ def _typed(col: str, pgtype: str, kind: str, where: str) -> tuple[str, str | Non
 
 def _check_table(q: PgQuery, schema: str, relname: str, table: str, cols: dict[str, tuple[str, str, bool]]) -> str:
     """Validate the columns of schema.name (OMOP `table`); return the typed SELECT that reads it."""
-    label, qualified = f"{schema}.{relname}", f"{_ident(schema)}.{_ident(relname)}"
+    label, qualified = f"{schema}.{relname}", f"{ident(schema)}.{ident(relname)}"
     spec = omop.SCHEMA[table]
     missing = [c for c in spec if c.required and c.name not in cols]
     if missing:
@@ -361,11 +355,11 @@ def _check_table(q: PgQuery, schema: str, relname: str, table: str, cols: dict[s
             continue
         name, pgtype, declared_not_null = cols[c.name]
         where = f"{q.source}: column {label}.{name}"
-        expr, bad = _typed(_ident(name), pgtype, c.kind, where)
+        expr, bad = _typed(ident(name), pgtype, c.kind, where)
         if bad is not None:
             checks.append((f"bad value in {name}", bad, c, name, pgtype))
         if c.not_null and not declared_not_null:
-            isnull = f"NULLIF(trim({_ident(name)}), '') IS NULL" if pgtype in TEXT_TYPES else f"{_ident(name)} IS NULL"
+            isnull = f"NULLIF(trim({ident(name)}), '') IS NULL" if pgtype in TEXT_TYPES else f"{ident(name)} IS NULL"
             checks.append((f"empty value in {name}", isnull, c, name, pgtype))
         selects.append(f"{expr} AS {c.name}")
     source = f"SELECT {', '.join(selects)} FROM {qualified}"
@@ -378,7 +372,7 @@ def _check_table(q: PgQuery, schema: str, relname: str, table: str, cols: dict[s
             if not n:
                 continue
             if what.startswith("bad"):
-                ex = q.fetch_df(f"SELECT DISTINCT CAST({_ident(name)} AS text) AS v FROM {qualified} WHERE {cond} LIMIT 3",
+                ex = q.fetch_df(f"SELECT DISTINCT CAST({ident(name)} AS text) AS v FROM {qualified} WHERE {cond} LIMIT 3",
                                 f"{q.source}: examples of {label}.{name}")["v"].tolist()
                 raise DataError(f"{q.source}: column {label}.{name} (type {pgtype}): {n} value(s) are not "
                                 f"{'integers' if c.kind == 'int' else c.kind + 's'} "
@@ -450,8 +444,7 @@ def fingerprint(q: PgQuery) -> dict[str, list]:
 
 
 def _options(src: PgSource, options: dict) -> dict:
-    opts = {"drug_type_concept_id": omop.PRESCRIPTION_WRITTEN, "ingredient_mapping": "concept_ancestor",
-            "visit_concept_id": None}
+    opts = dict(omop.OPTIONS)
     given = {**src.options, **options}
     unknown = set(given) - set(opts)
     if unknown:
@@ -501,7 +494,7 @@ def load_pg_cached(url: str | PgSource, cache_dir: str | Path, **options) -> Dat
         # before the cache is touched
         omop.check_mapping(tables, opts["ingredient_mapping"], f"{src} (vocabulary schema {q.schemas[1]})")
         key = cache_key(fingerprint(q), opts)
-        ds = omop.cached(Path(cache_dir) / "omop", key, lambda: _build(src, q, tables, opts))
+        ds = cached(Path(cache_dir) / "omop", key, lambda: _build(src, q, tables, opts))
     ds.source = str(src)
     return ds
 
@@ -526,14 +519,11 @@ def copy_folder(con, folder: str | Path, schema: str, vocab_schema: str | None =
 
     con: a writable psycopg connection. Tables are replaced; columns typed by `column_type`.
     """
-    import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
-
     vocab_schema = vocab_schema or schema
     counts = {}
     with con.cursor() as cur:
         for s in {schema, vocab_schema}:
-            cur.execute(f"CREATE SCHEMA IF NOT EXISTS {_ident(s)}")
+            cur.execute(f"CREATE SCHEMA IF NOT EXISTS {ident(s)}")
         for table, path in omop.find_tables(folder).items():
             name = path.name.lower()
             if name.endswith(".parquet"):
@@ -546,10 +536,10 @@ def copy_folder(con, folder: str | Path, schema: str, vocab_schema: str | None =
             with f:
                 header = f.readline().decode("utf-8-sig")
                 names = [h.strip().lower() for h in next(csv.reader([header]))]
-                home = _ident(vocab_schema if table in VOCAB_TABLES else schema) + "." + _ident(table)
+                home = ident(vocab_schema if table in VOCAB_TABLES else schema) + "." + ident(table)
                 cur.execute(f"DROP TABLE IF EXISTS {home}")
-                cur.execute(f"CREATE TABLE {home} ({', '.join(f'{_ident(n)} {column_type(table, n)}' for n in names)})")
-                with cur.copy(f"COPY {home} ({', '.join(_ident(n) for n in names)}) FROM STDIN WITH (FORMAT csv)") as cp:
+                cur.execute(f"CREATE TABLE {home} ({', '.join(f'{ident(n)} {column_type(table, n)}' for n in names)})")
+                with cur.copy(f"COPY {home} ({', '.join(ident(n) for n in names)}) FROM STDIN WITH (FORMAT csv)") as cp:
                     while chunk := f.read(1 << 20):
                         cp.write(chunk)
             counts[table] = cur.rowcount

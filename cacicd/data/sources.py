@@ -1,4 +1,4 @@
-"""The one entry point for every data source (`load_data`), cached splits, and data description tables.
+"""The one entry point for every data source (`load_data`), and cached splits.
 
 Sources (strings):
   "synthetic"            the embedded generator (`cacicd.data.synthetic`), profile.n_stays and profile.seed;
@@ -22,54 +22,33 @@ the dataset's report says which (`report["age_encoding"]`).
 """
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import logging
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from cacicd import icd9
 from cacicd.config import Profile
+from cacicd.data import mimic3, omop, pg, synthetic
 from cacicd.data.dataset import AGE_ENCODINGS, DEFAULT_AGE_ENCODING, Dataset
-from cacicd.files import file_lock
-from cacicd.data.omop import DataError
-from cacicd.data.pg import SCHEMES
+from cacicd.data.omop.schema import DataError
+from cacicd.data.options import FLAGS, OWN_OPTIONS, parse_flag, parse_value
 from cacicd.data.splits import Split, load_splits, make_splits, save_splits
+from cacicd.files import file_lock
 
 log = logging.getLogger(__name__)
 
-
-def _parse_value(v: str):
-    if v.lower() == "none":
-        return None
-    try:
-        parts = [int(x) for x in v.split(",")]
-    except ValueError:
-        return v
-    return parts[0] if len(parts) == 1 else parts
-
-
-FLAGS = ("allow_no_icd9", "allow_no_drugs")  # true/false options of `load_data` itself, for every source
-OWN_OPTIONS = ("age_encoding",) + FLAGS  # options `load_data` reads itself, whatever the source
 _KIND_TEXT = {"synthetic": "the synthetic source", "omop": "an OMOP folder", "mimic3": "a MIMIC-III folder",
               "postgresql": "a PostgreSQL source"}
 
 
 def loader_options(kind: str) -> tuple[str, ...]:
-    """Names of the options a source of that kind accepts: its loader's keyword arguments, then `FLAGS`."""
-    import inspect
-
+    """Names of the options a source of that kind accepts: its loader's options, then `OWN_OPTIONS`."""
     if kind == "postgresql":
-        from cacicd.data.pg import LOADER_OPTIONS
-
-        return tuple(LOADER_OPTIONS) + OWN_OPTIONS
-    if kind == "mimic3":
-        from cacicd.data.mimic3 import load_mimic3 as loader
-    else:
-        from cacicd.data.omop import load_omop as loader
-    return tuple(list(inspect.signature(loader).parameters)[1:]) + OWN_OPTIONS
+        return pg.LOADER_OPTIONS + OWN_OPTIONS
+    return tuple(mimic3.OPTIONS if kind == "mimic3" else omop.OPTIONS) + OWN_OPTIONS
 
 
 def _split_query(s: str) -> tuple[str, list[tuple[str, str]]]:
@@ -91,11 +70,11 @@ def parse_source(source: str) -> tuple[str, str, dict]:
     An option unknown to the source's loader is refused, naming it and listing the known ones.
     """
     s = str(source).strip()
-    if s.startswith(SCHEMES):
+    if s.startswith(pg.SCHEMES):
         base, items = _split_query(s)
         rest = [f"{k}={v}" for k, v in items if k not in OWN_OPTIONS]
         return "postgresql", base + ("?" + "&".join(rest) if rest else ""), {
-            k: _parse_value(v) for k, v in items if k in OWN_OPTIONS}
+            k: parse_value(v) for k, v in items if k in OWN_OPTIONS}
     kind = "omop"
     for prefix in ("omop:", "mimic3:"):
         if s.startswith(prefix):
@@ -108,7 +87,7 @@ def parse_source(source: str) -> tuple[str, str, dict]:
         if k not in known:
             raise DataError(f"data source {source!r}: unknown option {k!r} for {_KIND_TEXT[kind]}; "
                             f"known: {', '.join(known)}")
-    return kind, s, {k: _parse_value(v) for k, v in items}
+    return kind, s, {k: parse_value(v) for k, v in items}
 
 
 def check_source(source: str) -> tuple[str, str, dict]:
@@ -118,14 +97,10 @@ def check_source(source: str) -> tuple[str, str, dict]:
         path = Path(where).expanduser()
         if not path.is_dir():
             hint = ""
-            import difflib
-
             if difflib.get_close_matches(where, ["synthetic"], n=1, cutoff=0.75):
                 hint = " (did you mean 'synthetic'?)"
             raise DataError(f"data source {source!r}: {path.resolve()} is not a folder{hint}; use 'synthetic', "
                             "an OMOP folder, 'mimic3:<folder>' or 'postgresql://…'")
-        from cacicd.data import mimic3, omop
-
         schema = mimic3.SCHEMA if kind == "mimic3" else omop.SCHEMA
         found = omop.find_tables(path, schema)
         required = [t for t in schema if t not in mimic3.OPTIONAL_TABLES] if kind == "mimic3" else omop.REQUIRED_TABLES
@@ -135,12 +110,6 @@ def check_source(source: str) -> tuple[str, str, dict]:
                             f"(looked for <table>{'|'.join(omop.SUFFIXES)}; "
                             f"found {', '.join(sorted(found)) or 'none'})")
     return kind, where, opts
-
-
-def _flag(name: str, value) -> bool:
-    if value in (True, False, 0, 1) or str(value).lower() in ("true", "false", "yes", "no"):
-        return value in (True, 1) or str(value).lower() in ("true", "yes")
-    raise DataError(f"data source option {name}={value!r}: expected true or false")
 
 
 def check_usable(ds: Dataset, allow_no_icd9: bool = False, allow_no_drugs: bool = False) -> Dataset:
@@ -168,7 +137,7 @@ def load_data(source: str, profile: Profile, cache_dir: str | Path, **options) -
     cache_dir = Path(cache_dir)
     kind, where, opts = check_source(source)
     opts.update(options)
-    flags = {k: _flag(k, opts.pop(k)) for k in FLAGS if k in opts}
+    flags = {k: parse_flag(k, opts.pop(k)) for k in FLAGS if k in opts}
     age = opts.pop("age_encoding", DEFAULT_AGE_ENCODING)
     if age not in AGE_ENCODINGS:
         raise DataError(f"data source {source!r}: unknown age_encoding {age!r}; choose one of "
@@ -178,25 +147,15 @@ def load_data(source: str, profile: Profile, cache_dir: str | Path, **options) -
 
 def _load(kind: str, where: str, profile: Profile, cache_dir: Path, opts: dict) -> Dataset:
     if kind == "synthetic":
-        from cacicd.data import synthetic  # lazy: only the synthetic source needs the generator
-
         folder = synthetic.default_folder(profile.n_stays, profile.seed, cache_dir / "synthetic")
-        from cacicd.data.omop import load_omop_cached
-
-        ds = load_omop_cached(folder, cache_dir, **opts)
+        ds = omop.load_omop_cached(folder, cache_dir, **opts)
         ds.source = f"synthetic:n{profile.n_stays}-s{profile.seed}"
     elif kind == "postgresql":
-        from cacicd.data.pg import load_pg_cached
-
-        ds = load_pg_cached(where, cache_dir, **opts)
+        ds = pg.load_pg_cached(where, cache_dir, **opts)
     elif kind == "mimic3":
-        from cacicd.data.mimic3 import load_mimic3_cached
-
-        ds = load_mimic3_cached(Path(where).expanduser(), cache_dir, **opts)
+        ds = mimic3.load_mimic3_cached(Path(where).expanduser(), cache_dir, **opts)
     else:
-        from cacicd.data.omop import load_omop_cached
-
-        ds = load_omop_cached(Path(where).expanduser(), cache_dir, **opts)
+        ds = omop.load_omop_cached(Path(where).expanduser(), cache_dir, **opts)
     return ds
 
 
@@ -235,59 +194,3 @@ def get_splits(dataset: Dataset, profile: Profile, cache_dir: str | Path) -> lis
 def min_test_stays(dataset: Dataset, profile: Profile, cache_dir: str | Path) -> int:
     """The fewest test stays of the profile's folds (the verdict rule of `cacicd.paper.claims` reads it)."""
     return min(len(s.test) for s in get_splits(dataset, profile, cache_dir))
-
-
-# ---------------------------------------------------------------- description (00_data notebook)
-
-
-def _per_stay_stats(Y, masks: dict[str, np.ndarray]) -> pd.DataFrame:
-    rows = []
-    for lvl in icd9.REPORT_LEVELS:
-        n = np.asarray(Y[:, np.flatnonzero(masks[lvl])].sum(axis=1)).ravel().astype(float)
-        rows.append({"level": lvl, "min": n.min() if len(n) else np.nan, "max": n.max() if len(n) else np.nan,
-                     "median": float(np.median(n)) if len(n) else np.nan, "mean": n.mean() if len(n) else np.nan,
-                     "sd": n.std(ddof=1) if len(n) > 1 else np.nan})
-    return pd.DataFrame(rows)
-
-
-def _flatten(d: dict, prefix: str = "") -> list[tuple[str, object]]:
-    out = []
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.extend(_flatten(v, key + "."))
-        elif isinstance(v, (list, tuple)):
-            out.append((key, ", ".join(str(x) for x in v)))
-        else:
-            out.append((key, v))
-    return out
-
-
-def describe(dataset: Dataset) -> dict[str, pd.DataFrame]:
-    """Aggregate description tables of a dataset (never patient-level rows).
-
-    table1: codes per level (ICD-9-CM, dataset, cherry-picked); table2 / tableS2: codes per stay
-    per level over every stay (all codes / cherry-picked codes), a stay's count at a level being the
-    number of distinct codes of that level after roll-up, sd with ddof=1; zipf: per level the code
-    frequencies ranked (level, rank, stays); codes_per_stay: stays by number of codes (all levels);
-    report: the loader's drop report as (item, value).
-    """
-    masks = dataset.level_masks()
-    cherry = dataset.cherry_mask()
-    full = icd9.table1_icd9_counts()
-    table1 = pd.DataFrame([{"level": lvl, "icd9cm": full[lvl], "dataset": int(masks[lvl].sum()),
-                            "cherry_picked": int((masks[lvl] & cherry).sum())} for lvl in icd9.REPORT_LEVELS])
-    Y = dataset.Y.tocsc()
-    table2 = _per_stay_stats(Y, masks)
-    tableS2 = _per_stay_stats(Y, {k: m & cherry for k, m in masks.items()})
-    counts = dataset.code_counts()
-    zipf = []
-    for lvl in icd9.REPORT_LEVELS:
-        c = np.sort(counts[masks[lvl]])[::-1]
-        zipf.append(pd.DataFrame({"level": lvl, "rank": np.arange(1, len(c) + 1), "stays": c}))
-    per_stay = np.diff(dataset.Y.tocsr().indptr)
-    values, n = np.unique(per_stay, return_counts=True)
-    report = pd.DataFrame(_flatten(dataset.report), columns=["item", "value"])
-    report["value"] = report["value"].astype(str)
-    return {"table1": table1, "table2": table2, "tableS2": tableS2, "zipf": pd.concat(zipf, ignore_index=True),
-            "codes_per_stay": pd.DataFrame({"codes": values, "stays": n}), "report": report}

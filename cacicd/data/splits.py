@@ -15,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from cacicd.config import PAPER_SPLIT, PAPER_STAYS
 from cacicd.data.dataset import Dataset
 from cacicd.files import atomic_write_text
 
-PAPER_FRACTION = 5000 / 58976
+PAPER_FRACTION = PAPER_SPLIT / PAPER_STAYS
 
 
 @dataclass(frozen=True)

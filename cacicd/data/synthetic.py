@@ -49,7 +49,7 @@ independent of n_stays) and returned by `planted_signal(seed)`:
   through age 0 only.
 * A tiny fraction `INVALID_RATE` of diagnosis rows carries a code that is not in ICD-9-CM
   (a valid leaf with a stray trailing "0", e.g. "42731" -> "427310"), so the loader has something
-  to report; `N_NO_DIAGNOSIS_PER_58976` stays (scaled) have no diagnosis at all.
+  to report; `N_NO_DIAGNOSIS_PAPER` stays (scaled) have no diagnosis at all.
 * ETL facts reproduced: one ICD-9 code maps to 1-3 standard "SNOMED-like" concepts, so condition
   rows repeat per (visit, code); drug rows of type 38000180 (inpatient administration, ICU-like
   infusions) mix with prescriptions (38000177); some rows have drug_concept_id 0; some rows point
@@ -76,6 +76,9 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from cacicd import icd9
+from cacicd.config import PAPER_STAYS, cache_root
+from cacicd.data.omop.schema import FEMALE, MALE, PRESCRIPTION_WRITTEN
+from cacicd.data.stays import NEWBORN_SERVICES, SURGICAL_SERVICES
 from cacicd.files import check_files, file_lock, record_files
 
 logger = logging.getLogger(__name__)
@@ -87,18 +90,14 @@ TABLES: tuple[str, ...] = (
 )
 FORMATS = ("csv", "parquet")
 
-# OMOP standard concept ids used in the files
-FEMALE, MALE = 8532, 8507
+# OMOP standard concept ids used in the files (besides FEMALE, MALE, PRESCRIPTION_WRITTEN of the loader)
 INPATIENT_VISIT = 9201
 VISIT_TYPE_EHR = 44818518
-PRESCRIPTION_WRITTEN = 38000177
 INPATIENT_ADMINISTRATION = 38000180
 CONDITION_TYPE_PRIMARY, CONDITION_TYPE_SECONDARY = 38000200, 38000201
 LOCAL = 2_000_000_000  # OMOP local concept range
 INGREDIENT_BASE, DRUG_BASE, SNOMED_BASE, ICD9_BASE = LOCAL + 100_000, LOCAL + 200_000, LOCAL + 400_000, LOCAL + 700_000
 
-NEWBORN_SERVICES = ("NB", "NBB")
-SURGICAL_SERVICES = ("CSURG", "NSURG", "ORTHO", "PSURG", "SURG", "TSURG", "VSURG", "TRAUM")
 MEDICAL_SERVICES = ("MED", "CMED", "NMED", "OMED", "GU", "ENT", "GYN", "OBS", "DENT", "PSYCH")
 
 CALIBRATED_TO: tuple[str, ...] = (
@@ -117,9 +116,9 @@ NOT_CALIBRATED: tuple[str, ...] = (  # reported for comparison only
 )
 
 # calibration constants (MIMIC-III, spec section 14)
-P_NEWBORN, P_SURGICAL = 8_096 / 58_976, 23_947 / 58_976
-P_MULTI_STAY = 19_993 / 58_976
-N_NO_DIAGNOSIS_PER_58976 = 47
+P_NEWBORN, P_SURGICAL = 8_096 / PAPER_STAYS, 23_947 / PAPER_STAYS
+P_MULTI_STAY = 19_993 / PAPER_STAYS
+N_NO_DIAGNOSIS_PAPER = 47  # of the paper's PAPER_STAYS stays
 N_PROBLEMS, N_NEWBORN_PROBLEMS = 400, 16
 N_INGREDIENTS = 1_240
 NOSIGNAL_BILLING_FRACTION = 0.15
@@ -571,7 +570,7 @@ def _stays(n: int, seed: int) -> dict:
     code_leaf = np.concatenate([lb_code, cl, ns_code])
     key = np.unique(code_stay * len(w.leaves) + code_leaf)  # distinct (stay, code), sorted by stay
     code_stay, code_leaf = key // len(w.leaves), key % len(w.leaves)
-    n_nodx = max(1, int(round(n * N_NO_DIAGNOSIS_PER_58976 / 58_976)))
+    n_nodx = max(1, int(round(n * N_NO_DIAGNOSIS_PAPER / PAPER_STAYS)))
     nodx = rng.choice(n, size=n_nodx, replace=False)
     keep = ~np.isin(code_stay, nodx)
     code_stay, code_leaf = code_stay[keep], code_leaf[keep]
@@ -837,8 +836,6 @@ def default_folder(n_stays: int, seed: int = 0, root: str | Path | None = None, 
     Its `.complete` file records each table file's size and SHA-256; every call checks them and
     regenerates (same bytes, with a warning naming the file) a folder that was damaged since.
     """
-    from cacicd.config import cache_root
-
     root = Path(root) if root is not None else cache_root() / "synthetic"
     final = root / f"omop-v{GENERATOR_VERSION}-n{int(n_stays)}-s{int(seed)}-{fmt}"
     if _damage(final) is None:
