@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from cacicd import icd9
-from cacicd.models.losses import LOSS_SPACES, LOSSES, LabelContext, make_loss
+from cacicd.models.labels import LabelContext
+from cacicd.models.losses import LOSS_SPACES, LOSSES, make_loss
 
 
 def label_set(n_labels: int, seed: int) -> list[str]:
@@ -131,7 +132,7 @@ def main() -> None:
             row.append(time_method(name, ctx, Y, X, model, args.batches, mode, device, args.repeats))
         rows.append(row)
     modes = args.modes.split(",")
-    head = f"| method | " + " | ".join(f"{m} s | {m} ×BCE" for m in modes) + " |"
+    head = "| method | " + " | ".join(f"{m} s | {m} ×BCE" for m in modes) + " |"
     print(head)
     print("|" + "---|" * (1 + 2 * len(modes)))
     base = rows[0]

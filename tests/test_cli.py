@@ -1,5 +1,4 @@
 """The cacicd console script."""
-import pytest
 
 from cacicd import cli
 from cacicd.experiments import engine as E

@@ -5,7 +5,6 @@ notebook, 6 a misspelt source option, 7 run_all's arguments, 8 folds, 9 gender /
 """
 from __future__ import annotations
 
-import gzip
 import json
 import logging
 import os

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from cacicd import icd9
-from cacicd.models.losses import LabelContext
-from cacicd.models.outputs import OUTPUT_RULES, TreeLayers, make_output_rule
+from cacicd.models.labels import LabelContext, TreeLayers
+from cacicd.models.outputs import OUTPUT_RULES, make_output_rule
 
 # Small tree: 001-139 > 001-009 > {001 > {0010, 0011}, 002 > 0020}
 CODES = ["001-139", "001-009", "001", "0010", "0011", "002", "0020"]

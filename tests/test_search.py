@@ -13,6 +13,7 @@ from cacicd.models import hyperband as H
 from cacicd.models import search as S
 from cacicd.config import SearchSpace, get_profile
 from cacicd.models.curves import CurveStore
+from cacicd.models.labels import LabelContext
 from test_train import ensure_metrics, fake_splits, make_dataset
 
 PAPER_TABLE = [  # (bracket, round, configurations, epochs at the end of the round), keras-tuner 1.1, (150, 3)
@@ -89,12 +90,12 @@ def test_early_stopping_and_best_epoch_read_by_hand():
 
 @pytest.fixture(scope="module")
 def fam_data():
-    from cacicd.models import losses, outputs
+    from cacicd.models import outputs
 
     ensure_metrics()
     ds = make_dataset(n=300, n_ingredients=30, n_leaves=40, seed=3)
     tr, dv, te = fake_splits(ds, n_folds=1)[0]
-    ctx = losses.LabelContext.from_labels(ds.codes, ds.Y[tr])
+    ctx = LabelContext.from_labels(ds.codes, ds.Y[tr])
     rules = {"identity": None, "rollup": outputs.make_output_rule("rollup", ctx),
              "rolldown": outputs.make_output_rule("rolldown", ctx)}
     data = S.FamilyData.split(ds.X[tr], ds.Y[tr], ds.X[dv], ds.Y[dv], "bce", ctx, rules)

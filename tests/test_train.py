@@ -13,6 +13,7 @@ import torch
 
 from cacicd import icd9
 from cacicd.data.dataset import Dataset
+from cacicd.models.labels import LabelContext
 
 
 def ensure_metrics():
@@ -121,7 +122,7 @@ def _train(data, seed=0, params=PARAMS, loss="bce", target="ndcg", **kw):
     from cacicd.models.train import train
 
     ds, tr, dv, _ = data
-    ctx = losses.LabelContext.from_labels(ds.codes, ds.Y[tr])
+    ctx = LabelContext.from_labels(ds.codes, ds.Y[tr])
     kw = {"max_epochs": 4, "lr": 3e-3, "batch_size": 64, "patience": 2, "device": "cpu", **kw}
     return train(ds.X[tr], ds.Y[tr], ds.X[dv], ds.Y[dv], params, losses.make_loss(loss, ctx), target, seed=seed, **kw)
 
@@ -221,7 +222,7 @@ def test_bad_input_is_named(data):
     from cacicd.models import losses
     from cacicd.models.train import train
 
-    ctx = losses.LabelContext.from_labels(ds.codes, ds.Y[tr])
+    ctx = LabelContext.from_labels(ds.codes, ds.Y[tr])
     with pytest.raises(ValueError, match="target metric"):
         train(ds.X[tr], ds.Y[tr], ds.X[dv], ds.Y[dv], PARAMS, losses.make_loss("bce", ctx), "accuracy")
     with pytest.raises(ValueError, match="rows"):
@@ -250,7 +251,7 @@ def test_device_rows_cut_batches_like_scipy():
 
 
 def test_precision_names_and_detection():
-    from cacicd.config import Profile, get_profile
+    from cacicd.config import Profile
     from cacicd.models.train import native_bfloat16, resolve_precision
 
     assert resolve_precision("float32", "cpu") == torch.float32
@@ -281,7 +282,7 @@ def test_train_epoch_returns_the_mean_training_loss(data):
     from cacicd.models.train import Trainer
 
     ds, tr, dv, _ = data
-    ctx = losses.LabelContext.from_labels(ds.codes, ds.Y[tr])
+    ctx = LabelContext.from_labels(ds.codes, ds.Y[tr])
     t = Trainer(ds.X[tr], ds.Y[tr], ds.X[dv], ds.Y[dv], {"num_layers": 2, "units_0": 16, "dropout_0": 0.0},
                 losses.make_loss("bce", ctx), "ndcg", lr=0.0, batch_size=64, device="cpu", precision="float32")
     x = torch.from_numpy(ds.X[tr].toarray())
@@ -300,7 +301,7 @@ def test_model_parameters_are_the_source_of_truth(data, precision):
     from cacicd.models.train import Trainer, predict_proba
 
     ds, tr, dv, te = data
-    ctx = losses.LabelContext.from_labels(ds.codes, ds.Y[tr])
+    ctx = LabelContext.from_labels(ds.codes, ds.Y[tr])
 
     def trainer(seed):
         return Trainer(ds.X[tr], ds.Y[tr], ds.X[dv], ds.Y[dv], PARAMS, losses.make_loss("bce", ctx), "ndcg",

@@ -41,6 +41,7 @@ from cacicd import icd9
 from cacicd.config import Profile, cache_root, get_profile
 from cacicd.data.dataset import Dataset
 from cacicd.files import Damaged, atomic_write_bytes, atomic_write_text, check_files, file_lock, jsonable, record_files
+from cacicd.models.labels import LabelContext
 
 logger = logging.getLogger(__name__)
 
@@ -416,7 +417,7 @@ def _family_search(exp: Experiment, c: _Ctx, fold: int) -> _Family:
     codes = [ds.codes[j] for j in cols]
     Y = ds.Y[:, cols].tocsr() if cols.size != len(ds.codes) else ds.Y.tocsr()
     X = ds.X.tocsr()
-    ctx = losses.LabelContext.from_labels(codes, Y[train_idx])
+    ctx = LabelContext.from_labels(codes, Y[train_idx])
     rules = {e.output_rule: (None if e.output_rule == "identity" else outputs.make_output_rule(e.output_rule, ctx))
              for e in members}
     data = FamilyData.split(X[train_idx], Y[train_idx], X[dev_idx], Y[dev_idx], exp.loss, ctx, rules)
