@@ -1,11 +1,8 @@
 """Training loop: learning, early stopping, determinism, plug-in losses and output rules.
 
 Also holds the helpers the other engine tests import: a small random Dataset over real ICD-9 codes
-and a scikit-learn stand-in for cacicd.evaluation.metrics, used only while that module is absent.
+and random folds.
 """
-import sys
-import types
-
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -14,62 +11,6 @@ import torch
 from cacicd import icd9
 from cacicd.data.dataset import Dataset
 from cacicd.models.labels import LabelContext
-
-
-def ensure_metrics():
-    """cacicd.evaluation.metrics, or (while the parallel module is absent) a scikit-learn stand-in."""
-    try:
-        from cacicd.evaluation import metrics  # noqa: F401
-        return metrics
-    except ImportError:
-        pass
-    from sklearn import metrics as skm
-    import pandas as pd
-
-    def _d(y):
-        return y.toarray() if sp.issparse(y) else np.asarray(y)
-
-    def ndcg(y_true, y_score, k=None):
-        return float(skm.ndcg_score(_d(y_true), y_score, k=k))
-
-    def _per_label(fn, y, s):
-        keep = y.sum(0) > 0
-        return float(np.mean([fn(y[:, j], s[:, j]) for j in np.flatnonzero(keep)])) if keep.any() else float("nan")
-
-    def _pr(y, s):
-        p, r, _ = skm.precision_recall_curve(y, s)
-        return skm.auc(r, p)
-
-    def auprc(y_true, y_score, average="micro"):
-        y = _d(y_true)
-        return float(_pr(y.ravel(), y_score.ravel())) if average == "micro" else _per_label(_pr, y, y_score)
-
-    def auroc(y_true, y_score, average="micro"):
-        y = _d(y_true)
-        if average == "micro":
-            return float(skm.roc_auc_score(y.ravel(), y_score.ravel()))
-        return _per_label(lambda a, b: skm.roc_auc_score(a, b) if 0 < a.sum() < len(a) else np.nan, y, y_score)
-
-    def f1(y_true, y_score, threshold=0.5, average="micro"):
-        y = _d(y_true)
-        keep = y.sum(0) > 0 if average == "macro" else slice(None)
-        return float(skm.f1_score(y[:, keep], y_score[:, keep] >= threshold, average=average, zero_division=0))
-
-    def evaluate(y_true, y_score, groups):
-        rows = []
-        for lv, m in groups.items():
-            if m.any():
-                rows.append({"level": lv, "metric": "ndcg", "value": ndcg(y_true[:, m], y_score[:, m])})
-        return pd.DataFrame(rows)
-
-    mod = types.ModuleType("cacicd.evaluation.metrics")
-    mod.ndcg, mod.auprc, mod.auroc, mod.f1, mod.evaluate = ndcg, auprc, auroc, f1, evaluate
-    mod.STANDIN = True
-    sys.modules["cacicd.evaluation.metrics"] = mod
-    import cacicd
-
-    cacicd.evaluation.metrics = mod
-    return mod
 
 
 def make_dataset(n: int = 600, n_ingredients: int = 60, n_leaves: int = 80, seed: int = 0) -> Dataset:
@@ -108,7 +49,6 @@ def fake_splits(dataset: Dataset, n_folds: int = 3, frac: float = 0.2, seed: int
 
 @pytest.fixture(scope="module")
 def data():
-    ensure_metrics()
     ds = make_dataset()
     tr, dv, te = fake_splits(ds)[0]
     return ds, tr, dv, te
@@ -125,6 +65,19 @@ def _train(data, seed=0, params=PARAMS, loss="bce", target="ndcg", **kw):
     ctx = LabelContext.from_labels(ds.codes, ds.Y[tr])
     kw = {"max_epochs": 4, "lr": 3e-3, "batch_size": 64, "patience": 2, "device": "cpu", **kw}
     return train(ds.X[tr], ds.Y[tr], ds.X[dv], ds.Y[dv], params, losses.make_loss(loss, ctx), target, seed=seed, **kw)
+
+
+def test_torch_threads_holds_the_count_for_the_block_only():
+    from cacicd.config import cpu_count
+    from cacicd.models.train import torch_threads
+
+    before = torch.get_num_threads()
+    with torch_threads(1) as n:
+        assert n == torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with torch_threads() as n:
+        assert n == torch.get_num_threads() == cpu_count()
+    assert torch.get_num_threads() == before
 
 
 def test_training_learns_beyond_dummy(data):

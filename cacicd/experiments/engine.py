@@ -39,9 +39,18 @@ import torch
 
 from cacicd import icd9
 from cacicd.config import Profile, cache_root, get_profile
+from cacicd.data import splits
 from cacicd.data.dataset import Dataset
+from cacicd.data.sources import get_splits, load_data
+from cacicd.evaluation import metrics
 from cacicd.files import Damaged, atomic_write_bytes, atomic_write_text, check_files, file_lock, jsonable, record_files
+from cacicd.models import losses, outputs
+from cacicd.models.curves import CurveStore
 from cacicd.models.labels import LabelContext
+from cacicd.models.network import MLP, DummyModel, build_mlp
+from cacicd.models.search import (FamilyData, FamilySearch, Member, TrainSettings, describe, load_state,
+                                  network_params)
+from cacicd.models.train import TARGETS, predict_proba, torch_threads
 
 logger = logging.getLogger(__name__)
 
@@ -109,8 +118,6 @@ EXPERIMENTS: dict[str, Experiment] = _declare(
 
 
 def _validate() -> None:
-    from cacicd.models.train import TARGETS
-
     for e in EXPERIMENTS.values():
         if e.labels not in LABEL_SETS or e.target not in TARGETS or e.model not in ("mlp", "dummy"):
             raise ValueError(f"experiment {e.name}: bad labels/target/model {e.labels}/{e.target}/{e.model}")
@@ -166,8 +173,6 @@ class RunResult:
         """The trained network (weights of the best epoch), on `device` (default CPU)."""
         if self.path is None or not (self.path / "model.pt").exists():
             raise FileNotFoundError(f"{self.experiment} fold {self.fold}: no trained model saved")
-        from cacicd.models.network import MLP
-
         f = self.path / "model.pt"
         data = f.read_bytes()
         want = self.artefacts.get("model.pt")
@@ -278,7 +283,6 @@ def _codes_hash(codes) -> str:
     return hashlib.sha256("\n".join(codes).encode()).hexdigest()[:16]
 
 
-
 # ---------------------------------------------------------------------------------------------
 # data, folds, labels
 
@@ -286,22 +290,12 @@ def load_dataset(data: str | Dataset, profile: Profile, cache_dir: Path) -> Data
     """A Dataset as is, or `cacicd.data.sources.load_data(source, profile, cache_dir)`."""
     if isinstance(data, Dataset):
         return data
-    from cacicd.data.sources import load_data  # lazy: a parallel module
-
     return load_data(data, profile, cache_dir)
 
 
 def fold_indices(dataset: Dataset, profile: Profile, fold: int, cache_dir: Path) -> tuple[np.ndarray, ...]:
     """(train_idx, dev_idx, test_idx) of one fold, from `cacicd.data.splits` (saved split files when available)."""
-    from cacicd.data import splits  # lazy: parallel modules
-
-    try:
-        from cacicd.data.sources import get_splits
-
-        all_splits = get_splits(dataset, profile, cache_dir)
-    except ImportError:
-        all_splits = splits.make_splits(dataset.visit_ids, profile.n_folds, profile.split_fraction, profile.seed,
-                                        dataset.person_ids if profile.group_by_person else None)
+    all_splits = get_splits(dataset, profile, cache_dir)
     if not 0 <= fold < len(all_splits):
         raise ValueError(f"fold {fold} out of range: profile {profile.name} has {len(all_splits)} folds")
     return tuple(np.asarray(a) for a in splits.split_indices(dataset, all_splits[fold]))
@@ -330,7 +324,7 @@ def label_columns(dataset: Dataset, labels: str) -> np.ndarray:
         cols = np.arange(len(dataset.codes))
     elif labels == "cherry":
         cols = np.flatnonzero(dataset.cherry_mask())
-    elif labels in ("chapter", "subchapter", "3digit", "billing"):
+    elif labels in LABEL_SETS:  # one level
         cols = np.flatnonzero(icd9.level_masks(dataset.codes)[labels])
     else:
         raise ValueError(f"unknown label set {labels!r}; choose one of {', '.join(LABEL_SETS)}")
@@ -341,8 +335,6 @@ def label_columns(dataset: Dataset, labels: str) -> np.ndarray:
 
 def evaluate(y_true: sp.spmatrix, scores: np.ndarray, codes: list[str]) -> pd.DataFrame:
     """Tidy (level, metric, value) metrics per level of (n, n_codes) scores, via cacicd.evaluation.metrics.evaluate."""
-    from cacicd.evaluation import metrics  # lazy: a parallel module
-
     return metrics.evaluate(y_true, scores, icd9.level_masks(codes))
 
 
@@ -358,7 +350,9 @@ def _expand(pred: np.ndarray, cols: np.ndarray, n_codes: int) -> np.ndarray:
 # running
 
 @dataclass
-class _Ctx:
+class RunContext:
+    """What every fold of a run shares: profile, dataset (and its hash), cache folder, search storage, device, precision."""
+
     profile: Profile
     dataset: Dataset
     dataset_hash: str
@@ -397,17 +391,13 @@ def _family_id(members: list[Experiment], profile: Profile) -> str:
 
 @dataclass
 class _Family:
-    search: "object"  # cacicd.models.search.FamilySearch
+    search: FamilySearch
     results: dict  # member name -> result (best trial, trials)
     meta: dict  # costs of the whole family
 
 
-def _family_search(exp: Experiment, c: _Ctx, fold: int) -> _Family:
+def _family_search(exp: Experiment, c: RunContext, fold: int) -> _Family:
     """The family search of `exp` on `fold`: read it when finished, else run, resume or join it."""
-    from cacicd.models import losses, outputs
-    from cacicd.models.curves import CurveStore
-    from cacicd.models.search import FamilyData, FamilySearch, Member, TrainSettings
-
     members = family(exp)
     fid = _family_id(members, c.profile)
     folder = Path(c.cache_dir) / c.profile.name / c.dataset_hash / "_search" / fid / f"fold{fold}"
@@ -467,11 +457,8 @@ def _family_search(exp: Experiment, c: _Ctx, fold: int) -> _Family:
         return search()
 
 
-def _train_fold(exp: Experiment, c: _Ctx, fold: int) -> tuple[RunResult, torch.nn.Module | None]:
-    from cacicd.models.network import DummyModel, build_mlp
-    from cacicd.models.search import load_state, network_params
-    from cacicd.models.train import predict_proba
-
+def train_fold(exp: Experiment, c: RunContext, fold: int) -> tuple[RunResult, torch.nn.Module | None]:
+    """One fold of an experiment without parts (dummy model, or its family's search and top model), scored; no cache."""
     ds = c.dataset
     t_start = time.perf_counter()
     train_idx, dev_idx, test_idx = fold_indices(ds, c.profile, fold, c.cache_dir)
@@ -528,7 +515,7 @@ def _train_fold(exp: Experiment, c: _Ctx, fold: int) -> tuple[RunResult, torch.n
     return r, model
 
 
-def _derived_fold(exp: Experiment, c: _Ctx, fold: int) -> RunResult:
+def _derived_fold(exp: Experiment, c: RunContext, fold: int) -> RunResult:
     """The assembly of per-level parts into one score matrix (each part's own level scored by its model)."""
     ds = c.dataset
     t_start = time.perf_counter()
@@ -553,7 +540,7 @@ def _derived_fold(exp: Experiment, c: _Ctx, fold: int) -> RunResult:
                      test_m, params, history, timings, info)
 
 
-def _run_fold(exp: Experiment, c: _Ctx, fold: int, force: bool = False) -> RunResult:
+def _run_fold(exp: Experiment, c: RunContext, fold: int, force: bool = False) -> RunResult:
     folder = fold_dir(c.cache_dir, c.profile, c.dataset_hash, exp.name, fold)
     keys = _keys(exp, c.profile, c.dataset_hash, fold)
     if not force:
@@ -576,7 +563,7 @@ def _run_fold(exp: Experiment, c: _Ctx, fold: int, force: bool = False) -> RunRe
         if exp.parts:
             r, model = _derived_fold(exp, c, fold), None
         else:
-            r, model = _train_fold(exp, c, fold)
+            r, model = train_fold(exp, c, fold)
         _save_result(folder, r, keys, model)
         r.path = folder
         logger.info("%s fold %d done in %.1fs", exp.name, fold, r.timings.get("total_s", 0.0))
@@ -597,53 +584,50 @@ def _wipe_if_stale(folder: Path, keys: dict, force: bool) -> None:
     (folder / "result.json").unlink(missing_ok=True)
 
 
-def _context(profile, data, cache_dir, storage, progress, device, precision) -> _Ctx:
+def _context(profile, data, cache_dir, storage, progress, device, precision) -> RunContext:
     profile = get_profile(profile) if isinstance(profile, str) else profile
     cache_dir = Path(cache_dir) if cache_dir is not None else cache_root()
     ds = load_dataset(data, profile, cache_dir)
-    return _Ctx(profile, ds, ds.content_hash(), cache_dir, storage, progress, device,
+    return RunContext(profile, ds, ds.content_hash(), cache_dir, storage, progress, device,
                 precision if precision is not None else profile.precision)
 
 
 def run(name: str, profile: str | Profile = "default", data: str | Dataset = "synthetic",
         folds: int | list[int] | None = None, cache_dir: str | Path | None = None, *, storage: str | None = None,
         force: bool = False, progress: bool = True, device: str | None = None,
-        precision: str | None = None) -> list[RunResult]:
+        precision: str | None = None, threads: int | None = None) -> list[RunResult]:
     """Run (or read from the cache) experiment `name` on some folds (None: all); one RunResult per fold.
 
     data: a source string for `cacicd.data.sources.load_data` ("synthetic", an OMOP folder, ...) or a Dataset.
     storage: None for the family's SQLite store, or a PostgreSQL URL shared with `cacicd search` workers.
     precision: None for the profile's; "float32", "bfloat16" or "auto".
+    threads: torch CPU threads while it runs (None: `cacicd.config.cpu_count()`); the caller's count is restored.
     """
     exp = get_experiment(name)
     profile = get_profile(profile) if isinstance(profile, str) else profile
     folds = check_folds(folds, profile)
     c = _context(profile, data, cache_dir, storage, progress, device, precision)
-    from cacicd.models.train import set_threads
-
-    set_threads()
-    return [_run_fold(exp, c, int(k), force=force) for k in folds]
+    with torch_threads(threads):
+        return [_run_fold(exp, c, int(k), force=force) for k in folds]
 
 
 def search_worker(name: str, storage: str, profile: str | Profile = "default", data: str | Dataset = "synthetic",
                   fold: int = 0, cache_dir: str | Path | None = None, progress: bool = True,
-                  device: str | None = None, precision: str | None = None) -> dict:
+                  device: str | None = None, precision: str | None = None, threads: int | None = None) -> dict:
     """Join the shared search of `name`'s family on `fold` in `storage` (PostgreSQL) until it is finished.
 
     Start one per worker (process or machine); each trains the networks no other worker holds. Then
     `run(name, ..., storage=storage)` reads the finished search. Returns {store, nodes, nodes_mine, workers}.
+    threads: as for `run`.
     """
-    from cacicd.models.search import worker_id
-    from cacicd.models.train import set_threads
-
     exp = get_experiment(name)
     family(exp)  # refuses experiments without a search
     c = _context(profile, data, cache_dir, storage, progress, device, precision)
-    set_threads()
-    fam = _family_search(exp, c, fold)
+    with torch_threads(threads):
+        fam = _family_search(exp, c, fold)
     workers = fam.search.store.workers()
-    return {"store": fam.search.store.store, "nodes": sum(workers.values()), "nodes_mine": workers.get(worker_id(), 0),
-            "workers": workers}
+    return {"store": fam.search.store.store, "nodes": sum(workers.values()),
+            "nodes_mine": workers.get(fam.search.worker, 0), "workers": workers}
 
 
 def status(profile: str | Profile = "default", data: str | Dataset = "synthetic",
@@ -697,8 +681,6 @@ def load(name: str, profile: str | Profile = "default", data: str | Dataset = "s
 
 def search_choices(results: dict[str, list[RunResult]]) -> pd.DataFrame:
     """One row per (experiment, fold): the configuration its search chose, the trial, best epoch and dev value."""
-    from cacicd.models.search import describe
-
     rows = []
     for name, runs in results.items():
         for r in runs:
