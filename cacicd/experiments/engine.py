@@ -145,6 +145,10 @@ def trained_experiments() -> list[str]:
 # ---------------------------------------------------------------------------------------------
 # results
 
+RESULT_FILE = "result.json"  # a fold folder's completion marker, written last; records the keys and every artefact
+MODEL_FILE = "model.pt"  # the trained network of a fold
+LOCK_FILE = ".lock"  # held while a fold folder or a family search is computed
+
 @dataclass
 class RunResult:
     """One experiment on one fold. scores: (n_test, n_codes) float32 over `codes`; test_idx: dataset rows."""
@@ -171,11 +175,11 @@ class RunResult:
 
     def load_model(self, device: str | None = None) -> torch.nn.Module:
         """The trained network (weights of the best epoch), on `device` (default CPU)."""
-        if self.path is None or not (self.path / "model.pt").exists():
+        if self.path is None or not (self.path / MODEL_FILE).exists():
             raise FileNotFoundError(f"{self.experiment} fold {self.fold}: no trained model saved")
-        f = self.path / "model.pt"
+        f = self.path / MODEL_FILE
         data = f.read_bytes()
-        want = self.artefacts.get("model.pt")
+        want = self.artefacts.get(MODEL_FILE)
         if want is None or len(data) != want["bytes"] or hashlib.sha256(data).hexdigest() != want["sha256"]:
             raise Damaged(f"cached result of {self.experiment} fold {self.fold} is damaged: {f} differs from what "
                           f"result.json recorded; `cacicd run {self.experiment} --fold {self.fold}` recomputes it",
@@ -211,7 +215,7 @@ def _cached(folder: Path, keys: dict, content: bool = True) -> dict | None:
     Raises `Damaged` (naming file, experiment and fold) when result.json is unreadable or records no
     artefacts, or when an artefact is missing or differs in size or (content=True) SHA-256.
     """
-    f = folder / "result.json"
+    f = folder / RESULT_FILE
     if not f.exists():
         return None
     what = f"cached result of {keys['experiment']} fold {keys['fold']}"
@@ -233,7 +237,7 @@ def _cached(folder: Path, keys: dict, content: bool = True) -> dict | None:
 def _artefact_names(folder: Path) -> list[str]:
     """Files of a fold folder that result.json vouches for: all but result.json, hidden files and SQLite journals."""
     return [p.relative_to(folder).as_posix() for p in folder.rglob("*")
-            if p.is_file() and p.name != "result.json" and not p.name.endswith(("-journal", "-wal", "-shm"))
+            if p.is_file() and p.name != RESULT_FILE and not p.name.endswith(("-journal", "-wal", "-shm"))
             and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
 
 
@@ -253,11 +257,11 @@ def _save_result(folder: Path, r: RunResult, keys: dict, model: torch.nn.Module 
         buf = io.BytesIO()
         cfg = dict(model.config, n_inputs=model.n_inputs, n_labels=model.n_labels)
         torch.save({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "config": json.dumps(cfg)}, buf)
-        atomic_write_bytes(folder / "model.pt", buf.getvalue())
+        atomic_write_bytes(folder / MODEL_FILE, buf.getvalue())
     r.artefacts = record_files(folder, _artefact_names(folder))
     meta = dict(keys, best_params=r.best_params, timings=r.timings, info=r.info, codes_hash=_codes_hash(r.codes),
                 artefacts=r.artefacts)
-    atomic_write_text(folder / "result.json", json.dumps(meta, indent=1, default=jsonable))  # last: marks complete
+    atomic_write_text(folder / RESULT_FILE, json.dumps(meta, indent=1, default=jsonable))  # last: marks complete
 
 
 def _load_result(folder: Path, meta: dict, codes: list[str]) -> RunResult:
@@ -274,7 +278,7 @@ def _load_result(folder: Path, meta: dict, codes: list[str]) -> RunResult:
 
 def _discard(folder: Path, damaged: Damaged) -> None:
     """Remove a damaged result's result.json and damaged files, so that the fold is recomputed."""
-    for p in [folder / "result.json", *damaged.paths]:
+    for p in [folder / RESULT_FILE, *damaged.paths]:
         if p.is_relative_to(folder) and p.is_file():
             p.unlink()
 
@@ -448,9 +452,9 @@ def _family_search(exp: Experiment, c: RunContext, fold: int) -> _Family:
         return done
     if c.storage is not None:  # a shared store: workers on this cache must not wait for each other
         fam = search()
-        with file_lock(folder / ".lock"):
+        with file_lock(folder / LOCK_FILE):
             return finished() or fam
-    with file_lock(folder / ".lock"):
+    with file_lock(folder / LOCK_FILE):
         if (done := finished()) is not None:  # another process finished it
             return done
         store.release()  # we hold the lock: a node left running belongs to a dead process
@@ -549,7 +553,7 @@ def _run_fold(exp: Experiment, c: RunContext, fold: int, force: bool = False) ->
                 return _load_result(folder, meta, c.dataset.codes)
     for dep in exp.parts:  # dependencies first, outside our lock
         _run_fold(get_experiment(dep), c, fold)
-    with file_lock(folder / ".lock"):
+    with file_lock(folder / LOCK_FILE):
         if not force:
             try:
                 if (meta := _cached(folder, keys)) is not None:  # another process finished it
@@ -579,9 +583,9 @@ def _wipe_if_stale(folder: Path, keys: dict, force: bool) -> None:
         old = "unreadable"
     if force or (old is not None and old != keys):
         for p in folder.iterdir():
-            if p.name != ".lock":
+            if p.name != LOCK_FILE:
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
-    (folder / "result.json").unlink(missing_ok=True)
+    (folder / RESULT_FILE).unlink(missing_ok=True)
 
 
 def _context(profile, data, cache_dir, storage, progress, device, precision) -> RunContext:
@@ -651,8 +655,8 @@ def status(profile: str | Profile = "default", data: str | Dataset = "synthetic"
             except Damaged:
                 state = "damaged"
             if state is None:
-                stale = (folder / "result.json").exists() or any(
-                    (p / exp.name / f"fold{k}" / "result.json").exists()
+                stale = (folder / RESULT_FILE).exists() or any(
+                    (fold_dir(cache_dir, profile, p.name, exp.name, k) / RESULT_FILE).exists()
                     for p in (Path(cache_dir) / profile.name).glob("*") if p.name != h)
                 state = "stale" if stale else "missing"
             rows.append({"experiment": exp.name, "fold": k, "state": state})
