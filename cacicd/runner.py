@@ -11,6 +11,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import zmq
 from jupyter_client import AsyncKernelManager
 from traitlets import Dict
 from traitlets.config import Config
@@ -91,8 +93,6 @@ class KernelManagerWithEnv(AsyncKernelManager):
 def kernel_config(env: dict[str, str] | None = None) -> Config:
     """Kernels talk over CurveZMQ-encrypted TCP where jupyter_client and pyzmq can (no plain-TCP warning in the
     log), and get `env` added to their environment."""
-    import zmq
-
     cfg = Config({"NotebookClient": {"kernel_manager_class": KernelManagerWithEnv},
                   "KernelManagerWithEnv": {"extra_env": dict(env or {})}})
     if zmq.has("curve") and AsyncKernelManager.class_traits().get("transport_encryption") is not None:

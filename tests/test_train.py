@@ -38,7 +38,7 @@ def make_dataset(n: int = 600, n_ingredients: int = 60, n_leaves: int = 80, seed
 
 
 def fake_splits(dataset: Dataset, n_folds: int = 3, frac: float = 0.2, seed: int = 0):
-    """Stand-in for cacicd.data.splits: fold k -> (train, dev, test) index arrays."""
+    """Random folds (not `cacicd.data.splits`'): fold k -> (train, dev, test) index arrays."""
     out = []
     for k in range(n_folds):
         perm = np.random.default_rng(seed + k).permutation(dataset.n_stays)
