@@ -149,6 +149,7 @@ RESULT_FILE = "result.json"  # a fold folder's completion marker, written last; 
 MODEL_FILE = "model.pt"  # the trained network of a fold
 LOCK_FILE = ".lock"  # held while a fold folder or a family search is computed
 
+
 @dataclass
 class RunResult:
     """One experiment on one fold. scores: (n_test, n_codes) float32 over `codes`; test_idx: dataset rows."""
