@@ -19,14 +19,16 @@ import torch
 from torch import nn
 
 from cacicd import icd9
-from cacicd.models.losses import LOSS_SPACES, LOSSES, LabelContext, make_loss
+from cacicd.models.labels import LabelContext
+from cacicd.models.losses import LOSS_SPACES, LOSSES, make_loss
+from cacicd.models.train import set_threads
 
 
 def label_set(n_labels: int, seed: int) -> list[str]:
     """Codes rolled up from random ICD-9-CM leaves until at least n_labels codes."""
     rng = np.random.default_rng(seed)
-    tree = icd9._tree()
-    leaves = [c for c in icd9.all_codes() if tree[c].is_leaf]
+    inner = {icd9.parent(c) for c in icd9.all_codes()}
+    leaves = [c for c in icd9.all_codes() if c not in inner]
     codes: set[str] = set()
     for c in rng.permutation(leaves):
         codes |= icd9.rollup([c])
@@ -110,7 +112,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--modes", default="loss,mlp")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     torch.manual_seed(0)
     device = torch.device(args.device)
 
@@ -131,7 +133,7 @@ def main() -> None:
             row.append(time_method(name, ctx, Y, X, model, args.batches, mode, device, args.repeats))
         rows.append(row)
     modes = args.modes.split(",")
-    head = f"| method | " + " | ".join(f"{m} s | {m} ×BCE" for m in modes) + " |"
+    head = "| method | " + " | ".join(f"{m} s | {m} ×BCE" for m in modes) + " |"
     print(head)
     print("|" + "---|" * (1 + 2 * len(modes)))
     base = rows[0]

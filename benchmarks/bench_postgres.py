@@ -22,7 +22,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 CHILD = r"""
 import json, resource, sys, time, logging

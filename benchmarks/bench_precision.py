@@ -13,11 +13,11 @@ from __future__ import annotations
 import argparse
 import time
 
-import numpy as np
 
 from cacicd.models import losses
 from cacicd.config import cache_root, get_profile
 from cacicd.experiments.engine import fold_indices, load_dataset
+from cacicd.models.labels import LabelContext
 from cacicd.models.train import resolve_precision, set_threads, train
 
 
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     worst = 0.0
     for fold in range(profile.n_folds):
         tr, dv, _ = fold_indices(ds, profile, fold, cache)
-        ctx = losses.LabelContext.from_labels(ds.codes, Y[tr])
+        ctx = LabelContext.from_labels(ds.codes, Y[tr])
         out = {}
         for prec in ("float32", a.precision):
             t0 = time.perf_counter()

@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from cacicd.experiments import engine as E
-from cacicd.models import losses, outputs
+from cacicd.models import outputs
 from cacicd.config import get_profile
 from cacicd.models.curves import CurveStore
+from cacicd.models.labels import LabelContext
 from cacicd.data.sources import load_data
 from cacicd.models.search import FamilyData, FamilySearch, Member, TrainSettings
 from cacicd.models.train import set_threads
@@ -42,7 +43,7 @@ def main() -> None:
         members = [Member(e.name, e.target, e.output_rule) for e in E.family(exp)]
         tr, dv, _ = E.fold_indices(ds, profile, a.fold, Path(tmp) / "cache")
         X, Y = ds.X.tocsr(), ds.Y.tocsr()
-        ctx = losses.LabelContext.from_labels(ds.codes, Y[tr])
+        ctx = LabelContext.from_labels(ds.codes, Y[tr])
         rules = {m.rule: None if m.rule == "identity" else outputs.make_output_rule(m.rule, ctx) for m in members}
         data = FamilyData.split(X[tr], Y[tr], X[dv], Y[dv], "bce", ctx, rules)
         settings = TrainSettings(profile.learning_rate, profile.batch_size, profile.patience, None,

@@ -7,11 +7,19 @@ import sys
 
 import pandas as pd
 
+from cacicd.config import PRECISIONS, cache_root, get_profile
+from cacicd.experiments import engine as E
+
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", default="default", help="smoke | default | paper (default: default)")
     p.add_argument("--data", default="synthetic", help="data source: synthetic, an OMOP folder, mimic3:PATH, postgresql://…")
     p.add_argument("--cache", default=None, help="cache folder (default: $CACICD_CACHE or ./cache)")
+
+
+def _threads(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: every CPU this process may use)")
 
 
 def _folds(s: str | None) -> list[int] | None:
@@ -44,8 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "run":
             p.add_argument("--storage", default=None, help="PostgreSQL URL of a shared search (default: SQLite in the cache)")
             p.add_argument("--force", action="store_true", help="recompute even when cached")
-            p.add_argument("--precision", default=None, choices=("auto", "float32", "bfloat16"),
+            p.add_argument("--precision", default=None, choices=PRECISIONS,
                            help="training and inference precision (default: the profile's)")
+            _threads(p)
         else:
             p.add_argument("--split", default="test", choices=("test", "dev"))
     p = sub.add_parser("status", help="done / stale / missing results for a profile and data source")
@@ -55,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--storage", required=True, help="postgresql://… shared by the workers")
     p.add_argument("--fold", type=int, default=0)
-    p.add_argument("--precision", default=None, choices=("auto", "float32", "bfloat16"))
+    p.add_argument("--precision", default=None, choices=PRECISIONS)
+    _threads(p)
     return ap
 
 
@@ -64,21 +74,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from cacicd.experiments import engine as E
-
     pd.set_option("display.width", 160, "display.max_rows", 500)
     try:
         if getattr(args, "fold", None) is not None:  # every fold checked before any work starts
-            from cacicd.config import get_profile
-
             E.check_folds(_folds(str(args.fold)), get_profile(args.profile))
         if args.cmd == "list":
             w = max(map(len, E.EXPERIMENTS))
             for e in E.EXPERIMENTS.values():
                 print(f"{e.name:{w}s}  {e.description}")
         elif args.cmd == "data":
-            from cacicd.config import cache_root, get_profile
-
             ds = E.load_dataset(args.data, get_profile(args.profile), args.cache or cache_root())
             print(f"{ds.n_stays:,} stays, {ds.X.shape[1]:,} features, {len(ds.codes):,} codes; hash {ds.content_hash()}")
             counts = {lv: int(m.sum()) for lv, m in ds.level_masks().items()}
@@ -89,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {k}: {v}")
         elif args.cmd == "run":
             rs = E.run(args.experiment, args.profile, args.data, _folds(args.fold), args.cache, storage=args.storage,
-                       force=args.force, precision=args.precision)
+                       force=args.force, precision=args.precision, threads=args.threads)
             for r in rs:
                 t = r.timings
                 print(f"{r.experiment} fold {r.fold}: search {t.get('search_s', 0):.1f}s, train {t.get('train_s', 0):.1f}s, "
@@ -104,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             print(st["state"].value_counts().to_string())
         elif args.cmd == "search":
             out = E.search_worker(args.experiment, args.storage, args.profile, args.data, args.fold, args.cache,
-                                  precision=args.precision)
+                                  precision=args.precision, threads=args.threads)
             print(f"store {out['store']}: {out['nodes']} networks trained, {out['nodes_mine']} by this worker")
     except (ValueError, FileNotFoundError) as e:
         print(f"cacicd {args.cmd}: error: {e}", file=sys.stderr)

@@ -110,6 +110,11 @@ def get_profile(name: str) -> Profile:
     return profile
 
 
+def cpu_count() -> int:
+    """CPUs this process may use: its CPU affinity where the OS has one, else every CPU of the machine."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def project_root(start: Path | None = None) -> Path | None:
     """The nearest folder at or above `start` (default: the working directory) holding run_all.sh and cacicd/."""
     here = (start or Path.cwd()).resolve()

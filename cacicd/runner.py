@@ -11,13 +11,16 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from cacicd.config import get_profile
+import zmq
+from jupyter_client import AsyncKernelManager
+from traitlets import Dict
+from traitlets.config import Config
+
+from cacicd.config import cache_root, get_profile
+from cacicd.data.pg import split_password
+from cacicd.data.sources import check_source, parse_source
 from cacicd.files import atomic_write_text
-
-if TYPE_CHECKING:
-    from traitlets.config import Config
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,19 +79,30 @@ def input_key(name: str, profile: str, data: str, upstream: list[str]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def kernel_config() -> Config:
-    """Kernels talk over CurveZMQ-encrypted TCP where jupyter_client and pyzmq can (no plain-TCP warning in the log)."""
-    import zmq
-    from jupyter_client import KernelManager
-    from traitlets.config import Config
+class KernelManagerWithEnv(AsyncKernelManager):
+    """A kernel manager whose kernels get `extra_env` on top of this process's environment (left as it is)."""
 
-    if zmq.has("curve") and KernelManager.class_traits().get("transport_encryption") is not None:
-        return Config({"KernelManager": {"transport_encryption": "auto"}})
-    return Config()
+    extra_env = Dict(config=True, help="environment variables added to the kernel's")
+
+    async def start_kernel(self, **kw):
+        """Start the kernel with `extra_env` added to its environment."""
+        kw["env"] = {**kw.get("env", os.environ), **self.extra_env}
+        return await super().start_kernel(**kw)
 
 
-def execute(name: str, dirs: OutputDirs, params: dict, kernel: str = "python3") -> None:
-    """Convert a jupytext source to a notebook and execute it with papermill."""
+def kernel_config(env: dict[str, str] | None = None) -> Config:
+    """Kernels talk over CurveZMQ-encrypted TCP where jupyter_client and pyzmq can (no plain-TCP warning in the
+    log), and get `env` added to their environment."""
+    cfg = Config({"NotebookClient": {"kernel_manager_class": KernelManagerWithEnv},
+                  "KernelManagerWithEnv": {"extra_env": dict(env or {})}})
+    if zmq.has("curve") and AsyncKernelManager.class_traits().get("transport_encryption") is not None:
+        cfg.KernelManager.transport_encryption = "auto"
+    return cfg
+
+
+def execute(name: str, dirs: OutputDirs, params: dict, kernel: str = "python3",
+            env: dict[str, str] | None = None) -> None:
+    """Convert a jupytext source to a notebook and execute it with papermill; `env` is added to the kernel's environment."""
     import jupytext
     import papermill as pm
 
@@ -100,32 +114,24 @@ def execute(name: str, dirs: OutputDirs, params: dict, kernel: str = "python3") 
     try:
         pm.execute_notebook(str(src), str(dirs.notebooks / f"{name}.ipynb"), parameters=params,
                             kernel_name=kernel, cwd=str(NOTEBOOK_DIR), progress_bar=False,
-                            log_output=False, request_save_on_cell_execute=True, config=kernel_config())
+                            log_output=False, request_save_on_cell_execute=True, config=kernel_config(env))
     finally:
         src.unlink(missing_ok=True)
 
 
-def without_password(data: str) -> str:
-    """A PostgreSQL source without its password, which goes to PGPASSWORD (inherited by the notebooks' kernels).
+def without_password(data: str) -> tuple[str, str | None]:
+    """(a PostgreSQL source without its password, the password or None); other sources: (as they are, None).
 
-    Notebook parameters, run logs and input keys then never hold it; other sources are returned as they are.
+    `run_all` hands the password to the notebooks' kernels as PGPASSWORD in their environment, so notebook
+    parameters, run logs and input keys never hold it.
     """
-    from cacicd.data.sources import parse_source
-    from cacicd.data.pg import split_password
-
     if parse_source(data)[0] != "postgresql":
-        return data
-
-    data, password = split_password(data)
-    if password is not None:
-        os.environ["PGPASSWORD"] = password
-    return data
+        return data, None
+    return split_password(data)
 
 
 def absolute_source(data: str) -> str:
     """The source with a relative folder made absolute (notebooks run with notebooks/ as working directory)."""
-    from cacicd.data.sources import parse_source
-
     kind, loc, _ = parse_source(data)
     if kind not in ("omop", "mimic3") or not loc or Path(loc).is_absolute():
         return data
@@ -152,9 +158,6 @@ def _unwritable(folder: Path) -> str | None:
 def check_arguments(profile: str, data: str, out: str | None, only: list[str] | None,
                     cache_dir: str | None) -> list[str]:
     """One line per bad argument (profile, data source, notebook names, output and cache folders); nothing is made."""
-    from cacicd.config import cache_root
-    from cacicd.data.sources import check_source
-
     errors = []
     try:
         get_profile(profile)
@@ -198,7 +201,9 @@ def run_all(profile: str, data: str = "synthetic", out: str | None = None, only:
         for e in errors:
             print(f"run_all: {e}", file=sys.stderr)
         return 2
-    data = absolute_source(without_password(data))
+    data, password = without_password(data)
+    data = absolute_source(data)
+    env = {"PGPASSWORD": password} if password is not None else {}
     dirs = OutputDirs.for_run(profile, out)
     for d in (dirs.notebooks, dirs.figures, dirs.tables):
         d.mkdir(parents=True, exist_ok=True)
@@ -227,7 +232,7 @@ def run_all(profile: str, data: str = "synthetic", out: str | None = None, only:
         print(f"[run_all] {name}: running …", flush=True)
         t0 = time.perf_counter()
         try:
-            execute(name, dirs, params)
+            execute(name, dirs, params, env=env)
         except Exception as exc:  # papermill raises PapermillExecutionError with the cell's error
             msg = str(exc).strip().splitlines()
             print(f"[run_all] {name} FAILED after {time.perf_counter() - t0:.0f} s. "

@@ -1,5 +1,4 @@
 """The cacicd console script."""
-import pytest
 
 from cacicd import cli
 from cacicd.experiments import engine as E
@@ -17,6 +16,17 @@ def test_parser_has_every_subcommand():
     for argv in (["data"], ["run", "naive_ndcg", "--fold", "0"], ["evaluate", "dummy"], ["status"],
                  ["search", "naive_ndcg", "--storage", "postgresql://x/y", "--precision", "float32"]):
         assert p.parse_args(argv).cmd == argv[0]
+
+
+def test_run_and_search_pass_threads_on(monkeypatch):
+    got = {}
+    monkeypatch.setattr(E, "run", lambda *a, **k: got.setdefault("run", k["threads"]) and [])
+    monkeypatch.setattr(E, "search_worker", lambda *a, **k: got.setdefault("search", k["threads"])
+                        and {"store": "s", "nodes": 0, "nodes_mine": 0})
+    assert cli.main(["run", "dummy", "--profile", "smoke", "--fold", "0", "--threads", "3"]) == 0
+    assert cli.main(["search", "naive_ndcg", "--profile", "smoke", "--storage", "postgresql://x/y", "--threads", "2"]) == 0
+    assert got == {"run": 3, "search": 2}
+    assert cli.build_parser().parse_args(["run", "dummy"]).threads is None  # default: every CPU (`E.run`)
 
 
 def test_unknown_experiment_is_a_clear_error(capsys):

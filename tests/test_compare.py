@@ -138,11 +138,10 @@ def test_re_of():
 
 def test_cached_tidy_reads_every_done_experiment(tmp_path):
     from test_experiments import TINY
-    from test_train import ensure_metrics, make_dataset
+    from test_train import make_dataset
 
     from cacicd.experiments import engine as E
 
-    ensure_metrics()
     ds = make_dataset(n=200, n_ingredients=20, n_leaves=30, seed=2)
     assert C.cached_tidy(TINY, ds, tmp_path).empty  # nothing cached yet, nothing computed
     rs = E.run("dummy", TINY, ds, cache_dir=tmp_path, folds=[1], progress=False)

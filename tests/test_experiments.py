@@ -14,7 +14,7 @@ import pytest
 from cacicd.experiments import engine as E
 from cacicd import icd9
 from cacicd.config import Profile, SearchSpace
-from test_train import ensure_metrics, make_dataset
+from test_train import make_dataset
 
 TINY = Profile(name="tiny", n_stays=0, n_folds=2, split_fraction=0.2, max_epochs=3, patience=1, learning_rate=3e-3,
                batch_size=64, hyperband_iterations=1, executions_per_trial=1,
@@ -23,7 +23,6 @@ TINY = Profile(name="tiny", n_stays=0, n_folds=2, split_fraction=0.2, max_epochs
 
 @pytest.fixture(scope="module")
 def ds():
-    ensure_metrics()
     return make_dataset(n=400, n_ingredients=40, n_leaves=50, seed=1)
 
 
@@ -62,7 +61,7 @@ def test_run_caches_and_expands_predictions(ds, cache, monkeypatch):
     assert r.info["n_configurations"] == 5 and r.info["best_epoch"] >= 1
     assert (r.path / "result.json").exists() and r.path.parent.name == "naive_ndcg"
     # a second call reads the cache: training would fail
-    monkeypatch.setattr(E, "_train_fold", lambda *a, **k: pytest.fail("recomputed a cached result"))
+    monkeypatch.setattr(E, "train_fold", lambda *a, **k: pytest.fail("recomputed a cached result"))
     again = E.run("naive_ndcg", TINY, ds, cache_dir=cache, folds=0, progress=False)
     np.testing.assert_array_equal(again[0].scores, r.scores)
     np.testing.assert_array_equal(again[0].test_idx, r.test_idx)
@@ -116,8 +115,8 @@ def test_dummy_cherry_and_per_level(ds, cache):
 def test_changed_declaration_or_data_invalidates(ds, cache, monkeypatch):
     r0 = E.run("dummy", TINY, ds, cache_dir=cache, folds=0, progress=False)[0]
     calls = []
-    real = E._train_fold
-    monkeypatch.setattr(E, "_train_fold", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = E.train_fold
+    monkeypatch.setattr(E, "train_fold", lambda *a, **k: calls.append(1) or real(*a, **k))
     changed = dict(E.EXPERIMENTS, dummy=E.Experiment("dummy", "changed", model="dummy", target="f1_micro"))
     monkeypatch.setattr(E, "EXPERIMENTS", changed)
     assert E.status(TINY, ds, cache).set_index(["experiment", "fold"]).loc[("dummy", 0), "state"] == "stale"
@@ -128,16 +127,30 @@ def test_changed_declaration_or_data_invalidates(ds, cache, monkeypatch):
     assert calls == [1, 1] and r2.path != r0.path and r2.dataset_hash != r0.dataset_hash
 
 
+def test_run_holds_its_thread_count_for_the_call_only(ds, tmp_path, monkeypatch):
+    import torch
+
+    from cacicd.config import cpu_count
+
+    seen = []
+    real = E.train_fold
+    monkeypatch.setattr(E, "train_fold", lambda *a, **k: seen.append(torch.get_num_threads()) or real(*a, **k))
+    before = torch.get_num_threads()
+    E.run("dummy", TINY, ds, cache_dir=tmp_path, folds=0, progress=False, threads=1)
+    E.run("dummy", TINY, ds, cache_dir=tmp_path, folds=1, progress=False)
+    assert seen == [1, cpu_count()] and torch.get_num_threads() == before
+
+
 def test_concurrent_runs_compute_once(ds, tmp_path, monkeypatch):
     calls = []
-    real = E._train_fold
+    real = E.train_fold
 
     def slow(*a, **k):
         calls.append(1)
         time.sleep(0.5)
         return real(*a, **k)
 
-    monkeypatch.setattr(E, "_train_fold", slow)
+    monkeypatch.setattr(E, "train_fold", slow)
     out = []
     ts = [threading.Thread(target=lambda: out.append(E.run("dummy", TINY, ds, cache_dir=tmp_path, folds=0,
                                                           progress=False)[0])) for _ in range(2)]
@@ -150,9 +163,8 @@ def test_concurrent_runs_compute_once(ds, tmp_path, monkeypatch):
 CHILD = """
 import sys, time
 sys.path.insert(0, {tests!r})
-from test_train import ensure_metrics, make_dataset
+from test_train import make_dataset
 from test_experiments import TINY
-ensure_metrics()
 from cacicd.experiments import engine as E
 from cacicd.models import train as T
 real = T.Trainer.train_epoch

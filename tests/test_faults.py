@@ -5,7 +5,6 @@ notebook, 6 a misspelt source option, 7 run_all's arguments, 8 folds, 9 gender /
 """
 from __future__ import annotations
 
-import gzip
 import json
 import logging
 import os
@@ -27,12 +26,11 @@ from cacicd.data.omop import DataError
 from conftest import tiny_tables, write_tables
 from test_experiments import TINY
 from test_runner import fake_repo  # noqa: F401  (fixture)
-from test_train import ensure_metrics, make_dataset
+from test_train import make_dataset
 
 
 @pytest.fixture(scope="module")
 def ds():
-    ensure_metrics()
     return make_dataset(n=300, n_ingredients=30, n_leaves=40, seed=3)
 
 
@@ -80,7 +78,7 @@ def test_damaged_metrics_refused_by_load_recomputed_by_run(ds, tmp_path, caplog)
 
 
 def test_any_artefact_written_before_result_json_is_verified(ds, tmp_path, monkeypatch, caplog):
-    real = E._train_fold
+    real = E.train_fold
 
     def with_curve(exp, c, fold):  # an artefact of a name the cache code does not know
         folder = E.fold_dir(c.cache_dir, c.profile, c.dataset_hash, exp.name, fold)
@@ -88,7 +86,7 @@ def test_any_artefact_written_before_result_json_is_verified(ds, tmp_path, monke
         (folder / "curves" / "search_curve.csv").write_text("trial,value\n0,0.5\n")
         return real(exp, c, fold)
 
-    monkeypatch.setattr(E, "_train_fold", with_curve)
+    monkeypatch.setattr(E, "train_fold", with_curve)
     r = E.run("dummy", TINY, ds, cache_dir=tmp_path, folds=0, progress=False)[0]
     assert "curves/search_curve.csv" in r.artefacts
     (r.path / "curves" / "search_curve.csv").write_text("trial,value\n0,0.9\n")
@@ -225,7 +223,7 @@ def test_failed_notebook_is_never_up_to_date(fake_repo, tmp_path, monkeypatch, c
     good = runner.execute
     assert runner.run_all("smoke", out=str(out)) == 0 and ran == ["00_a", "01_b"]
 
-    def failing(name, dirs, params, kernel="python3"):
+    def failing(name, dirs, params, kernel="python3", env=None):
         (dirs.notebooks / f"{name}.ipynb").write_text('{"failed": true}')  # papermill leaves the failed notebook
         raise RuntimeError("cell 2 failed")
 

@@ -4,8 +4,9 @@ import torch
 from torch import nn
 
 from cacicd import icd9
-from cacicd.models.losses import (LOSS_SPACES, LOSSES, LabelContext, irnw_weights, irw_weights, make_loss,
-                           output_rule_for, reweighted_weights)
+from cacicd.models.labels import LabelContext
+from cacicd.models.losses import (LOSS_SPACES, LOSSES, irnw_weights, irw_weights, make_loss, output_rule_for,
+                                  reweighted_weights)
 
 from test_outputs import ANC, CODES, DESC, EDGES, real_label_set, slow_sets
 

@@ -229,9 +229,11 @@ def mi_data():
 
 
 def _sk_mi(y, s, random_state=0, exact=False):
+    import inspect
+
     from sklearn.feature_selection import mutual_info_classif
-    import sklearn.feature_selection._mutual_info as skmi
     from sklearn.neighbors import NearestNeighbors
+    skmi = inspect.getmodule(mutual_info_classif)  # the module whose NearestNeighbors the estimator calls
     orig = skmi.NearestNeighbors
     if exact:  # sklearn's brute-force kNN (classes <= 7) rounds distances by ~1e-16; the k-d tree does not
         skmi.NearestNeighbors = lambda **kw: NearestNeighbors(algorithm="kd_tree", **kw)

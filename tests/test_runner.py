@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -21,7 +22,7 @@ def fake_repo(tmp_path, monkeypatch):
     monkeypatch.setattr(runner, "NOTEBOOK_DIR", root / "notebooks")
     ran: list[str] = []
 
-    def fake_execute(name, dirs, params, kernel="python3"):
+    def fake_execute(name, dirs, params, kernel="python3", env=None):
         ran.append(name)
         (dirs.notebooks / f"{name}.ipynb").write_text("{}")
 
@@ -94,7 +95,7 @@ def test_unknown_only_names_a_clear_error(fake_repo, capsys):
 def test_failure_stops_the_run(fake_repo, monkeypatch, capsys):
     _, ran, out = fake_repo
 
-    def failing(name, dirs, params, kernel="python3"):
+    def failing(name, dirs, params, kernel="python3", env=None):
         ran.append(name)
         raise RuntimeError("cell 3 exploded")
 
@@ -125,3 +126,27 @@ def test_cache_root_is_anchored_at_the_project_root(tmp_path, monkeypatch):
     assert cache_root() == tmp_path.resolve() / "cache"  # a notebook opened in notebooks/ shares run_all's cache
     monkeypatch.setenv("CACICD_CACHE", str(tmp_path / "elsewhere"))
     assert cache_root() == tmp_path.resolve() / "elsewhere"
+
+
+def test_password_reaches_the_kernels_environment_not_ours(fake_repo, monkeypatch):
+    """run_all hands a URL's password to `execute` for the kernel's environment; this process's stays as it was."""
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    _, ran, out = fake_repo
+    envs = []
+    monkeypatch.setattr(runner, "execute", lambda name, dirs, params, kernel="python3", env=None:
+                        envs.append((env, params["data"])) or (dirs.notebooks / f"{name}.ipynb").write_text("{}"))
+    monkeypatch.setattr(runner, "check_arguments", lambda *a: [])  # no server to check the source against
+    assert runner.run_all("smoke", data="postgresql://alice:s3cret@h/db?schema=omop", out=str(out)) == 0
+    assert envs == [({"PGPASSWORD": "s3cret"}, "postgresql://alice@h/db?schema=omop")] * 2
+    assert "PGPASSWORD" not in os.environ
+
+
+def test_kernel_gets_the_extra_environment(tmp_path, monkeypatch):
+    monkeypatch.delenv("CACICD_TEST_KERNEL_ENV", raising=False)
+    (tmp_path / "nb").mkdir()
+    (tmp_path / "nb" / "00_t.py").write_text(
+        "# %%\nimport os, pathlib\n"
+        f"pathlib.Path({str(tmp_path / 'seen.txt')!r}).write_text(os.environ.get('CACICD_TEST_KERNEL_ENV', '-'))\n")
+    monkeypatch.setattr(runner, "NOTEBOOK_DIR", tmp_path / "nb")
+    runner.execute("00_t", runner.OutputDirs.for_run("smoke", tmp_path / "out"), {}, env={"CACICD_TEST_KERNEL_ENV": "x1"})
+    assert (tmp_path / "seen.txt").read_text() == "x1" and "CACICD_TEST_KERNEL_ENV" not in os.environ

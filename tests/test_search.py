@@ -13,7 +13,8 @@ from cacicd.models import hyperband as H
 from cacicd.models import search as S
 from cacicd.config import SearchSpace, get_profile
 from cacicd.models.curves import CurveStore
-from test_train import ensure_metrics, fake_splits, make_dataset
+from cacicd.models.labels import LabelContext
+from test_train import fake_splits, make_dataset
 
 PAPER_TABLE = [  # (bracket, round, configurations, epochs at the end of the round), keras-tuner 1.1, (150, 3)
     (4, 0, 98, 2), (4, 1, 33, 6), (4, 2, 11, 17), (4, 3, 4, 50), (4, 4, 2, 150),
@@ -89,12 +90,11 @@ def test_early_stopping_and_best_epoch_read_by_hand():
 
 @pytest.fixture(scope="module")
 def fam_data():
-    from cacicd.models import losses, outputs
+    from cacicd.models import outputs
 
-    ensure_metrics()
     ds = make_dataset(n=300, n_ingredients=30, n_leaves=40, seed=3)
     tr, dv, te = fake_splits(ds, n_folds=1)[0]
-    ctx = losses.LabelContext.from_labels(ds.codes, ds.Y[tr])
+    ctx = LabelContext.from_labels(ds.codes, ds.Y[tr])
     rules = {"identity": None, "rollup": outputs.make_output_rule("rollup", ctx),
              "rolldown": outputs.make_output_rule("rolldown", ctx)}
     data = S.FamilyData.split(ds.X[tr], ds.Y[tr], ds.X[dv], ds.Y[dv], "bce", ctx, rules)
@@ -199,9 +199,8 @@ def test_resume_trains_only_what_is_missing(fam_data, tmp_path):
 WORKER = """
 import sys, time, os, pathlib
 sys.path.insert(0, {tests!r})
-from test_train import ensure_metrics, make_dataset
+from test_train import make_dataset
 from test_experiments import TINY
-ensure_metrics()
 from cacicd.experiments import engine as E
 from cacicd.models import train as T
 real = T.Trainer.train_epoch

@@ -8,7 +8,7 @@ from sklearn.metrics import coverage_error, ndcg_score
 
 from cacicd import icd9
 from cacicd.paper import subgroups as S
-from cacicd.models.losses import LabelContext
+from cacicd.models.labels import LabelContext
 from cacicd.models.outputs import make_output_rule
 
 

@@ -1,11 +1,8 @@
 """Training loop: learning, early stopping, determinism, plug-in losses and output rules.
 
 Also holds the helpers the other engine tests import: a small random Dataset over real ICD-9 codes
-and a scikit-learn stand-in for cacicd.evaluation.metrics, used only while that module is absent.
+and random folds.
 """
-import sys
-import types
-
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -13,62 +10,7 @@ import torch
 
 from cacicd import icd9
 from cacicd.data.dataset import Dataset
-
-
-def ensure_metrics():
-    """cacicd.evaluation.metrics, or (while the parallel module is absent) a scikit-learn stand-in."""
-    try:
-        from cacicd.evaluation import metrics  # noqa: F401
-        return metrics
-    except ImportError:
-        pass
-    from sklearn import metrics as skm
-    import pandas as pd
-
-    def _d(y):
-        return y.toarray() if sp.issparse(y) else np.asarray(y)
-
-    def ndcg(y_true, y_score, k=None):
-        return float(skm.ndcg_score(_d(y_true), y_score, k=k))
-
-    def _per_label(fn, y, s):
-        keep = y.sum(0) > 0
-        return float(np.mean([fn(y[:, j], s[:, j]) for j in np.flatnonzero(keep)])) if keep.any() else float("nan")
-
-    def _pr(y, s):
-        p, r, _ = skm.precision_recall_curve(y, s)
-        return skm.auc(r, p)
-
-    def auprc(y_true, y_score, average="micro"):
-        y = _d(y_true)
-        return float(_pr(y.ravel(), y_score.ravel())) if average == "micro" else _per_label(_pr, y, y_score)
-
-    def auroc(y_true, y_score, average="micro"):
-        y = _d(y_true)
-        if average == "micro":
-            return float(skm.roc_auc_score(y.ravel(), y_score.ravel()))
-        return _per_label(lambda a, b: skm.roc_auc_score(a, b) if 0 < a.sum() < len(a) else np.nan, y, y_score)
-
-    def f1(y_true, y_score, threshold=0.5, average="micro"):
-        y = _d(y_true)
-        keep = y.sum(0) > 0 if average == "macro" else slice(None)
-        return float(skm.f1_score(y[:, keep], y_score[:, keep] >= threshold, average=average, zero_division=0))
-
-    def evaluate(y_true, y_score, groups):
-        rows = []
-        for lv, m in groups.items():
-            if m.any():
-                rows.append({"level": lv, "metric": "ndcg", "value": ndcg(y_true[:, m], y_score[:, m])})
-        return pd.DataFrame(rows)
-
-    mod = types.ModuleType("cacicd.evaluation.metrics")
-    mod.ndcg, mod.auprc, mod.auroc, mod.f1, mod.evaluate = ndcg, auprc, auroc, f1, evaluate
-    mod.STANDIN = True
-    sys.modules["cacicd.evaluation.metrics"] = mod
-    import cacicd
-
-    cacicd.evaluation.metrics = mod
-    return mod
+from cacicd.models.labels import LabelContext
 
 
 def make_dataset(n: int = 600, n_ingredients: int = 60, n_leaves: int = 80, seed: int = 0) -> Dataset:
@@ -96,7 +38,7 @@ def make_dataset(n: int = 600, n_ingredients: int = 60, n_leaves: int = 80, seed
 
 
 def fake_splits(dataset: Dataset, n_folds: int = 3, frac: float = 0.2, seed: int = 0):
-    """Stand-in for cacicd.data.splits: fold k -> (train, dev, test) index arrays."""
+    """Random folds (not `cacicd.data.splits`'): fold k -> (train, dev, test) index arrays."""
     out = []
     for k in range(n_folds):
         perm = np.random.default_rng(seed + k).permutation(dataset.n_stays)
@@ -107,7 +49,6 @@ def fake_splits(dataset: Dataset, n_folds: int = 3, frac: float = 0.2, seed: int
 
 @pytest.fixture(scope="module")
 def data():
-    ensure_metrics()
     ds = make_dataset()
     tr, dv, te = fake_splits(ds)[0]
     return ds, tr, dv, te
@@ -121,9 +62,22 @@ def _train(data, seed=0, params=PARAMS, loss="bce", target="ndcg", **kw):
     from cacicd.models.train import train
 
     ds, tr, dv, _ = data
-    ctx = losses.LabelContext.from_labels(ds.codes, ds.Y[tr])
+    ctx = LabelContext.from_labels(ds.codes, ds.Y[tr])
     kw = {"max_epochs": 4, "lr": 3e-3, "batch_size": 64, "patience": 2, "device": "cpu", **kw}
     return train(ds.X[tr], ds.Y[tr], ds.X[dv], ds.Y[dv], params, losses.make_loss(loss, ctx), target, seed=seed, **kw)
+
+
+def test_torch_threads_holds_the_count_for_the_block_only():
+    from cacicd.config import cpu_count
+    from cacicd.models.train import torch_threads
+
+    before = torch.get_num_threads()
+    with torch_threads(1) as n:
+        assert n == torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with torch_threads() as n:
+        assert n == torch.get_num_threads() == cpu_count()
+    assert torch.get_num_threads() == before
 
 
 def test_training_learns_beyond_dummy(data):
@@ -221,7 +175,7 @@ def test_bad_input_is_named(data):
     from cacicd.models import losses
     from cacicd.models.train import train
 
-    ctx = losses.LabelContext.from_labels(ds.codes, ds.Y[tr])
+    ctx = LabelContext.from_labels(ds.codes, ds.Y[tr])
     with pytest.raises(ValueError, match="target metric"):
         train(ds.X[tr], ds.Y[tr], ds.X[dv], ds.Y[dv], PARAMS, losses.make_loss("bce", ctx), "accuracy")
     with pytest.raises(ValueError, match="rows"):
@@ -250,7 +204,7 @@ def test_device_rows_cut_batches_like_scipy():
 
 
 def test_precision_names_and_detection():
-    from cacicd.config import Profile, get_profile
+    from cacicd.config import Profile
     from cacicd.models.train import native_bfloat16, resolve_precision
 
     assert resolve_precision("float32", "cpu") == torch.float32
@@ -281,7 +235,7 @@ def test_train_epoch_returns_the_mean_training_loss(data):
     from cacicd.models.train import Trainer
 
     ds, tr, dv, _ = data
-    ctx = losses.LabelContext.from_labels(ds.codes, ds.Y[tr])
+    ctx = LabelContext.from_labels(ds.codes, ds.Y[tr])
     t = Trainer(ds.X[tr], ds.Y[tr], ds.X[dv], ds.Y[dv], {"num_layers": 2, "units_0": 16, "dropout_0": 0.0},
                 losses.make_loss("bce", ctx), "ndcg", lr=0.0, batch_size=64, device="cpu", precision="float32")
     x = torch.from_numpy(ds.X[tr].toarray())
@@ -300,7 +254,7 @@ def test_model_parameters_are_the_source_of_truth(data, precision):
     from cacicd.models.train import Trainer, predict_proba
 
     ds, tr, dv, te = data
-    ctx = losses.LabelContext.from_labels(ds.codes, ds.Y[tr])
+    ctx = LabelContext.from_labels(ds.codes, ds.Y[tr])
 
     def trainer(seed):
         return Trainer(ds.X[tr], ds.Y[tr], ds.X[dv], ds.Y[dv], PARAMS, losses.make_loss("bce", ctx), "ndcg",

@@ -732,7 +732,6 @@ def _count_within(b: np.ndarray, a: np.ndarray, r: np.ndarray) -> np.ndarray:
 def _mi_column(xs: np.ndarray, pos: np.ndarray, k: int) -> float:
     """KSG/Ross MI (nats) between sorted column `xs` (n,) and a binary label given by sorted positive values `pos`."""
     n, c1 = len(xs), len(pos)
-    c0 = n - c1
     first = np.searchsorted(pos, pos, side="left")
     keep = np.ones(n, dtype=bool)
     keep[np.searchsorted(xs, pos, side="left") + (np.arange(c1) - first)] = False

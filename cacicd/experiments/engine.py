@@ -39,8 +39,18 @@ import torch
 
 from cacicd import icd9
 from cacicd.config import Profile, cache_root, get_profile
+from cacicd.data import splits
 from cacicd.data.dataset import Dataset
+from cacicd.data.sources import get_splits, load_data
+from cacicd.evaluation import metrics
 from cacicd.files import Damaged, atomic_write_bytes, atomic_write_text, check_files, file_lock, jsonable, record_files
+from cacicd.models import losses, outputs
+from cacicd.models.curves import CurveStore
+from cacicd.models.labels import LabelContext
+from cacicd.models.network import MLP, DummyModel, build_mlp
+from cacicd.models.search import (FamilyData, FamilySearch, Member, TrainSettings, describe, load_state,
+                                  network_params)
+from cacicd.models.train import TARGETS, predict_proba, torch_threads
 
 logger = logging.getLogger(__name__)
 
@@ -108,8 +118,6 @@ EXPERIMENTS: dict[str, Experiment] = _declare(
 
 
 def _validate() -> None:
-    from cacicd.models.train import TARGETS
-
     for e in EXPERIMENTS.values():
         if e.labels not in LABEL_SETS or e.target not in TARGETS or e.model not in ("mlp", "dummy"):
             raise ValueError(f"experiment {e.name}: bad labels/target/model {e.labels}/{e.target}/{e.model}")
@@ -137,6 +145,11 @@ def trained_experiments() -> list[str]:
 # ---------------------------------------------------------------------------------------------
 # results
 
+RESULT_FILE = "result.json"  # a fold folder's completion marker, written last; records the keys and every artefact
+MODEL_FILE = "model.pt"  # the trained network of a fold
+LOCK_FILE = ".lock"  # held while a fold folder or a family search is computed
+
+
 @dataclass
 class RunResult:
     """One experiment on one fold. scores: (n_test, n_codes) float32 over `codes`; test_idx: dataset rows."""
@@ -163,13 +176,11 @@ class RunResult:
 
     def load_model(self, device: str | None = None) -> torch.nn.Module:
         """The trained network (weights of the best epoch), on `device` (default CPU)."""
-        if self.path is None or not (self.path / "model.pt").exists():
+        if self.path is None or not (self.path / MODEL_FILE).exists():
             raise FileNotFoundError(f"{self.experiment} fold {self.fold}: no trained model saved")
-        from cacicd.models.network import MLP
-
-        f = self.path / "model.pt"
+        f = self.path / MODEL_FILE
         data = f.read_bytes()
-        want = self.artefacts.get("model.pt")
+        want = self.artefacts.get(MODEL_FILE)
         if want is None or len(data) != want["bytes"] or hashlib.sha256(data).hexdigest() != want["sha256"]:
             raise Damaged(f"cached result of {self.experiment} fold {self.fold} is damaged: {f} differs from what "
                           f"result.json recorded; `cacicd run {self.experiment} --fold {self.fold}` recomputes it",
@@ -205,7 +216,7 @@ def _cached(folder: Path, keys: dict, content: bool = True) -> dict | None:
     Raises `Damaged` (naming file, experiment and fold) when result.json is unreadable or records no
     artefacts, or when an artefact is missing or differs in size or (content=True) SHA-256.
     """
-    f = folder / "result.json"
+    f = folder / RESULT_FILE
     if not f.exists():
         return None
     what = f"cached result of {keys['experiment']} fold {keys['fold']}"
@@ -227,7 +238,7 @@ def _cached(folder: Path, keys: dict, content: bool = True) -> dict | None:
 def _artefact_names(folder: Path) -> list[str]:
     """Files of a fold folder that result.json vouches for: all but result.json, hidden files and SQLite journals."""
     return [p.relative_to(folder).as_posix() for p in folder.rglob("*")
-            if p.is_file() and p.name != "result.json" and not p.name.endswith(("-journal", "-wal", "-shm"))
+            if p.is_file() and p.name != RESULT_FILE and not p.name.endswith(("-journal", "-wal", "-shm"))
             and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
 
 
@@ -247,11 +258,11 @@ def _save_result(folder: Path, r: RunResult, keys: dict, model: torch.nn.Module 
         buf = io.BytesIO()
         cfg = dict(model.config, n_inputs=model.n_inputs, n_labels=model.n_labels)
         torch.save({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "config": json.dumps(cfg)}, buf)
-        atomic_write_bytes(folder / "model.pt", buf.getvalue())
+        atomic_write_bytes(folder / MODEL_FILE, buf.getvalue())
     r.artefacts = record_files(folder, _artefact_names(folder))
     meta = dict(keys, best_params=r.best_params, timings=r.timings, info=r.info, codes_hash=_codes_hash(r.codes),
                 artefacts=r.artefacts)
-    atomic_write_text(folder / "result.json", json.dumps(meta, indent=1, default=jsonable))  # last: marks complete
+    atomic_write_text(folder / RESULT_FILE, json.dumps(meta, indent=1, default=jsonable))  # last: marks complete
 
 
 def _load_result(folder: Path, meta: dict, codes: list[str]) -> RunResult:
@@ -268,14 +279,13 @@ def _load_result(folder: Path, meta: dict, codes: list[str]) -> RunResult:
 
 def _discard(folder: Path, damaged: Damaged) -> None:
     """Remove a damaged result's result.json and damaged files, so that the fold is recomputed."""
-    for p in [folder / "result.json", *damaged.paths]:
+    for p in [folder / RESULT_FILE, *damaged.paths]:
         if p.is_relative_to(folder) and p.is_file():
             p.unlink()
 
 
 def _codes_hash(codes) -> str:
     return hashlib.sha256("\n".join(codes).encode()).hexdigest()[:16]
-
 
 
 # ---------------------------------------------------------------------------------------------
@@ -285,22 +295,12 @@ def load_dataset(data: str | Dataset, profile: Profile, cache_dir: Path) -> Data
     """A Dataset as is, or `cacicd.data.sources.load_data(source, profile, cache_dir)`."""
     if isinstance(data, Dataset):
         return data
-    from cacicd.data.sources import load_data  # lazy: a parallel module
-
     return load_data(data, profile, cache_dir)
 
 
 def fold_indices(dataset: Dataset, profile: Profile, fold: int, cache_dir: Path) -> tuple[np.ndarray, ...]:
     """(train_idx, dev_idx, test_idx) of one fold, from `cacicd.data.splits` (saved split files when available)."""
-    from cacicd.data import splits  # lazy: parallel modules
-
-    try:
-        from cacicd.data.sources import get_splits
-
-        all_splits = get_splits(dataset, profile, cache_dir)
-    except ImportError:
-        all_splits = splits.make_splits(dataset.visit_ids, profile.n_folds, profile.split_fraction, profile.seed,
-                                        dataset.person_ids if profile.group_by_person else None)
+    all_splits = get_splits(dataset, profile, cache_dir)
     if not 0 <= fold < len(all_splits):
         raise ValueError(f"fold {fold} out of range: profile {profile.name} has {len(all_splits)} folds")
     return tuple(np.asarray(a) for a in splits.split_indices(dataset, all_splits[fold]))
@@ -329,7 +329,7 @@ def label_columns(dataset: Dataset, labels: str) -> np.ndarray:
         cols = np.arange(len(dataset.codes))
     elif labels == "cherry":
         cols = np.flatnonzero(dataset.cherry_mask())
-    elif labels in ("chapter", "subchapter", "3digit", "billing"):
+    elif labels in LABEL_SETS:  # one level
         cols = np.flatnonzero(icd9.level_masks(dataset.codes)[labels])
     else:
         raise ValueError(f"unknown label set {labels!r}; choose one of {', '.join(LABEL_SETS)}")
@@ -340,8 +340,6 @@ def label_columns(dataset: Dataset, labels: str) -> np.ndarray:
 
 def evaluate(y_true: sp.spmatrix, scores: np.ndarray, codes: list[str]) -> pd.DataFrame:
     """Tidy (level, metric, value) metrics per level of (n, n_codes) scores, via cacicd.evaluation.metrics.evaluate."""
-    from cacicd.evaluation import metrics  # lazy: a parallel module
-
     return metrics.evaluate(y_true, scores, icd9.level_masks(codes))
 
 
@@ -357,7 +355,9 @@ def _expand(pred: np.ndarray, cols: np.ndarray, n_codes: int) -> np.ndarray:
 # running
 
 @dataclass
-class _Ctx:
+class RunContext:
+    """What every fold of a run shares: profile, dataset (and its hash), cache folder, search storage, device, precision."""
+
     profile: Profile
     dataset: Dataset
     dataset_hash: str
@@ -396,17 +396,13 @@ def _family_id(members: list[Experiment], profile: Profile) -> str:
 
 @dataclass
 class _Family:
-    search: "object"  # cacicd.models.search.FamilySearch
+    search: FamilySearch
     results: dict  # member name -> result (best trial, trials)
     meta: dict  # costs of the whole family
 
 
-def _family_search(exp: Experiment, c: _Ctx, fold: int) -> _Family:
+def _family_search(exp: Experiment, c: RunContext, fold: int) -> _Family:
     """The family search of `exp` on `fold`: read it when finished, else run, resume or join it."""
-    from cacicd.models import losses, outputs
-    from cacicd.models.curves import CurveStore
-    from cacicd.models.search import FamilyData, FamilySearch, Member, TrainSettings
-
     members = family(exp)
     fid = _family_id(members, c.profile)
     folder = Path(c.cache_dir) / c.profile.name / c.dataset_hash / "_search" / fid / f"fold{fold}"
@@ -416,7 +412,7 @@ def _family_search(exp: Experiment, c: _Ctx, fold: int) -> _Family:
     codes = [ds.codes[j] for j in cols]
     Y = ds.Y[:, cols].tocsr() if cols.size != len(ds.codes) else ds.Y.tocsr()
     X = ds.X.tocsr()
-    ctx = losses.LabelContext.from_labels(codes, Y[train_idx])
+    ctx = LabelContext.from_labels(codes, Y[train_idx])
     rules = {e.output_rule: (None if e.output_rule == "identity" else outputs.make_output_rule(e.output_rule, ctx))
              for e in members}
     data = FamilyData.split(X[train_idx], Y[train_idx], X[dev_idx], Y[dev_idx], exp.loss, ctx, rules)
@@ -457,20 +453,17 @@ def _family_search(exp: Experiment, c: _Ctx, fold: int) -> _Family:
         return done
     if c.storage is not None:  # a shared store: workers on this cache must not wait for each other
         fam = search()
-        with file_lock(folder / ".lock"):
+        with file_lock(folder / LOCK_FILE):
             return finished() or fam
-    with file_lock(folder / ".lock"):
+    with file_lock(folder / LOCK_FILE):
         if (done := finished()) is not None:  # another process finished it
             return done
         store.release()  # we hold the lock: a node left running belongs to a dead process
         return search()
 
 
-def _train_fold(exp: Experiment, c: _Ctx, fold: int) -> tuple[RunResult, torch.nn.Module | None]:
-    from cacicd.models.network import DummyModel, build_mlp
-    from cacicd.models.search import load_state, network_params
-    from cacicd.models.train import predict_proba
-
+def train_fold(exp: Experiment, c: RunContext, fold: int) -> tuple[RunResult, torch.nn.Module | None]:
+    """One fold of an experiment without parts (dummy model, or its family's search and top model), scored; no cache."""
     ds = c.dataset
     t_start = time.perf_counter()
     train_idx, dev_idx, test_idx = fold_indices(ds, c.profile, fold, c.cache_dir)
@@ -527,7 +520,7 @@ def _train_fold(exp: Experiment, c: _Ctx, fold: int) -> tuple[RunResult, torch.n
     return r, model
 
 
-def _derived_fold(exp: Experiment, c: _Ctx, fold: int) -> RunResult:
+def _derived_fold(exp: Experiment, c: RunContext, fold: int) -> RunResult:
     """The assembly of per-level parts into one score matrix (each part's own level scored by its model)."""
     ds = c.dataset
     t_start = time.perf_counter()
@@ -552,7 +545,7 @@ def _derived_fold(exp: Experiment, c: _Ctx, fold: int) -> RunResult:
                      test_m, params, history, timings, info)
 
 
-def _run_fold(exp: Experiment, c: _Ctx, fold: int, force: bool = False) -> RunResult:
+def _run_fold(exp: Experiment, c: RunContext, fold: int, force: bool = False) -> RunResult:
     folder = fold_dir(c.cache_dir, c.profile, c.dataset_hash, exp.name, fold)
     keys = _keys(exp, c.profile, c.dataset_hash, fold)
     if not force:
@@ -561,7 +554,7 @@ def _run_fold(exp: Experiment, c: _Ctx, fold: int, force: bool = False) -> RunRe
                 return _load_result(folder, meta, c.dataset.codes)
     for dep in exp.parts:  # dependencies first, outside our lock
         _run_fold(get_experiment(dep), c, fold)
-    with file_lock(folder / ".lock"):
+    with file_lock(folder / LOCK_FILE):
         if not force:
             try:
                 if (meta := _cached(folder, keys)) is not None:  # another process finished it
@@ -575,7 +568,7 @@ def _run_fold(exp: Experiment, c: _Ctx, fold: int, force: bool = False) -> RunRe
         if exp.parts:
             r, model = _derived_fold(exp, c, fold), None
         else:
-            r, model = _train_fold(exp, c, fold)
+            r, model = train_fold(exp, c, fold)
         _save_result(folder, r, keys, model)
         r.path = folder
         logger.info("%s fold %d done in %.1fs", exp.name, fold, r.timings.get("total_s", 0.0))
@@ -591,58 +584,55 @@ def _wipe_if_stale(folder: Path, keys: dict, force: bool) -> None:
         old = "unreadable"
     if force or (old is not None and old != keys):
         for p in folder.iterdir():
-            if p.name != ".lock":
+            if p.name != LOCK_FILE:
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
-    (folder / "result.json").unlink(missing_ok=True)
+    (folder / RESULT_FILE).unlink(missing_ok=True)
 
 
-def _context(profile, data, cache_dir, storage, progress, device, precision) -> _Ctx:
+def _context(profile, data, cache_dir, storage, progress, device, precision) -> RunContext:
     profile = get_profile(profile) if isinstance(profile, str) else profile
     cache_dir = Path(cache_dir) if cache_dir is not None else cache_root()
     ds = load_dataset(data, profile, cache_dir)
-    return _Ctx(profile, ds, ds.content_hash(), cache_dir, storage, progress, device,
+    return RunContext(profile, ds, ds.content_hash(), cache_dir, storage, progress, device,
                 precision if precision is not None else profile.precision)
 
 
 def run(name: str, profile: str | Profile = "default", data: str | Dataset = "synthetic",
         folds: int | list[int] | None = None, cache_dir: str | Path | None = None, *, storage: str | None = None,
         force: bool = False, progress: bool = True, device: str | None = None,
-        precision: str | None = None) -> list[RunResult]:
+        precision: str | None = None, threads: int | None = None) -> list[RunResult]:
     """Run (or read from the cache) experiment `name` on some folds (None: all); one RunResult per fold.
 
     data: a source string for `cacicd.data.sources.load_data` ("synthetic", an OMOP folder, ...) or a Dataset.
     storage: None for the family's SQLite store, or a PostgreSQL URL shared with `cacicd search` workers.
     precision: None for the profile's; "float32", "bfloat16" or "auto".
+    threads: torch CPU threads while it runs (None: `cacicd.config.cpu_count()`); the caller's count is restored.
     """
     exp = get_experiment(name)
     profile = get_profile(profile) if isinstance(profile, str) else profile
     folds = check_folds(folds, profile)
     c = _context(profile, data, cache_dir, storage, progress, device, precision)
-    from cacicd.models.train import set_threads
-
-    set_threads()
-    return [_run_fold(exp, c, int(k), force=force) for k in folds]
+    with torch_threads(threads):
+        return [_run_fold(exp, c, int(k), force=force) for k in folds]
 
 
 def search_worker(name: str, storage: str, profile: str | Profile = "default", data: str | Dataset = "synthetic",
                   fold: int = 0, cache_dir: str | Path | None = None, progress: bool = True,
-                  device: str | None = None, precision: str | None = None) -> dict:
+                  device: str | None = None, precision: str | None = None, threads: int | None = None) -> dict:
     """Join the shared search of `name`'s family on `fold` in `storage` (PostgreSQL) until it is finished.
 
     Start one per worker (process or machine); each trains the networks no other worker holds. Then
     `run(name, ..., storage=storage)` reads the finished search. Returns {store, nodes, nodes_mine, workers}.
+    threads: as for `run`.
     """
-    from cacicd.models.search import worker_id
-    from cacicd.models.train import set_threads
-
     exp = get_experiment(name)
     family(exp)  # refuses experiments without a search
     c = _context(profile, data, cache_dir, storage, progress, device, precision)
-    set_threads()
-    fam = _family_search(exp, c, fold)
+    with torch_threads(threads):
+        fam = _family_search(exp, c, fold)
     workers = fam.search.store.workers()
-    return {"store": fam.search.store.store, "nodes": sum(workers.values()), "nodes_mine": workers.get(worker_id(), 0),
-            "workers": workers}
+    return {"store": fam.search.store.store, "nodes": sum(workers.values()),
+            "nodes_mine": workers.get(fam.search.worker, 0), "workers": workers}
 
 
 def status(profile: str | Profile = "default", data: str | Dataset = "synthetic",
@@ -666,8 +656,8 @@ def status(profile: str | Profile = "default", data: str | Dataset = "synthetic"
             except Damaged:
                 state = "damaged"
             if state is None:
-                stale = (folder / "result.json").exists() or any(
-                    (p / exp.name / f"fold{k}" / "result.json").exists()
+                stale = (folder / RESULT_FILE).exists() or any(
+                    (fold_dir(cache_dir, profile, p.name, exp.name, k) / RESULT_FILE).exists()
                     for p in (Path(cache_dir) / profile.name).glob("*") if p.name != h)
                 state = "stale" if stale else "missing"
             rows.append({"experiment": exp.name, "fold": k, "state": state})
@@ -696,8 +686,6 @@ def load(name: str, profile: str | Profile = "default", data: str | Dataset = "s
 
 def search_choices(results: dict[str, list[RunResult]]) -> pd.DataFrame:
     """One row per (experiment, fold): the configuration its search chose, the trial, best epoch and dev value."""
-    from cacicd.models.search import describe
-
     rows = []
     for name, runs in results.items():
         for r in runs:

@@ -18,55 +18,14 @@ Decisions:
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from cacicd import icd9
-from cacicd.models.outputs import TreeLayers, tree_layers
-
-
-@dataclass
-class LabelContext:
-    """Label metadata for losses and output rules. Arrays are over the model's label columns."""
-
-    codes: list[str]
-    levels: np.ndarray  # level name of each label
-    train_counts: np.ndarray  # positives per label in the training set
-    n_train: int
-    parent_idx: np.ndarray = field(default=None)  # tree edges among the labels
-    child_idx: np.ndarray = field(default=None)
-
-    def __post_init__(self) -> None:
-        n = len(self.codes)
-        self.levels = np.asarray(self.levels, dtype=object)
-        self.train_counts = np.asarray(self.train_counts)
-        for name in ("levels", "train_counts"):
-            if getattr(self, name).shape != (n,):
-                raise ValueError(f"LabelContext.{name} has shape {getattr(self, name).shape}, expected ({n},)")
-        if np.any(self.train_counts < 0) or np.any(self.train_counts > self.n_train):
-            raise ValueError(f"LabelContext.train_counts must lie in [0, n_train={self.n_train}]")
-        if self.parent_idx is None or self.child_idx is None:
-            self.parent_idx, self.child_idx = icd9.hierarchy_edges(self.codes, nearest=True)
-
-    def tree(self) -> TreeLayers:
-        """The label tree grouped by depth (cached), for vectorised max/min over descendants/ancestors."""
-        return tree_layers(self)
-
-    @classmethod
-    def from_labels(cls, codes: Sequence[str], Y_train: sp.spmatrix | np.ndarray) -> "LabelContext":
-        """Build the context from the label codes and the training label matrix."""
-        counts = np.asarray(Y_train.sum(axis=0)).ravel().astype(np.int64)
-        return cls(list(codes), icd9.levels_of(codes), counts, int(Y_train.shape[0]))
-
-    def ancestor_matrix(self) -> sp.csr_matrix:
-        """A[i, j] = 1 when label j is label i or one of its ancestors."""
-        return icd9.ancestor_matrix(self.codes)
+from cacicd.models.labels import LabelContext
 
 
 class BCELoss(nn.Module):

@@ -35,9 +35,11 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from cacicd.models import hyperband
 from cacicd.config import Profile, SearchSpace
+from cacicd.models import hyperband, losses
 from cacicd.models.curves import CurveStore
+from cacicd.models.labels import LabelContext
+from cacicd.models.train import Trainer, predict_proba, target_score
 
 logger = logging.getLogger(__name__)
 VALIDATION_SPLIT = 0.05  # Keras validation_split of the authors' fit: the last 5 % of the training rows
@@ -158,11 +160,11 @@ class FamilyData:
     X_dev: sp.csr_matrix
     Y_dev: sp.csr_matrix
     loss: str
-    ctx: object  # cacicd.models.losses.LabelContext
+    ctx: LabelContext
     rules: dict[str, Callable[[np.ndarray], np.ndarray] | None] = field(default_factory=dict)
 
     @classmethod
-    def split(cls, X_train, Y_train, X_dev, Y_dev, loss: str, ctx, rules: dict) -> "FamilyData":
+    def split(cls, X_train, Y_train, X_dev, Y_dev, loss: str, ctx: LabelContext, rules: dict) -> "FamilyData":
         """Hold out the last VALIDATION_SPLIT of the training rows for early stopping (Keras validation_split)."""
         n_fit = int(math.floor(X_train.shape[0] * (1 - VALIDATION_SPLIT)))
         if n_fit < 1 or n_fit == X_train.shape[0]:
@@ -213,8 +215,6 @@ def load_state(model: torch.nn.Module, data: bytes) -> None:
 
 
 def _scores(model, data: FamilyData, members: Sequence[Member], settings: TrainSettings) -> tuple[dict, dict]:
-    from cacicd.models.train import predict_proba, target_score
-
     p_val = predict_proba(model, data.X_val, device=settings.device, precision=settings.precision)
     p_dev = predict_proba(model, data.X_dev, device=settings.device, precision=settings.precision)
     val, dev = {}, {}
@@ -237,9 +237,6 @@ def train_node(node: Node, data: FamilyData, members: Sequence[Member], settings
     Returns the node's record (per epoch: loss, seconds, val and dev objective of every member) and the
     checkpoints of each reader's best dev epoch (and of `extra_epochs`), named '<node>@<epoch>'.
     """
-    from cacicd.models import losses
-    from cacicd.models.train import Trainer
-
     parent = load_parent(node.parent) if node.parent is not None else None  # first: a rebuild trains (RNG)
     loss = losses.make_loss(data.loss, data.ctx, **loss_params(node.config))
     trainer = Trainer(data.X_fit, data.Y_fit, data.X_val, data.Y_val, network_params(node.config), loss, "ndcg",

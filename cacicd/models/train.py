@@ -18,13 +18,13 @@ precision and thread count (same seed, same predictions, bit for bit, on the CPU
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
-import os
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,7 +32,8 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from cacicd.config import PRECISIONS
+from cacicd.config import PRECISIONS, cpu_count
+from cacicd.evaluation import metrics
 from cacicd.models.network import MLP, build_mlp, low_precision
 
 logger = logging.getLogger(__name__)
@@ -47,17 +48,28 @@ def default_device() -> torch.device:
 
 
 def set_threads(n: int | None = None) -> int:
-    """Use n CPU threads for torch (default: every core this process may use); returns n."""
-    if n is None:
-        n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    torch.set_num_threads(max(1, int(n)))
+    """Use n CPU threads for torch, process-wide, from now on (default: `cacicd.config.cpu_count()`); returns n.
+
+    For entry points (console script, notebooks, benchmarks); library calls take a `threads` argument
+    and hold it for their duration only (`torch_threads`).
+    """
+    torch.set_num_threads(max(1, int(n if n is not None else cpu_count())))
     return torch.get_num_threads()
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None = None) -> Iterator[int]:
+    """Within the block torch uses n CPU threads (default: `cacicd.config.cpu_count()`); the count it used
+    before is restored on leaving. Yields the count in use."""
+    before = torch.get_num_threads()
+    try:
+        yield set_threads(n)
+    finally:
+        torch.set_num_threads(before)
 
 
 def target_score(target: str, y_true: sp.spmatrix | np.ndarray, y_score: np.ndarray) -> float:
     """The value of one of the seven target metrics (TARGETS; higher is better) via cacicd.evaluation.metrics."""
-    from cacicd.evaluation import metrics  # lazy: a parallel module
-
     if target == "ndcg":
         return float(metrics.ndcg(y_true, y_score))
     name, _, average = target.partition("_")
@@ -167,11 +179,11 @@ def resolve_precision(precision: str, device: torch.device | str) -> torch.dtype
 
 @torch.inference_mode()
 def predict_proba(model: nn.Module, X: sp.spmatrix | np.ndarray | DeviceRows, batch_size: int = 1024,
-                  device: torch.device | str | None = None, amp: bool = False, precision: str = "auto",
+                  device: torch.device | str | None = None, precision: str = "auto",
                   sparse_input: bool | None = None) -> np.ndarray:
     """(n, n_labels) float32 sigmoid probabilities of `model` on the rows of X (n, n_inputs).
 
-    precision: see the module docstring; `amp` is accepted for old callers and ignored.
+    precision: see the module docstring.
     sparse_input: feed sparse CSR batches (default: `use_sparse_input(model)`) or dense ones.
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -213,14 +225,13 @@ class Trainer:
     The training and dev sets live on `device` from construction on; `model`'s parameters are the
     only weights (load_state_dict on it any time). `sparse_input` (True) feeds the network sparse
     CSR batches; set it False for dense ones (benchmarks). precision: "auto", "float32" or "bfloat16" (see
-    the module docstring); `amp` is accepted for old callers and ignored ("auto" already uses
-    bfloat16 wherever the hardware has it).
+    the module docstring).
     """
 
     def __init__(self, X_train, Y_train, X_dev, Y_dev, params: dict, loss: nn.Module, target: str, *,
                  lr: float = 2e-4, batch_size: int = 128, patience: int = 3, seed: int = 0,
                  output_rule: Callable[[np.ndarray], np.ndarray] | None = None,
-                 device: torch.device | str | None = None, amp: bool = False, eval_batch_size: int = 2048,
+                 device: torch.device | str | None = None, eval_batch_size: int = 2048,
                  precision: str = "auto"):
         if target not in TARGETS:
             raise ValueError(f"unknown target metric {target!r}; choose one of {', '.join(TARGETS)}")
@@ -248,7 +259,6 @@ class Trainer:
         self.X_train, self.Y_train = DeviceRows(X_train, self.device), DeviceRows(Y_train, self.device)
         self.X_dev = DeviceRows(X_dev, self.device)
         self.sparse_input = use_sparse_input(self.model, self.device)
-        self.amp = amp
         self.epoch = 0
         self.best_epoch, self.best_value, self.best_state = 0, -math.inf, None
         self.history: list[dict] = []

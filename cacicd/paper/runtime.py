@@ -10,7 +10,6 @@ logits. Results name the device; GPU and CPU timings belong in separate tables (
 from __future__ import annotations
 
 import logging
-import os
 import platform
 import time
 from collections.abc import Callable, Sequence
@@ -22,6 +21,8 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 from tqdm.auto import tqdm
+
+from cacicd.config import cpu_count
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ def cpu_name(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
     except OSError:
         pass
     name = name or platform.processor() or platform.machine() or "unknown CPU"
-    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    n = cpu_count()
     return f"{name} ({n} cores usable, {torch.get_num_threads()} torch threads)"
 
 
