@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from cacicd.evaluation import compare
 from cacicd.evaluation import metrics as M
 from cacicd.evaluation import stats as ST
 
@@ -181,8 +182,6 @@ def paired_ttests(tidy: pd.DataFrame, model_a: str, model_b: str, metrics: Seque
     mean_diff (a - b), t, p, n_folds. t and p are NaN with fewer than 2 paired folds or when every
     paired difference is equal (no variance: scipy would report an infinite t).
     """
-    from cacicd.evaluation import compare
-
     t = compare.check_tidy(tidy)
     for name in (model_a, model_b):
         if name not in set(t["model"]):
