@@ -55,11 +55,11 @@ import numpy as np
 import pandas as pd
 
 from cacicd.data import sources as cdata
-from cacicd.evaluation import compare, stats, thresholds
+from cacicd.evaluation import compare, stats
 from cacicd.evaluation.metrics import RECALL_K
 from cacicd.evaluation.thresholds import TABLE_S4_LEVELS
 from cacicd.experiments import engine as E
-from cacicd.paper import information, plots, report
+from cacicd.paper import information, plots, report, summary
 from cacicd.paper import verdicts as V
 from cacicd.paper.claims import check, configure, save_claims
 from cacicd.paper.figures import finish_figure, save_json, save_table, setup
@@ -308,9 +308,8 @@ diffs[diffs["k"].isin([1, 5, 9, 10, 20, 30, 50])]
 # (`cacicd.evaluation.thresholds.fixed_threshold_table`) gives notebook 06's rows, next to its adaptive-threshold ones.
 
 # %%
-s4 = pd.concat([thresholds.fixed_threshold_table(t, s, masks, groups["cherry-picked"]).assign(model=m, fold=k)
-                for m in ("naive_f1_micro", "cherry_f1_micro") for k, t, s in zip(folds, y_true[m], scores[m])],
-               ignore_index=True)
+s4 = pd.concat(summary.fixed_threshold_folds({m: R[m] for m in ("naive_f1_micro", "cherry_f1_micro")}, ds.Y, masks,
+                                            groups["cherry-picked"], model="model"), ignore_index=True)
 s4_long = s4.melt(id_vars=["model", "fold", "level"], value_vars=["precision", "recall", "f1"], var_name="metric")
 s4_sum = stats.fold_summary(s4_long)
 tableS4a = report.cell_table(s4_sum, ["level", "model"]).reset_index()

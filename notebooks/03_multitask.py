@@ -147,9 +147,7 @@ save_figure(fig, "figS5_relative_re_at_r", figures_dir, data)
 # %%
 parts = {name: E.run(name, P, ds, cache_dir=CACHE) for name in E.LEVEL_PARTS.values()}
 timed = {"naive_ndcg": results["naive_ndcg"], **parts}
-timings = pd.DataFrame([{"model": name, "fold": r.fold, "timing": k, "seconds": float(r.timings[k])}
-                        for name, rs in timed.items() for r in rs
-                        for k in ("search_s", "train_s", "epoch_s", "inference_s") if k in r.timings])
+timings = S.timings_table(timed)
 timings = pd.concat([timings, S.sum_of_models(timings, list(parts), "per_level_ndcg")], ignore_index=True)
 runtime = S.runtime_table(timings, "naive_ndcg")
 save_table(runtime, "runtime_multitask_vs_per_level", tables_dir)

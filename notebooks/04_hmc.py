@@ -43,7 +43,7 @@ import pandas as pd
 
 from cacicd import icd9
 from cacicd.data import sources as cdata
-from cacicd.evaluation import compare, stats
+from cacicd.evaluation import compare
 from cacicd.experiments import engine as E
 from cacicd.paper import report
 from cacicd.paper import subgroups as S
@@ -107,14 +107,7 @@ re_tests[["model_a", "R", "mean_a", "mean_b", "mean_diff", "t", "p", "n_folds"]]
 
 # %%
 parent_idx, child_idx = icd9.hierarchy_edges(ds.codes, nearest=True)
-viol = pd.DataFrame([{"model": name, "fold": r.fold, **S.hierarchy_violations(r.scores, parent_idx, child_idx)}
-                     for name, rs in results.items() for r in rs])
-consistency = stats.fold_summary(viol[["model", "fold", "fraction"]], value="fraction").merge(
-    viol.groupby("model", as_index=False).agg(max_gap=("max_gap", "max")), on="model")
-consistency.insert(1, "method", consistency.model.map(LABELS))
-consistency = consistency.rename(columns={"mean": "violation_fraction_mean", "sem": "violation_fraction_sem",
-                                          "n": "n_folds", "max_gap": "max_child_minus_parent"})
-consistency["n_edges"] = len(parent_idx)
+consistency = S.hierarchy_consistency(results, parent_idx, child_idx, LABELS)
 save_table(consistency, "hmc_hierarchical_consistency", tables_dir)
 consistency
 

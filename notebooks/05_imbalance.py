@@ -93,10 +93,7 @@ s6 = S.pool_folds(per_fold)
 s6.insert(1, "level", icd9.levels_of([ds.codes[j] for j in s6.label]))
 curve = S.lowess_curve(s6.frequency, s6.median_rank, frac=1 / 3, n_points=200)
 save_table(curve, "figS6_lowess_curve", tables_dir)
-bins = s6.assign(freq_bin=pd.cut(s6.frequency, [0, 1e-3, 1e-2, 1e-1, 1.0], include_lowest=True).astype(str))
-s6_summary = bins.groupby("freq_bin", observed=True).agg(
-    n_codes=("label", "size"), median_of_median_rank=("median_rank", "median"),
-    codes_in_top10=("median_rank", lambda v: int((v <= 10).sum()))).reset_index()
+s6_summary = S.frequency_bin_summary(s6)
 save_table(s6_summary, "figS6_median_rank_by_frequency_bin", tables_dir)
 fig, ax = plt.subplots(figsize=(6, 4.5))
 for k, lv in enumerate(["chapter", "subchapter", "3digit", "4digit", "5digit"]):

@@ -43,16 +43,13 @@ cache_dir = None
 import logging
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 
 from cacicd.data import sources as cdata
-from cacicd.data import splits
-from cacicd.evaluation import compare, metrics, stats, thresholds
+from cacicd.evaluation import compare, stats
 from cacicd.experiments import collect
 from cacicd.experiments import engine as E
-from cacicd.models.train import predict_proba
-from cacicd.paper import plots, report
+from cacicd.paper import plots, report, summary
 from cacicd.paper import verdicts as V
 from cacicd.paper.claims import check, configure, save_claims
 from cacicd.paper.figures import save_figure, save_table, setup
@@ -143,41 +140,17 @@ gains
 # %%
 PAPER = report.load_paper_values()
 S4_MODELS = report.TABLE_S4_MODELS
-s4 = []
-for exp in ("naive_f1_micro", "cherry_f1_micro"):
-    for r in R[exp]:
-        t = thresholds.fixed_threshold_table(ds.Y[r.test_idx], r.scores, masks, cherry)
-        s4.append(t.assign(experiment=exp, fold=r.fold))
-adaptive_gap = None
-for r in R["naive_auprc_micro"]:
-    try:
-        model = r.load_model()
-    except FileNotFoundError as exc:
-        adaptive_gap = str(exc)
-        break
-    _, dev_idx, test_idx = splits.split_indices(ds, fold_splits[r.fold])
-    if not np.array_equal(np.sort(test_idx), np.sort(r.test_idx)):
-        raise RuntimeError(f"fold {r.fold}: cached test rows differ from the splits' test rows")
-    p_dev = predict_proba(model, ds.X[dev_idx])
-    if p_dev.shape[1] != len(ds.codes):
-        raise RuntimeError(f"naive_auprc_micro has {p_dev.shape[1]} outputs, expected {len(ds.codes)} codes")
-    t = thresholds.adaptive_threshold_table(ds.Y[dev_idx], p_dev, ds.Y[r.test_idx], r.scores, masks, cherry)
-    s4.append(t.assign(experiment="naive_auprc_micro", fold=r.fold))
+s4 = summary.fixed_threshold_folds({exp: R[exp] for exp in ("naive_f1_micro", "cherry_f1_micro")}, ds.Y, masks,
+                                   cherry)
+adaptive, adaptive_gap = summary.adaptive_threshold_folds(R["naive_auprc_micro"], ds, fold_splits, masks, cherry)
+s4 += adaptive
 if adaptive_gap:
     print(f"GAP: no dev predictions for the adaptive threshold ({adaptive_gap}); its rows are missing.")
 s4 = pd.concat(s4, ignore_index=True)
 s4_long = s4.melt(id_vars=["experiment", "fold", "level"], value_vars=["precision", "recall", "f1", "threshold"],
                   var_name="metric")
 s4_sum = stats.fold_summary(s4_long)
-hansen = PAPER[(PAPER["item"] == "Table S4") & (PAPER["model"] == "Hansen et al. (reported)")]
-tab = s4_sum[s4_sum["metric"] != "threshold"]
-tableS4 = report.cell_table(tab.assign(model=tab["experiment"].map(S4_MODELS)), ["level", "model"]).reset_index()
-hans = hansen.assign(level=hansen["level"].str.replace(" (cherry-picked codes)", "", regex=False),
-                     metric=hansen["metric"].map({"precision": "precision", "recall": "recall", "μF1": "f1"}))
-hans = hans.pivot_table(index=["level", "model"], columns="metric", values="value", aggfunc="first").reset_index()
-tableS4 = pd.concat([tableS4, hans.astype({c: str for c in ("precision", "recall", "f1")})], ignore_index=True)
-order = {lv: i for i, lv in enumerate(thresholds.TABLE_S4_LEVELS)}
-tableS4 = tableS4.sort_values(["level", "model"], key=lambda s: s.map(order) if s.name == "level" else s)
+tableS4 = summary.table_s4(s4_sum, S4_MODELS, PAPER)
 thr = s4_sum[(s4_sum["metric"] == "threshold") & (s4_sum["experiment"] == "naive_auprc_micro")]
 save_table(tableS4[["level", "model", "precision", "recall", "f1"]], "tableS4_hard_classification", tables_dir)
 save_table(s4, "tableS4_per_fold", tables_dir)
@@ -193,11 +166,10 @@ tableS4
 # %%
 f1 = s4_sum[s4_sum["metric"] == "f1"].pivot_table(index="level", columns="experiment", values="mean")
 if "naive_auprc_micro" in f1.columns:
-    wins = f1["naive_auprc_micro"] > f1["naive_f1_micro"]
     claims.append(check("3.6.1", "adaptive_threshold_beats_f1_tuning",
                         "A μAUPRC-tuned model with a per-level threshold tuned for μF1 on the dev set achieves a "
                         "higher μF1 than direct maximisation of μF1 as the target metric (Table S4)",
-                        bool(wins.all()),
+                        V.higher_everywhere(f1["naive_auprc_micro"], f1["naive_f1_micro"]),
                         "; ".join(f"{lv}: {100 * f1.loc[lv, 'naive_auprc_micro']:.2f} vs "
                                   f"{100 * f1.loc[lv, 'naive_f1_micro']:.2f}" for lv in f1.index)))
 else:
@@ -210,12 +182,7 @@ else:
 
 # %%
 freq = report.frequent_mask(counts, ds.n_stays, 0.01)
-s6 = []
-for r in R["naive_auroc_macro"]:
-    m = metrics.evaluate(ds.Y[r.test_idx], r.scores, {"frequent": np.ones(len(ds.codes), bool)}, label_mask=freq,
-                         metrics=("auroc_macro", "auprc_macro"))
-    s6.append(m.assign(fold=r.fold))
-s6 = stats.fold_summary(pd.concat(s6, ignore_index=True).drop(columns="level"))
+s6 = stats.fold_summary(summary.frequent_code_folds(R["naive_auroc_macro"], ds.Y, freq))
 tableS6 = s6.assign(n_codes=int(freq.sum()), mean_pct=100 * s6["mean"], sem_pct=100 * s6["sem"])
 save_table(tableS6, "tableS6_frequent_codes", tables_dir)
 s6_model = f"macro-AUROC-tuned naive multitask ({int(freq.sum())} codes)"
@@ -241,20 +208,7 @@ tableS6
 # %%
 LEVELS = ["chapter", "subchapter", "3digit", "billing", "all"]
 TOP = {f"{lv} (top50)": report.top_frequent_mask(counts, masks[lv], 50) for lv in ("3digit", "billing", "all")}
-spec = {**report.TABLE_S7, **report.TABLE_S8}
-per_fold = []
-for exp, mets in spec.items():
-    names = [m for m, _, _ in mets]
-    authors = [f"{kind}@{m[3:]}" for m in names if m.startswith("re@") for kind in ("re_authors", "re_left_out")]
-    for r in R[exp]:
-        t = r.test_metrics[r.test_metrics["level"].isin(LEVELS) & r.test_metrics["metric"].isin(names)]
-        top = metrics.evaluate(ds.Y[r.test_idx], r.scores, TOP, metrics=tuple(names))
-        parts = [t, top]
-        if authors:
-            parts.append(metrics.evaluate(ds.Y[r.test_idx], r.scores, {**{lv: masks[lv] for lv in LEVELS}, **TOP},
-                                          metrics=tuple(authors)))
-        per_fold.append(pd.concat(parts).assign(experiment=exp, fold=r.fold))
-per_fold = pd.concat(per_fold, ignore_index=True)[["experiment", "fold", "level", "metric", "value"]]
+per_fold = summary.level_metric_folds(R, {**report.TABLE_S7, **report.TABLE_S8}, ds.Y, masks, LEVELS, TOP)
 s78 = stats.fold_summary(per_fold)
 lv_map = {lv: lv for lv in LEVELS + list(TOP)}
 s7_rows = report.metric_table_rows(s78, "Table S7", report.TABLE_S7, lv_map)

@@ -178,3 +178,8 @@ def within_spread(ours: float, paper: float, paper_spread: float, our_spread: fl
     if not comparable:
         return None
     return bool(abs(ours - paper) <= np.hypot(paper_spread, our_spread if np.isfinite(our_spread) else 0))
+
+
+def higher_everywhere(a: pd.Series, b: pd.Series) -> bool:
+    """Is a above b at every index (e.g. level)?"""
+    return bool((a > b).all())
