@@ -142,3 +142,8 @@ def test_within_spread():
     assert V.within_spread(2.0, 1.92, 0.19, 0.05) is True
     assert V.within_spread(2.5, 1.92, 0.19, np.nan) is False  # NaN spread of ours counts 0
     assert V.within_spread(2.0, 1.92, 0.19, 0.05, comparable=False) is None
+
+
+def test_higher_everywhere():
+    a, b = pd.Series({"chapter": 0.5, "billing": 0.3}), pd.Series({"chapter": 0.4, "billing": 0.2})
+    assert V.higher_everywhere(a, b) is True and V.higher_everywhere(b, a) is False
