@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cacicd.experiments.engine import EXPERIMENTS
 from cacicd.paper.claims import RULE
 
 logger = logging.getLogger(__name__)
@@ -482,24 +483,18 @@ def render(comparison: pd.DataFrame, *, synthetic: bool, provenance: Mapping[str
 
 def experiment_label(name: str) -> str:
     """An experiment's display name in reports and paper-comparable tables (its `label`; the name when unset)."""
-    from cacicd.experiments.engine import EXPERIMENTS
-
     e = EXPERIMENTS.get(name)
     return e.label if e is not None and e.label else name
 
 
 def experiment_short(name: str) -> str:
     """An experiment's short display name among the methods of a figure (its `short`; the name when unset)."""
-    from cacicd.experiments.engine import EXPERIMENTS
-
     e = EXPERIMENTS.get(name)
     return e.short if e is not None and e.short else name
 
 
 def experiment_tuned_on(name: str) -> str:
     """The short name of the metric an experiment was tuned on (its `tuned_on`; the name when unset)."""
-    from cacicd.experiments.engine import EXPERIMENTS
-
     e = EXPERIMENTS.get(name)
     return e.tuned_on if e is not None and e.tuned_on else name
 

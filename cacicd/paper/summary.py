@@ -12,6 +12,8 @@ import pandas as pd
 
 from cacicd.data import splits
 from cacicd.evaluation import metrics, thresholds
+from cacicd.models.train import predict_proba
+from cacicd.paper.report import cell_table
 
 S4_COLUMNS = ("level", "model", "precision", "recall", "f1")
 
@@ -34,8 +36,6 @@ def adaptive_threshold_folds(runs: Sequence, dataset, fold_splits: Sequence, lev
     Returns (per-fold `thresholds.adaptive_threshold_table`s with experiment, fold; why they stop short:
     None, or the message of the first missing model).
     """
-    from cacicd.models.train import predict_proba
-
     out = []
     for r in runs:
         try:
@@ -61,8 +61,6 @@ def table_s4(summary: pd.DataFrame, models: Mapping[str, str], paper: pd.DataFra
     summary: fold summary with experiment, level, metric, mean, sem; models: experiment -> row label;
     paper: the published values (their Table S4 rows of model `reported` are appended as they are).
     """
-    from cacicd.paper.report import cell_table
-
     tab = summary[summary["metric"] != "threshold"]
     out = cell_table(tab.assign(model=tab["experiment"].map(models)), ["level", "model"]).reset_index()
     hansen = paper[(paper["item"] == "Table S4") & (paper["model"] == reported)]
