@@ -54,39 +54,37 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from cacicd.evaluation import compare, stats, thresholds
-
-from cacicd.paper import information, report
 from cacicd.data import sources as cdata
-from cacicd.experiments import engine as E
-from cacicd.paper.claims import check, configure, save_claims
-from cacicd.paper.figures import save_figure, save_json, save_table, setup
+from cacicd.evaluation import compare, stats
 from cacicd.evaluation.metrics import RECALL_K
 from cacicd.evaluation.thresholds import TABLE_S4_LEVELS
+from cacicd.experiments import engine as E
+from cacicd.paper import information, plots, report, summary
+from cacicd.paper import verdicts as V
+from cacicd.paper.claims import check, configure, save_claims
+from cacicd.paper.figures import finish_figure, save_json, save_table, setup
 
 P, CACHE = setup(profile, data, cache_dir, note="The numbers below are not MIMIC-III's; compare their form, not their values.", level=logging.WARNING)
 T0 = time.perf_counter()
-
-
-def finish(fig, name):
-    """Leave room under the axes for save_figure's provenance note, then save PNG + PDF."""
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
-    save_figure(fig, name, figures_dir, data)
-
-
 
 # %%
 ds = cdata.load_data(data, P, CACHE)
 configure(P.name, cdata.min_test_stays(ds, P, CACHE))  # withholds verdicts on smoke / tiny test folds
 MODELS = ["naive_f1_micro", "cherry_f1_micro", "dummy"]
 R = {name: E.run(name, P, ds, cache_dir=CACHE, progress=False) for name in MODELS}
-LABEL = {"naive_f1_micro": "μF1-tuned, all codes", "cherry_f1_micro": "μF1-tuned, cherry-picked codes only",
-         "dummy": report.EXPERIMENT_LABELS["dummy"]}
+LABEL = {name: report.experiment_label(name) for name in MODELS}
 COLORS = {"naive_f1_micro": "tab:blue", "cherry_f1_micro": "tab:orange", "dummy": "0.5"}
 counts = ds.code_counts()
 groups = information.code_groups(ds.codes, counts)
 masks = ds.level_masks()
 claims, paper_rows = [], []
+MODEL_31 = "μF1-tuned naive multitask (all codes)"  # as the published rows of §3.1 name the model
+PAPER_31 = report.paper_values_of("Section 3.1")  # (level, model, metric) -> published value
+M31 = {  # the published metrics of §3.1 (cacicd/paper/reference/paper_values.csv) this notebook regenerates
+    "low": 'low-frequency codes (<=100 occ.) with some entropy reduction (lower bound, "more than")',
+    "low_ge_0.1": "low-frequency codes (<=100 occ.) with >=10% entropy reduction",
+    "mwu_p": "Mann-Whitney U p (entropy reduction: filtered-out roots vs cherry-picked codes)"}
+PAPER_LOW, PAPER_LOW_GE, PAPER_P = (PAPER_31[("all", MODEL_31, M31[k])] for k in ("low", "low_ge_0.1", "mwu_p"))
 y_true = {name: [r.y_true(ds) for r in R[name]] for name in MODELS}
 scores = {name: [r.scores for r in R[name]] for name in MODELS}
 folds = [r.fold for r in R["naive_f1_micro"]]
@@ -112,36 +110,25 @@ ecdf = information.ecdf_table(er, groups)
 save_table(ecdf, "fig1a_entropy_reduction_ecdf", tables_dir)
 
 vals = information.group_values(er, groups)
-mwu = stats.mann_whitney(vals["filtered-out-by-belief"], vals["cherry-picked"],
-                         "entropy reduction per code (naive_f1_micro, mean over folds): filtered-out-by-belief "
-                         "codes (>= 100 occurrences) vs cherry-picked codes; two-sided")
-va, vb = vals["filtered-out-by-belief"], vals["cherry-picked"]
-mwu_row = dict(mwu.as_dict(), n_a=len(va), n_b=len(vb), median_a=float(np.median(va)) if len(va) else np.nan,
-               median_b=float(np.median(vb)) if len(vb) else np.nan,
-               paper_pvalue=0.155)
+mwu_row = dict(information.mann_whitney_groups(
+    vals, "filtered-out-by-belief", "cherry-picked",
+    "entropy reduction per code (naive_f1_micro, mean over folds): filtered-out-by-belief "
+    "codes (>= 100 occurrences) vs cherry-picked codes; two-sided"), paper_pvalue=PAPER_P)
 save_json(mwu_row, "fig1a_mann_whitney", tables_dir)
 save_table(pd.DataFrame([mwu_row]), "fig1a_mann_whitney", tables_dir)
-print(f"Mann-Whitney U = {mwu.statistic:.1f}, p = {mwu.pvalue:.3g} (n = {mwu_row['n_a']} belief-filtered, "
-      f"{mwu_row['n_b']} cherry-picked codes; paper p = .155)")
+print(f"Mann-Whitney U = {mwu_row['statistic']:.1f}, p = {mwu_row['pvalue']:.3g} (n = {mwu_row['n_a']} "
+      f"belief-filtered, {mwu_row['n_b']} cherry-picked codes; paper p = {PAPER_P:g})")
 
 GROUP_STYLE = {"low-frequency": ("tab:red", "low-frequency (< 100 occurrences)"),
                "cherry-picked": ("tab:blue", "cherry-picked"),
                "filtered-out-by-belief": ("tab:green", "filtered out by prior belief (≥ 100 occ.)")}
 fig, ax = plt.subplots(figsize=(6.2, 4.2))
-for g, x in vals.items():
-    if len(x):
-        xs = np.sort(x)
-        ax.step(np.r_[0, xs], np.r_[0, np.arange(1, len(xs) + 1) / len(xs)], where="post",
-                color=GROUP_STYLE[g][0], label=f"{GROUP_STYLE[g][1]} (n = {len(xs)})")
-ax.set_xlabel("entropy reduction (share of the code's entropy)")
-ax.set_ylabel("cumulative share of codes")
-ax.set_xlim(0, 1)
-ax.set_ylim(0, 1.02)
-ax.grid(alpha=0.3)
-ax.legend(fontsize=8, loc="lower right")
-ax.set_title(f"Fig 1a · entropy reduction per code, μF1-tuned all-codes model\n"
-             f"belief-filtered vs cherry-picked: Mann–Whitney p = {mwu.pvalue:.3g}", fontsize=10)
-finish(fig, "fig1a_entropy_reduction")
+plots.ecdf(ax, {GROUP_STYLE[g][1]: x for g, x in vals.items()},
+           colors={lab: color for color, lab in GROUP_STYLE.values()},
+           xlabel="entropy reduction (share of the code's entropy)",
+           title=f"Fig 1a · entropy reduction per code, μF1-tuned all-codes model\n"
+                 f"belief-filtered vs cherry-picked: Mann–Whitney p = {mwu_row['pvalue']:.3g}")
+finish_figure(fig, figures_dir, data, "fig1a_entropy_reduction")
 plt.show()
 er_summary
 
@@ -149,28 +136,23 @@ er_summary
 low = er_summary.set_index("group").loc["low-frequency"]
 claims.append(check(
     "3.1", "information_low_frequency",
-    "The all-codes model extracts some information for more than 75% of the low-frequency codes (< 100 "
+    f"The all-codes model extracts some information for more than {PAPER_LOW:g}% of the low-frequency codes (< 100 "
     "occurrences, the authors' rule; the text says <= 100)",
-    None if low.n_with_value == 0 else bool(low.pct_some_reduction > 75),
+    V.share_above(low.pct_some_reduction, low.n_with_value, PAPER_LOW),
     f"{low.pct_some_reduction:.1f}% of {int(low.n_with_value)} low-frequency codes with a value "
-    f"({int(low.n_codes)} in all) have entropy reduction > 0; {low['pct_reduction_ge_0.1']:.1f}% >= 10% (paper 31.8%)"))
+    f"({int(low.n_codes)} in all) have entropy reduction > 0; {low['pct_reduction_ge_0.1']:.1f}% >= 10% "
+    f"(paper {PAPER_LOW_GE:g}%)"))
 claims.append(check(
     "3.1", "belief_filtered_not_harder",
     "Codes filtered out by prior belief are not harder to predict than cherry-picked codes (entropy reduction, "
-    "Mann-Whitney U, p > .05; paper p = .155)",
-    None if np.isnan(mwu.pvalue) else bool(mwu.pvalue > 0.05),
-    f"U = {mwu.statistic:.1f}, p = {mwu.pvalue:.3g}; medians {mwu_row['median_a']:.3f} (belief-filtered, "
-    f"n = {mwu_row['n_a']}) vs {mwu_row['median_b']:.3f} (cherry-picked, n = {mwu_row['n_b']})"))
-paper_rows.append(pd.DataFrame([
-    {"item": "Section 3.1", "level": "all", "model": "μF1-tuned naive multitask (all codes)",
-     "metric": 'low-frequency codes (<=100 occ.) with some entropy reduction (lower bound, "more than")',
-     "value": low.pct_some_reduction, "sem": np.nan, "unit": "%"},
-    {"item": "Section 3.1", "level": "all", "model": "μF1-tuned naive multitask (all codes)",
-     "metric": "low-frequency codes (<=100 occ.) with >=10% entropy reduction",
-     "value": low["pct_reduction_ge_0.1"], "sem": np.nan, "unit": "%"},
-    {"item": "Section 3.1", "level": "all", "model": "μF1-tuned naive multitask (all codes)",
-     "metric": "Mann-Whitney U p (entropy reduction: filtered-out roots vs cherry-picked codes)",
-     "value": mwu.pvalue, "sem": np.nan, "unit": "ratio"}]))
+    f"Mann-Whitney U, p > .05; paper p = {f'{PAPER_P:g}'.lstrip('0')})",
+    V.not_significant(mwu_row["pvalue"]),
+    f"U = {mwu_row['statistic']:.1f}, p = {mwu_row['pvalue']:.3g}; medians {mwu_row['median_a']:.3f} "
+    f"(belief-filtered, n = {mwu_row['n_a']}) vs {mwu_row['median_b']:.3f} (cherry-picked, n = {mwu_row['n_b']})"))
+paper_rows += [report.paper_row("Section 3.1", "all", MODEL_31, M31["low"], low.pct_some_reduction, unit="%"),
+               report.paper_row("Section 3.1", "all", MODEL_31, M31["low_ge_0.1"], low["pct_reduction_ge_0.1"],
+                                unit="%"),
+               report.paper_row("Section 3.1", "all", MODEL_31, M31["mwu_p"], mwu_row["pvalue"], unit="ratio")]
 
 # %% [markdown]
 # ## Fig S2 — entropy reduction by number of occurrences in the whole dataset
@@ -182,19 +164,12 @@ save_table(bins, "figS2_entropy_reduction_by_occurrences", tables_dir)
 bin_lab = information.occurrence_bin(counts)
 fig, ax = plt.subplots(figsize=(6.2, 4.2))
 cmap = plt.get_cmap("viridis")
-for i, lab in enumerate(information.BIN_LABELS):
-    x = np.sort(er[(bin_lab == lab) & np.isfinite(er)])
-    if len(x):
-        ax.step(np.r_[0, x], np.r_[0, np.arange(1, len(x) + 1) / len(x)], where="post",
-                color=cmap(i / (len(information.BIN_LABELS) - 1)), label=f"{lab} occurrences (n = {len(x)})")
-ax.set_xlabel("entropy reduction (share of the code's entropy)")
-ax.set_ylabel("cumulative share of codes")
-ax.set_xlim(0, 1)
-ax.set_ylim(0, 1.02)
-ax.grid(alpha=0.3)
-ax.legend(fontsize=8, loc="lower right")
-ax.set_title("Fig S2 · entropy reduction per code by occurrence bin (μF1-tuned all-codes model)", fontsize=10)
-finish(fig, "figS2_entropy_reduction_by_occurrences")
+plots.ecdf(ax, {f"{lab} occurrences": er[bin_lab == lab] for lab in information.BIN_LABELS},
+           colors={f"{lab} occurrences": cmap(i / (len(information.BIN_LABELS) - 1))
+                   for i, lab in enumerate(information.BIN_LABELS)},
+           xlabel="entropy reduction (share of the code's entropy)",
+           title="Fig S2 · entropy reduction per code by occurrence bin (μF1-tuned all-codes model)")
+finish_figure(fig, figures_dir, data, "figS2_entropy_reduction_by_occurrences")
 plt.show()
 bins
 
@@ -214,33 +189,34 @@ save_table(shares, "fig1b_median_rank_ratio_shares", tables_dir)
 hist = information.cumulative_histogram(ratio)
 save_table(hist, "fig1b_median_rank_ratio_cumulative", tables_dir)
 sh = shares.set_index("group")
-PAPER_1B = {"pct_better_on_positives": 89.2, "pct_at_least_halved": 59.3, "pct_below_tenth": 13.5}
+RANK_31 = {  # our share -> the published metric of §3.1 (all codes; cherry-picked + filtered-out roots)
+    "pct_better_on_positives": "codes better ranked on positive than negative examples",
+    "pct_at_least_halved": "codes with median rank at least halved on positive examples",
+    "pct_below_tenth": "codes with positive-example rank < 1/10 of negative-example rank"}
+RANK_31_SELECTED = {"pct_better_on_positives": 'codes better ranked on positive examples ("every code")',
+                    "pct_more_than_halved": "codes with rank more than halved on positive examples"}
+PAPER_1B = {k: PAPER_31[("all", MODEL_31, m)] for k, m in RANK_31.items()}
+PAPER_1B_SELECTED = {k: PAPER_31[("cherry-picked + filtered-out roots", MODEL_31, m)]
+                     for k, m in RANK_31_SELECTED.items()}
+a = sh.loc["all codes"]
 fig, ax = plt.subplots(figsize=(6.2, 4.2))
-x = np.sort(ratio[np.isfinite(ratio)])
-u = np.sort(ratio[rank_groups["cherry-picked ∪ filtered-out-by-belief"] & np.isfinite(ratio)])
-for v, color, lab in ((x, "tab:blue", f"all codes with a positive (n = {len(x)})"),
-                      (u, "tab:green", f"cherry-picked ∪ belief-filtered (n = {len(u)})")):
-    if len(v):
-        ax.step(np.r_[-1, v, max(1.0, v[-1])], np.r_[0, np.arange(1, len(v) + 1) / len(v), 1], where="post",
-                color=color, label=lab)
+plots.ecdf(ax, {"all codes with a positive": ratio,
+                "cherry-picked ∪ belief-filtered": ratio[rank_groups["cherry-picked ∪ filtered-out-by-belief"]]},
+           colors={"all codes with a positive": "tab:blue", "cherry-picked ∪ belief-filtered": "tab:green"},
+           xlabel="(median rank on positives − on negatives) / median rank on negatives", xlim=(-1, 1),
+           title="Fig 1b · relative difference of median ranks, μF1-tuned all-codes model")
+ax.set_ylim(0, 1.1)
 ax.axhline(1, color="k", lw=0.8)
 for thr, txt in ((-0.9, "rank /10"), (-0.5, "rank /2"), (0, "equal")):
     ax.axvline(thr, color="0.4", ls=":", lw=0.8)
     ax.text(thr, 1.03, txt, ha="center", fontsize=7, color="0.3")
-a = sh.loc["all codes"]
-ax.text(0.98, 0.3, f"all codes: {a.pct_better_on_positives:.1f}% < 0 (paper 89.2)\n"
-        f"{a.pct_at_least_halved:.1f}% ≤ −0.5 (paper 59.3)\n{a.pct_below_tenth:.1f}% < −0.9 (paper 13.5)\n"
-        f"{int((x > 1).sum())} codes beyond the axis (> 1)",
+ax.text(0.98, 0.3, f"all codes: {a.pct_better_on_positives:.1f}% < 0 (paper {PAPER_1B['pct_better_on_positives']:g})\n"
+        f"{a.pct_at_least_halved:.1f}% ≤ −0.5 (paper {PAPER_1B['pct_at_least_halved']:g})\n"
+        f"{a.pct_below_tenth:.1f}% < −0.9 (paper {PAPER_1B['pct_below_tenth']:g})\n"
+        f"{int((ratio > 1).sum())} codes beyond the axis (> 1)",
         transform=ax.transAxes, ha="right", va="bottom", fontsize=8,
         bbox={"facecolor": "white", "alpha": 0.8, "lw": 0})
-ax.set_xlim(-1, 1)
-ax.set_xlabel("(median rank on positives − on negatives) / median rank on negatives")
-ax.set_ylabel("cumulative share of codes")
-ax.set_ylim(0, 1.1)
-ax.grid(alpha=0.3)
-ax.legend(fontsize=8, loc="lower right")
-ax.set_title("Fig 1b · relative difference of median ranks, μF1-tuned all-codes model", fontsize=10)
-finish(fig, "fig1b_median_rank_ratio")
+finish_figure(fig, figures_dir, data, "fig1b_median_rank_ratio")
 plt.show()
 shares
 
@@ -248,29 +224,24 @@ shares
 u = sh.loc["cherry-picked ∪ filtered-out-by-belief"]
 claims.append(check(
     "3.1", "most_codes_better_ranked_on_positives",
-    "Most codes are better ranked on their positive stays than on their negative ones (paper: 89.2%; 59.3% at least "
-    "halved; 13.5% below a tenth)",
-    None if a.n_codes == 0 else bool(a.pct_better_on_positives > 50),
+    f"Most codes are better ranked on their positive stays than on their negative ones (paper: "
+    f"{PAPER_1B['pct_better_on_positives']:g}%; {PAPER_1B['pct_at_least_halved']:g}% at least "
+    f"halved; {PAPER_1B['pct_below_tenth']:g}% below a tenth)",
+    V.share_above(a.pct_better_on_positives, a.n_codes, 50),
     f"{a.pct_better_on_positives:.1f}% of {int(a.n_codes)} codes better ranked on positives, "
     f"{a.pct_at_least_halved:.1f}% at least halved, {a.pct_below_tenth:.1f}% below a tenth"))
 claims.append(check(
     "3.1", "selected_codes_all_better_ranked",
-    "Every cherry-picked or belief-filtered code is better ranked on positives (83.65% more than halved)",
-    None if u.n_codes == 0 else bool(u.pct_better_on_positives == 100),
+    f"Every cherry-picked or belief-filtered code is better ranked on positives "
+    f"({PAPER_1B_SELECTED['pct_more_than_halved']:g}% more than halved)",
+    V.share_all(u.pct_better_on_positives, u.n_codes),
     f"{u.pct_better_on_positives:.1f}% of {int(u.n_codes)} codes better ranked, {u.pct_more_than_halved:.1f}% more "
     f"than halved; worst ratio {u.max_ratio:.3f}"))
-MODEL_31 = "μF1-tuned naive multitask (all codes)"
-for metric, grp, col in (
-        ("codes better ranked on positive than negative examples", "all codes", "pct_better_on_positives"),
-        ("codes with median rank at least halved on positive examples", "all codes", "pct_at_least_halved"),
-        ("codes with positive-example rank < 1/10 of negative-example rank", "all codes", "pct_below_tenth"),
-        ('codes better ranked on positive examples ("every code")', "cherry-picked ∪ filtered-out-by-belief",
-         "pct_better_on_positives"),
-        ("codes with rank more than halved on positive examples", "cherry-picked ∪ filtered-out-by-belief",
-         "pct_more_than_halved")):
-    paper_rows.append(pd.DataFrame([{
-        "item": "Section 3.1", "level": "all" if grp == "all codes" else "cherry-picked + filtered-out roots",
-        "model": MODEL_31, "metric": metric, "value": sh.loc[grp, col], "sem": np.nan, "unit": "%"}]))
+paper_rows += [report.paper_row("Section 3.1", "all", MODEL_31, metric, sh.loc["all codes", col], unit="%")
+               for col, metric in RANK_31.items()]
+paper_rows += [report.paper_row("Section 3.1", "cherry-picked + filtered-out roots", MODEL_31, metric,
+                                sh.loc["cherry-picked ∪ filtered-out-by-belief", col], unit="%")
+               for col, metric in RANK_31_SELECTED.items()]
 
 # %% [markdown]
 # ## Fig 1c and 1d — Recall@K on the cherry-picked billing codes and on all billing codes
@@ -288,59 +259,45 @@ rk = pd.concat([compare.evaluate_folds(y_true[m], scores[m], CURVE_GROUPS, model
                 for m in MODELS], ignore_index=True)
 curves = compare.recall_curves(rk)
 save_table(curves, "fig1cd_recall_at_k", tables_dir)
-diffs = compare.paired_differences(rk, "naive_f1_micro", "cherry_f1_micro")
-diffs["k"] = diffs["metric"].str.slice(len("recall@")).astype(int)
-diffs = diffs.sort_values(["level", "k"], ignore_index=True)
+diffs = compare.recall_differences(rk, "naive_f1_micro", "cherry_f1_micro")
 save_table(diffs, "fig1cd_recall_difference_all_vs_cherry", tables_dir)
 
 for level, name, item in (("billing (cherry-picked)", "fig1c_recall_at_k_cherry_picked_billing", "Fig 1c"),
                           ("billing", "fig1d_recall_at_k_all_billing", "Fig 1d")):
     fig, ax = plt.subplots(figsize=(6.2, 4.2))
-    for m in MODELS:
-        c = curves[(curves["level"] == level) & (curves["model"] == m)]
-        ax.plot(c["k"], 100 * c["mean"], color=COLORS[m], label=LABEL[m])
-        sem = c["sem"].fillna(0)
-        ax.fill_between(c["k"], 100 * (c["mean"] - sem), 100 * (c["mean"] + sem), color=COLORS[m], alpha=0.25, lw=0)
-    n_codes = int(CURVE_GROUPS[level].sum())
-    ax.set_xlabel("K (codes proposed)")
-    ax.set_ylabel(f"Recall@K on {level} codes (%)")
-    ax.set_xlim(1, 50)
-    ax.set_ylim(0, 100)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    ax.set_title(f"{item} · Recall@K, {level} codes ({n_codes} codes; mean ± SEM over {len(folds)} folds)",
-                 fontsize=10)
-    finish(fig, name)
+    plots.recall_at_k(ax, curves, MODELS, level, LABEL, COLORS,
+                      title=f"{item} · Recall@K, {level} codes ({int(CURVE_GROUPS[level].sum())} codes; "
+                            f"mean ± SEM over {len(folds)} folds)")
+    finish_figure(fig, figures_dir, data, name)
     plt.show()
 
 # %%
 dc = diffs[diffs["level"] == "billing (cherry-picked)"]
 dd = diffs[diffs["level"] == "billing"]
-gap = float(np.nanmax(np.abs(100 * dc["diff"]))) if len(dc) else np.nan
+gap = V.largest_gap_points(dc["diff"])
+PAPER_GAIN_30 = PAPER_31[("billing", "μF1-tuned all codes vs μF1-tuned cherry-picked", "Recall@30 gain (added recall)")]
 claims.append(check(
     "3.1", "all_codes_equivalent_on_cherry_picked",
     f"Training on all codes gives equivalent Recall@K on the cherry-picked codes (Fig 1c; here: never more than "
     f"{EQUIV_POINTS:g} points apart over K = 1..50)",
-    None if np.isnan(gap) else bool(gap <= EQUIV_POINTS),
+    V.equivalent(gap, EQUIV_POINTS),
     f"largest |difference| {gap:.2f} points (all-codes minus cherry model: {100 * dc['diff'].min():+.2f} to "
     f"{100 * dc['diff'].max():+.2f}); paper: cherry model ahead by 0.17-0.70"))
 at30 = dd[dd["k"] == 30].iloc[0]
-ahead = dd["diff"].to_numpy() > 0
-first = next((int(k) for i, k in enumerate(dd["k"]) if ahead[i:].all()), None)
+first = V.ahead_from(dd["k"], dd["diff"])
 claims.append(check(
     "3.1", "all_codes_better_on_all_billing",
-    "Training on all codes improves Recall@K on all billing codes (Fig 1d; paper: +4.16 points at K = 30)",
-    None if np.isnan(at30["diff"]) else bool(at30["diff"] > 0),
+    f"Training on all codes improves Recall@K on all billing codes (Fig 1d; paper: +{PAPER_GAIN_30:g} points at "
+    "K = 30)",
+    V.positive(at30["diff"]),
     f"Recall@30 {100 * at30.mean_a:.2f}% vs {100 * at30.mean_b:.2f}%: {100 * at30['diff']:+.2f} ± "
     f"{100 * at30.diff_sem:.2f} points (paired t = {at30.statistic:.2f}, p = {at30.pvalue:.3g}, n = {at30.n}); "
     f"ahead for every K >= {first}" if first is not None else
     f"Recall@30 {100 * at30.mean_a:.2f}% vs {100 * at30.mean_b:.2f}%: {100 * at30['diff']:+.2f} points; behind at "
     f"some K up to 50"))
 save_table(diffs[diffs["k"].isin([1, 5, 9, 10, 20, 30, 50])], "fig1cd_recall_difference_selected_k", tables_dir)
-paper_rows.append(pd.DataFrame([{"item": "Section 3.1", "level": "billing",
-                                 "model": "μF1-tuned all codes vs μF1-tuned cherry-picked",
-                                 "metric": "Recall@30 gain (added recall)", "value": 100 * at30["diff"],
-                                 "sem": 100 * at30.diff_sem, "unit": "%"}]))
+paper_rows.append(report.paper_row("Section 3.1", "billing", "μF1-tuned all codes vs μF1-tuned cherry-picked",
+                                   "Recall@30 gain (added recall)", 100 * at30["diff"], 100 * at30.diff_sem, "%"))
 diffs[diffs["k"].isin([1, 5, 9, 10, 20, 30, 50])]
 
 # %% [markdown]
@@ -351,13 +308,11 @@ diffs[diffs["k"].isin([1, 5, 9, 10, 20, 30, 50])]
 # (`cacicd.evaluation.thresholds.fixed_threshold_table`) gives notebook 06's rows, next to its adaptive-threshold ones.
 
 # %%
-s4 = pd.concat([thresholds.fixed_threshold_table(t, s, masks, groups["cherry-picked"]).assign(model=m, fold=k)
-                for m in ("naive_f1_micro", "cherry_f1_micro") for k, t, s in zip(folds, y_true[m], scores[m])],
-               ignore_index=True)
+s4 = pd.concat(summary.fixed_threshold_folds({m: R[m] for m in ("naive_f1_micro", "cherry_f1_micro")}, ds.Y, masks,
+                                            groups["cherry-picked"], model="model"), ignore_index=True)
 s4_long = s4.melt(id_vars=["model", "fold", "level"], value_vars=["precision", "recall", "f1"], var_name="metric")
 s4_sum = stats.fold_summary(s4_long)
-tab = s4_sum.assign(cell=[f"{100 * m:.2f} ± {100 * s:.2f}" for m, s in zip(s4_sum["mean"], s4_sum["sem"])])
-tableS4a = tab.pivot_table(index=["level", "model"], columns="metric", values="cell", aggfunc="first").reset_index()
+tableS4a = report.cell_table(s4_sum, ["level", "model"]).reset_index()
 tableS4a = tableS4a.sort_values("level", key=lambda s: s.map({lv: i for i, lv in enumerate(TABLE_S4_LEVELS)}))
 tableS4a = tableS4a[["level", "model", "precision", "recall", "f1"]]
 save_table(tableS4a, "tableS4a_hard_classification_cherry_picking", tables_dir)
@@ -374,7 +329,7 @@ tableS4a
 
 # %%
 save_claims(claims, "01_cherry_picking", tables_dir)
-long = pd.concat(paper_rows, ignore_index=True)
+long = report.paper_table(paper_rows)
 save_table(long, "paper_01_cherry_picking", tables_dir)
 print(f"{sum(c.supported is True for c in claims)} of {len(claims)} claims supported by this run "
       f"({sum(c.supported is None for c in claims)} not checkable). Analysis time {time.perf_counter() - T0:.0f} s.")

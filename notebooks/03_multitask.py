@@ -44,10 +44,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from cacicd.evaluation import compare
 from cacicd.data import sources as cdata
+from cacicd.evaluation import compare
 from cacicd.experiments import engine as E
+from cacicd.paper import report
 from cacicd.paper import subgroups as S
+from cacicd.paper import verdicts as V
 from cacicd.paper.claims import check, configure, save_claims
 from cacicd.paper.figures import save_figure, save_table, setup
 
@@ -58,13 +60,12 @@ LEVELS = ["chapter", "subchapter", "3digit", "billing"]
 RS = [10, 25, 33, 50, 66, 75, 90, 100]
 RE_METRICS = [f"re@{r}" for r in RS]
 FAMILIES = {
-    "multitask (§3.3)": {"per_level_ndcg": "per level", "reweighted_ndcg": "re-weighted"},
-    "hierarchical (§3.4)": {"hierl2_ndcg": "HierL2", "treemin_ndcg": "TreeMin", "mcloss_ndcg": "MCLoss",
-                            "rolldown_ndcg": "roll-down", "rollup_ndcg": "roll-up"},
-    "class imbalance (§3.5)": {"focal_ndcg": "focal", "outl2_ndcg": "output L2", "irw_ndcg": "IRW",
-                               "irnw_ndcg": "IRNW"},
+    "multitask (§3.3)": ["per_level_ndcg", "reweighted_ndcg"],
+    "hierarchical (§3.4)": ["hierl2_ndcg", "treemin_ndcg", "mcloss_ndcg", "rolldown_ndcg", "rollup_ndcg"],
+    "class imbalance (§3.5)": ["focal_ndcg", "outl2_ndcg", "irw_ndcg", "irnw_ndcg"],
 }
-LABELS = {"naive_ndcg": "naive multitask", **{k: v for fam in FAMILIES.values() for k, v in fam.items()}}
+LABELS = {name: report.experiment_short(name)
+          for name in ["naive_ndcg", *(m for models in FAMILIES.values() for m in models)]}
 
 ds = cdata.load_data(data, P, CACHE)
 configure(P.name, cdata.min_test_stays(ds, P, CACHE))  # withholds verdicts on smoke / tiny test folds
@@ -116,9 +117,10 @@ for i, (family, models) in enumerate(FAMILIES.items()):
     for j, level in enumerate(LEVELS):
         ax = axes[i, j]
         ax.axhline(0, color="0.3", lw=0.8)
-        for k, (m, lab) in enumerate(models.items()):
+        for k, m in enumerate(models):
             d = figS5[(figS5.model == m) & (figS5.level == level)].sort_values("R")
-            ax.errorbar(d.R, d.rel, yerr=d.rel_sem.fillna(0), marker="o", ms=3, capsize=2, label=lab, color=f"C{k}")
+            ax.errorbar(d.R, d.rel, yerr=d.rel_sem.fillna(0), marker="o", ms=3, capsize=2, label=LABELS[m],
+                        color=f"C{k}")
         if family.startswith("multitask"):
             for r in sig[sig.level == level].R:
                 ax.annotate("*", (r, 0), ha="center", va="bottom", fontsize=14, color="C0")
@@ -145,9 +147,7 @@ save_figure(fig, "figS5_relative_re_at_r", figures_dir, data)
 # %%
 parts = {name: E.run(name, P, ds, cache_dir=CACHE) for name in E.LEVEL_PARTS.values()}
 timed = {"naive_ndcg": results["naive_ndcg"], **parts}
-timings = pd.DataFrame([{"model": name, "fold": r.fold, "timing": k, "seconds": float(r.timings[k])}
-                        for name, rs in timed.items() for r in rs
-                        for k in ("search_s", "train_s", "epoch_s", "inference_s") if k in r.timings])
+timings = S.timings_table(timed)
 timings = pd.concat([timings, S.sum_of_models(timings, list(parts), "per_level_ndcg")], ignore_index=True)
 runtime = S.runtime_table(timings, "naive_ndcg")
 save_table(runtime, "runtime_multitask_vs_per_level", tables_dir)
@@ -178,17 +178,16 @@ rw_rel = {lv: nd.loc[("reweighted_ndcg", lv), "rel"] for lv in LEVELS}
 claims.append(check(
     "3.3", "reweighted_degrades_ndcg",
     "The re-weighted multitask model significantly degrades NDCG at every level of the hierarchy.",
-    all(rw_rel[lv] < 0 and rw.loc[lv, "p"] < 0.05 for lv in LEVELS),
+    V.significantly_worse_everywhere(rw_rel, rw["p"], LEVELS),
     "; ".join(f"{lv} {rw_rel[lv]:+.2f}% (p={rw.loc[lv, 'p']:.3g})" for lv in LEVELS)))
 
 pl = ndcg_tests[ndcg_tests.model_a == "per_level_ndcg"].set_index("level")
 pl_rel = {lv: nd.loc[("per_level_ndcg", lv), "rel"] for lv in LEVELS}
-within = {lv: abs(pl_rel[lv]) <= 2 * np.nan_to_num(nd.loc[("per_level_ndcg", lv), "rel_sem"]) or
-          not pl.loc[lv, "p"] < 0.05 for lv in LEVELS}
+pl_sem = {lv: nd.loc[("per_level_ndcg", lv), "rel_sem"] for lv in LEVELS}
 claims.append(check(
     "3.3", "naive_ge_per_level_ndcg",
     "Mean NDCG per level is generally higher for naive multitask than per level, the differences within error bounds.",
-    sum(pl_rel[lv] <= 0 for lv in LEVELS) >= len(LEVELS) / 2 and all(within.values()),
+    V.not_worse_within_error(pl_rel, pl_sem, pl["p"], LEVELS),
     "per level vs naive: " + "; ".join(f"{lv} {pl_rel[lv]:+.2f}% (p={pl.loc[lv, 'p']:.3g})" for lv in LEVELS)))
 
 better = ttests.mean_diff < 0  # fewer rank errors for naive multitask
@@ -198,7 +197,7 @@ claims.append(check(
     "3.3", "naive_better_re_significant_only_billing_high_recall",
     "RE@R is better for naive multitask than per level at most R and levels, significantly (paired t-test) only "
     "at the billing level for recalls of 75% and above.",
-    bool(better.mean() >= 0.5 and len(sig) > 0 and (sig.level == "billing").all() and (sig.R >= 75).all()),
+    V.better_significant_only_at(ttests, sig, "billing", 75),
     f"naive better in {int(better.sum())}/{len(ttests)} (R, level) cells; p < .05 in: "
     + (", ".join(sig_cells) if sig_cells else "none")))
 
@@ -207,6 +206,6 @@ ratios = {k: rt_m.loc[("per_level_ndcg", k), "ratio_to_reference"] for k in TIMI
 claims.append(check(
     "3.3", "multitask_runtime_advantage",
     "One naive multitask network costs less time than the four per-level networks (runtime advantage).",
-    bool(ratios["epoch_s"] > 1 and ratios["inference_s"] > 1),
+    V.all_above_one(ratios, ["epoch_s", "inference_s"]),
     "per-level / multitask time: " + ", ".join(f"{TIMINGS[k]} ×{v:.2f}" for k, v in ratios.items())))
 save_claims(claims, "03_multitask", tables_dir)

@@ -39,15 +39,15 @@ cache_dir = None
 import logging
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 
-from cacicd.evaluation import compare
-from cacicd.data import sources as cdata
-from cacicd.experiments import engine as E
 from cacicd import icd9
-from cacicd.evaluation import stats
+from cacicd.data import sources as cdata
+from cacicd.evaluation import compare
+from cacicd.experiments import engine as E
+from cacicd.paper import report
 from cacicd.paper import subgroups as S
+from cacicd.paper import verdicts as V
 from cacicd.paper.claims import check, configure, save_claims
 from cacicd.paper.figures import save_figure, save_table, setup
 
@@ -56,9 +56,8 @@ P, CACHE = setup(profile, data, cache_dir, note='Numbers resemble MIMIC-III by c
 # %%
 LEVELS = ["chapter", "subchapter", "3digit", "billing"]
 RE_METRICS = [f"re@{r}" for r in (10, 25, 33, 50, 66, 75, 90, 100)]
-METHODS = {"hierl2_ndcg": "HierL2", "treemin_ndcg": "TreeMin", "mcloss_ndcg": "MCLoss",
-           "rolldown_ndcg": "roll-down", "rollup_ndcg": "roll-up"}
-LABELS = {"naive_ndcg": "naive multitask", **METHODS}
+METHODS = ["hierl2_ndcg", "treemin_ndcg", "mcloss_ndcg", "rolldown_ndcg", "rollup_ndcg"]
+LABELS = {name: report.experiment_short(name) for name in ["naive_ndcg", *METHODS]}
 
 ds = cdata.load_data(data, P, CACHE)
 configure(P.name, cdata.min_test_stays(ds, P, CACHE))  # withholds verdicts on smoke / tiny test folds
@@ -77,7 +76,7 @@ rel = compare.relative(tidy, "naive_ndcg", levels=LEVELS)
 fig4 = rel[rel.metric == "ndcg"]
 save_table(fig4, "fig4_relative_ndcg_hmc", tables_dir)
 fig, ax = plt.subplots(figsize=(8, 4))
-S.relative_bar_chart(ax, fig4, list(METHODS), LEVELS, "naive_ndcg", labels=LABELS)
+S.relative_bar_chart(ax, fig4, METHODS, LEVELS, "naive_ndcg", labels=LABELS)
 ax.set_title("Fig 4 · hierarchical methods vs naive multitask (NDCG)")
 fig.tight_layout()
 save_figure(fig, "fig4_relative_ndcg_hmc", figures_dir, data)
@@ -108,14 +107,7 @@ re_tests[["model_a", "R", "mean_a", "mean_b", "mean_diff", "t", "p", "n_folds"]]
 
 # %%
 parent_idx, child_idx = icd9.hierarchy_edges(ds.codes, nearest=True)
-viol = pd.DataFrame([{"model": name, "fold": r.fold, **S.hierarchy_violations(r.scores, parent_idx, child_idx)}
-                     for name, rs in results.items() for r in rs])
-consistency = stats.fold_summary(viol[["model", "fold", "fraction"]], value="fraction").merge(
-    viol.groupby("model", as_index=False).agg(max_gap=("max_gap", "max")), on="model")
-consistency.insert(1, "method", consistency.model.map(LABELS))
-consistency = consistency.rename(columns={"mean": "violation_fraction_mean", "sem": "violation_fraction_sem",
-                                          "n": "n_folds", "max_gap": "max_child_minus_parent"})
-consistency["n_edges"] = len(parent_idx)
+consistency = S.hierarchy_consistency(results, parent_idx, child_idx, LABELS)
 save_table(consistency, "hmc_hierarchical_consistency", tables_dir)
 consistency
 
@@ -128,7 +120,7 @@ sig_ndcg = S.significant(ndcg_tests)
 claims.append(check(
     "3.4", "no_hmc_method_changes_ndcg",
     "None of the hierarchical methods (HierL2, TreeMin, MCLoss, roll-down, roll-up) significantly changes NDCG.",
-    sig_ndcg.empty,
+    V.none_significant(sig_ndcg),
     "p < .05 (paired t-test vs naive) in: " + (", ".join(
         f"{LABELS[m]} {lv} ({d:+.4f}, p={p:.3g})" for m, lv, d, p in
         zip(sig_ndcg.model_a, sig_ndcg.level, sig_ndcg.mean_diff, sig_ndcg.p)) or "none")
@@ -138,7 +130,7 @@ low = re_tests[re_tests.model_a.isin(["treemin_ndcg", "mcloss_ndcg"]) & (re_test
 claims.append(check(
     "3.4", "treemin_mcloss_degrade_billing_low_recall",
     "TreeMin and MCLoss degrade billing-code ranking (higher RE@R than naive multitask) below 50% recall.",
-    bool(len(low) and (low.mean_diff > 0).all()),
+    V.all_positive(low.mean_diff),
     "; ".join(f"{LABELS[m]} RE@{int(r)} {a:.1f} vs {b:.1f} (p={p:.3g})" for m, r, a, b, p in
               zip(low.model_a, low.R, low.mean_a, low.mean_b, low.p))))
 save_claims(claims, "04_hmc", tables_dir)

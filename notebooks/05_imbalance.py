@@ -35,16 +35,15 @@ cache_dir = None
 import logging
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 
-from cacicd.evaluation import compare, stats
-
-from cacicd.paper import report
-from cacicd.data import sources as cdata
-from cacicd.experiments import engine as E
 from cacicd import icd9
+from cacicd.data import sources as cdata
+from cacicd.evaluation import compare, stats
+from cacicd.experiments import engine as E
+from cacicd.paper import report
 from cacicd.paper import subgroups as S
+from cacicd.paper import verdicts as V
 from cacicd.paper.claims import check, configure, save_claims
 from cacicd.paper.figures import save_figure, save_table, setup
 
@@ -52,8 +51,8 @@ P, CACHE = setup(profile, data, cache_dir, note='Numbers resemble MIMIC-III by c
 
 # %%
 LEVELS = ["chapter", "subchapter", "3digit", "billing"]
-METHODS = {"focal_ndcg": "focal", "outl2_ndcg": "output L2", "irw_ndcg": "IRW", "irnw_ndcg": "IRNW"}
-LABELS = {"naive_ndcg": "naive multitask", **METHODS}
+METHODS = ["focal_ndcg", "outl2_ndcg", "irw_ndcg", "irnw_ndcg"]
+LABELS = {name: report.experiment_short(name) for name in ["naive_ndcg", *METHODS]}
 
 ds = cdata.load_data(data, P, CACHE)
 configure(P.name, cdata.min_test_stays(ds, P, CACHE))  # withholds verdicts on smoke / tiny test folds
@@ -71,7 +70,7 @@ rel = compare.relative(tidy, "naive_ndcg", levels=LEVELS)
 fig5 = rel[rel.metric == "ndcg"]
 save_table(fig5, "fig5_relative_ndcg_imbalance", tables_dir)
 fig, ax = plt.subplots(figsize=(8, 4))
-S.relative_bar_chart(ax, fig5, list(METHODS), LEVELS, "naive_ndcg", labels=LABELS)
+S.relative_bar_chart(ax, fig5, METHODS, LEVELS, "naive_ndcg", labels=LABELS)
 ax.set_title("Fig 5 · class-imbalance methods vs naive multitask (NDCG)")
 fig.tight_layout()
 save_figure(fig, "fig5_relative_ndcg_imbalance", figures_dir, data)
@@ -94,10 +93,7 @@ s6 = S.pool_folds(per_fold)
 s6.insert(1, "level", icd9.levels_of([ds.codes[j] for j in s6.label]))
 curve = S.lowess_curve(s6.frequency, s6.median_rank, frac=1 / 3, n_points=200)
 save_table(curve, "figS6_lowess_curve", tables_dir)
-bins = s6.assign(freq_bin=pd.cut(s6.frequency, [0, 1e-3, 1e-2, 1e-1, 1.0], include_lowest=True).astype(str))
-s6_summary = bins.groupby("freq_bin", observed=True).agg(
-    n_codes=("label", "size"), median_of_median_rank=("median_rank", "median"),
-    codes_in_top10=("median_rank", lambda v: int((v <= 10).sum()))).reset_index()
+s6_summary = S.frequency_bin_summary(s6)
 save_table(s6_summary, "figS6_median_rank_by_frequency_bin", tables_dir)
 fig, ax = plt.subplots(figsize=(6, 4.5))
 for k, lv in enumerate(["chapter", "subchapter", "3digit", "4digit", "5digit"]):
@@ -135,7 +131,8 @@ if HAS_TYPES:
     masks = {lv: m for lv, m in icd9.level_masks(ds.codes).items() if lv in S9_LEVELS}
     s9_folds = S.table_s9_folds(s9_runs, ds.Y, ds.stay_type, masks)
     by_type = s9_folds[s9_folds.experiment == "naive_ndcg"].drop(columns="experiment")
-    n_test = s9_folds.groupby(["stay_type", "fold"]).n_stays.first().groupby("stay_type").mean()
+    n_test = stats.fold_summary(s9_folds[["stay_type", "fold", "n_stays"]].drop_duplicates(["stay_type", "fold"]),
+                                value="n_stays").set_index("stay_type")["mean"]
     tableS9 = stats.fold_summary(s9_folds.drop(columns="n_stays"))
     tableS9["mean_test_stays"] = tableS9.stay_type.map(n_test)
     tableS9["level"] = pd.Categorical(tableS9.level, S9_LEVELS, ordered=True)
@@ -144,9 +141,8 @@ if HAS_TYPES:
     for typ in S.REPORTED_STAY_TYPES:
         paper_rows.append(report.metric_table_rows(tableS9[tableS9.stay_type == typ], "Table S9", report.TABLE_S9,
                                                    model_suffix=f" [{typ} stays]"))
-    paper_rows.append(pd.DataFrame([{"item": "Table S9", "level": "", "model": f"[{typ} stays]",
-                                     "metric": "number of stays", "value": float(counts[typ]), "sem": np.nan,
-                                     "unit": "count"} for typ in S.REPORTED_STAY_TYPES]))
+    paper_rows += [report.paper_row("Table S9", "", f"[{typ} stays]", "number of stays", float(counts[typ]),
+                                    unit="count") for typ in S.REPORTED_STAY_TYPES]
     tableS9 = tableS9[["experiment", "stay_type", "level", "metric", "mean", "sem", "n", "mean_test_stays"]]
 else:
     tableS9 = pd.DataFrame({
@@ -159,10 +155,8 @@ tableS9
 
 # %%
 if HAS_TYPES:
-    wide = tableS9[tableS9.metric.isin(["ndcg", "re@50", "re_authors@50", "auroc_micro"])].assign(
-        value=lambda d: [f"{m:.4g} ± {s:.2g}" for m, s in zip(d["mean"], d["sem"])])
-    display_s9 = wide.pivot_table(index=["metric", "level"], columns="stay_type", values="value", aggfunc="first",
-                                  sort=False)
+    wide = tableS9[tableS9.metric.isin(["ndcg", "re@50", "re_authors@50", "auroc_micro"])]
+    display_s9 = report.cell_table(wide, ["metric", "level"], "stay_type", fmt=".4g", sem_fmt=".2g", scale=None)
 else:
     display_s9 = tableS9
 display_s9
@@ -177,7 +171,7 @@ better = sig_ndcg[sig_ndcg.mean_diff > 0]
 claims.append(check(
     "3.5", "no_imbalance_method_improves_ndcg",
     "None of the class-imbalance methods (focal, output L2, IRW, IRNW) improves NDCG at any level.",
-    better.empty,
+    V.none_significant(better),
     "significant improvements (paired t-test p < .05): " + (", ".join(
         f"{LABELS[m]} {lv} ({d:+.4f}, p={p:.3g})" for m, lv, d, p in
         zip(better.model_a, better.level, better.mean_diff, better.p)) or "none")
@@ -191,29 +185,24 @@ if HAS_TYPES:
     tt = pd.concat([S.paired_ttests(st, a, b, ["ndcg"], ["all"]) for a, b in pairs if {a, b} <= present],
                    ignore_index=True)
     save_table(tt, "tableS9_stay_type_paired_ttests", tables_dir)
-    ev = {(a, b): r for a, b, r in zip(tt.model_a, tt.model_b, tt.itertuples())}
-
-    def holds(a, b):
-        r = ev.get((a, b))
-        return None if r is None else bool(r.mean_diff > 0 and r.p < 0.05)
-
-    def text(a, b):
-        r = ev.get((a, b))
-        return f"{a} vs {b}: n/a" if r is None else f"{a} {r.mean_a:.4f} vs {b} {r.mean_b:.4f} (p={r.p:.3g})"
-
-    nb = [holds("newborn", "surgical"), holds("newborn", "medical")]
+    ev = {(r.model_a, r.model_b): r for r in tt.itertuples()}
+    holds = {pair: V.significantly_greater(*((ev[pair].mean_diff, ev[pair].p) if pair in ev else (None, None)))
+             for pair in pairs}
+    text = {(a, b): f"{a} vs {b}: n/a" if (a, b) not in ev else
+            f"{a} {ev[a, b].mean_a:.4f} vs {b} {ev[a, b].mean_b:.4f} (p={ev[a, b].p:.3g})" for a, b in pairs}
     claims.append(check(
         "3.5", "newborn_stays_rank_better",
         "Newborn stays have significantly better ranking performance (NDCG, all codes) than the other stays.",
-        None if None in nb else all(nb), "; ".join(text("newborn", o) for o in ("surgical", "medical"))))
+        V.all_hold([holds["newborn", "surgical"], holds["newborn", "medical"]]),
+        "; ".join(text["newborn", o] for o in ("surgical", "medical"))))
     claims.append(check(
         "3.5", "medical_better_than_surgical",
         "Medical stays rank significantly better than surgical stays (NDCG, all codes).",
-        holds("medical", "surgical"), text("medical", "surgical")))
+        holds["medical", "surgical"], text["medical", "surgical"]))
 else:
     for key, paper in (("newborn_stays_rank_better", "Newborn stays rank significantly better than the others."),
                        ("medical_better_than_surgical", "Medical stays rank significantly better than surgical stays.")):
         claims.append(check("3.5", key, paper, None, "the data carry no stay type"))
 save_claims(claims, "05_imbalance", tables_dir)
 if paper_rows:
-    save_table(pd.concat(paper_rows, ignore_index=True), "paper_05_imbalance", tables_dir)
+    save_table(report.paper_table(paper_rows), "paper_05_imbalance", tables_dir)

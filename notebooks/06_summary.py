@@ -43,18 +43,16 @@ cache_dir = None
 import logging
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 
 from cacicd.data import sources as cdata
+from cacicd.evaluation import compare, stats
+from cacicd.experiments import collect
 from cacicd.experiments import engine as E
-from cacicd import icd9
-from cacicd.evaluation import metrics, stats, thresholds
-from cacicd.paper import report
-from cacicd.data import splits
+from cacicd.paper import plots, report, summary
+from cacicd.paper import verdicts as V
 from cacicd.paper.claims import check, configure, save_claims
 from cacicd.paper.figures import save_figure, save_table, setup
-from cacicd.models.train import predict_proba
 
 P, CACHE = setup(profile, data, cache_dir, note="The numbers below are not MIMIC-III's; compare their form, not their values.", level=logging.WARNING)
 
@@ -66,17 +64,10 @@ counts, masks, cherry = ds.code_counts(), ds.level_masks(), ds.cherry_mask()
 NEEDED = ["naive_ndcg", "cherry_f1_micro", "dummy", "naive_f1_micro", "naive_auprc_micro", "naive_auprc_macro",
           "naive_auroc_micro", "naive_auroc_macro"]
 R = {name: E.run(name, P, ds, cache_dir=CACHE, progress=False) for name in NEEDED}
-LABEL = report.EXPERIMENT_LABELS
+LABEL = {name: report.experiment_label(name) for name in NEEDED}
 claims, paper_rows = [], []
 print(f"{ds.n_stays:,} stays, {len(ds.codes):,} codes, {int(cherry.sum())} cherry-picked; "
       f"{len(fold_splits)} folds; dataset {ds.content_hash()}")
-
-
-def tidy_test_metrics(names):
-    """Per-fold test metrics of some experiments: experiment, fold, level, metric, value."""
-    return pd.concat([r.test_metrics.assign(experiment=n, fold=r.fold) for n in names for r in R[n]],
-                     ignore_index=True)[["experiment", "fold", "level", "metric", "value"]]
-
 
 # %% [markdown]
 # ## Fig 6 and Fig S7 — Recall@K, NDCG-tuned model vs Hansen-like model vs dummy
@@ -85,7 +76,7 @@ def tidy_test_metrics(names):
 
 # %%
 CURVE_MODELS = ["naive_ndcg", "cherry_f1_micro", "dummy"]
-tm = tidy_test_metrics(CURVE_MODELS)
+tm = compare.tidy_results({name: R[name] for name in CURVE_MODELS}).rename(columns={"model": "experiment"})
 rk = tm[tm["metric"].str.startswith("recall@") & tm["level"].isin(["billing", "3digit"])].copy()
 rk["k"] = rk["metric"].str.slice(len("recall@")).astype(int)
 curves = stats.fold_summary(rk.drop(columns="metric"))
@@ -95,18 +86,8 @@ COLORS = {"naive_ndcg": "tab:purple", "cherry_f1_micro": "tab:orange", "dummy": 
 for level, fig_name, item in (("billing", "fig6_recall_at_k_billing", "Fig 6"),
                               ("3digit", "figS7_recall_at_k_3digit", "Fig S7")):
     fig, ax = plt.subplots(figsize=(6.2, 4.2))
-    for exp in CURVE_MODELS:
-        c = curves[(curves["level"] == level) & (curves["experiment"] == exp)].sort_values("k")
-        ax.plot(c["k"], 100 * c["mean"], color=COLORS[exp], label=LABEL[exp])
-        ax.fill_between(c["k"], 100 * (c["mean"] - c["sem"].fillna(0)), 100 * (c["mean"] + c["sem"].fillna(0)),
-                        color=COLORS[exp], alpha=0.25, lw=0)
-    ax.set_xlabel("K (codes proposed)")
-    ax.set_ylabel(f"Recall@K, {level} codes (%)")
-    ax.set_xlim(1, 50)
-    ax.set_ylim(0, 100)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    ax.set_title(f"{item} · Recall@K on {level} codes (mean ± SEM over {len(R['naive_ndcg'])} folds)", fontsize=10)
+    plots.recall_at_k(ax, curves, CURVE_MODELS, level, LABEL, COLORS, model="experiment",
+                      title=f"{item} · Recall@K on {level} codes (mean ± SEM over {len(R['naive_ndcg'])} folds)")
     save_figure(fig, fig_name, figures_dir, data)
     plt.show()
 
@@ -114,13 +95,14 @@ for level, fig_name, item in (("billing", "fig6_recall_at_k_billing", "Fig 6"),
 # The gains at K = 30 quoted in the text (percentage points; the SEM is that of the per-fold paired difference).
 
 # %%
-PAPER_GAIN = {"billing": (57.05, 5.22), "3digit": (70.66, 14.77)}
-wide = rk.pivot_table(index=["level", "fold", "k"], columns="experiment", values="value").reset_index()
+NDCG_MODEL = "NDCG-tuned naive multitask (all codes)"
+GAIN_MODEL = "NDCG-tuned naive multitask vs μF1-tuned cherry-picked (Hansen-like)"
+FIG6_TEXT = report.paper_values_of("Fig 6 text")  # the published Recall@30 and gain of Figs 6 and S7
+PAPER_GAIN = {lv: (FIG6_TEXT[(lv, NDCG_MODEL, "Recall@30")], FIG6_TEXT[(lv, GAIN_MODEL, "Recall@30 gain")])
+              for lv in ("billing", "3digit")}
 gain_rows = []
 for level, item in (("billing", "Fig 6"), ("3digit", "Fig S7")):
-    w = wide[wide["level"] == level]
-    d = w.assign(diff=w["naive_ndcg"] - w["cherry_f1_micro"])
-    by_k = stats.fold_summary(d[["k", "fold", "diff"]], value="diff")
+    by_k, d = compare.gain_by_k(rk, "naive_ndcg", "cherry_f1_micro", level)
     at30 = d[d["k"] == 30]
     m30, s30, _ = stats.mean_sem(at30["naive_ndcg"])
     g30, gs30, _ = stats.mean_sem(at30["diff"])
@@ -134,21 +116,17 @@ for level, item in (("billing", "Fig 6"), ("3digit", "Fig S7")):
     claims.append(check("3.6.1", f"recall_gain_all_k_{level}",
                          f"The NDCG-tuned naive multitask model beats the Hansen-like model at every K on {level} "
                          f"codes (Recall@30 +{PAPER_GAIN[level][1]} points, to {PAPER_GAIN[level][0]} %)",
-                         bool((by_k["mean"] > 0).all()) and g30 > 0,
+                         V.ahead_everywhere(by_k["mean"], g30),
                          f"ahead at {int((by_k['mean'] > 0).sum())}/{len(by_k)} K; Recall@30 {100 * m30:.2f} %, "
                          f"gain {100 * g30:+.2f} ± {100 * gs30:.2f} points"))
     for exp in ("naive_ndcg", "cherry_f1_micro"):
         c = curves[(curves["level"] == level) & (curves["experiment"] == exp) & curves["k"].isin([5, 10, 16, 20, 25,
                                                                                                    30, 50])]
         paper_rows.append(report.long_rows(c.assign(metric="Recall@" + c["k"].astype(str)), item, level=level,
-                                           model=("NDCG-tuned naive multitask (all codes)" if exp == "naive_ndcg"
-                                                  else LABEL[exp]), value="mean", unit="ratio"))
-    paper_rows.append(pd.DataFrame([
-        {"item": "Fig 6 text", "level": level, "model": "NDCG-tuned naive multitask (all codes)",
-         "metric": "Recall@30", "value": 100 * m30, "sem": 100 * s30, "unit": "%"},
-        {"item": "Fig 6 text", "level": level,
-         "model": "NDCG-tuned naive multitask vs μF1-tuned cherry-picked (Hansen-like)",
-         "metric": "Recall@30 gain", "value": 100 * g30, "sem": 100 * gs30, "unit": "%"}]))
+                                           model=NDCG_MODEL if exp == "naive_ndcg" else LABEL[exp], value="mean",
+                                           unit="ratio"))
+    paper_rows += [report.paper_row("Fig 6 text", level, NDCG_MODEL, "Recall@30", 100 * m30, 100 * s30, "%"),
+                   report.paper_row("Fig 6 text", level, GAIN_MODEL, "Recall@30 gain", 100 * g30, 100 * gs30, "%")]
 gains = pd.DataFrame(gain_rows)
 save_table(gains, "fig6_recall30_gain", tables_dir)
 gains
@@ -161,65 +139,37 @@ gains
 
 # %%
 PAPER = report.load_paper_values()
-S4_MODELS = {"naive_f1_micro": "μF1-tuned all codes", "cherry_f1_micro": "μF1-tuned cherry-picked",
-             "naive_auprc_micro": "adaptive threshold (μAUPRC-tuned)"}
-s4 = []
-for exp in ("naive_f1_micro", "cherry_f1_micro"):
-    for r in R[exp]:
-        t = thresholds.fixed_threshold_table(ds.Y[r.test_idx], r.scores, masks, cherry)
-        s4.append(t.assign(experiment=exp, fold=r.fold))
-adaptive_gap = None
-for r in R["naive_auprc_micro"]:
-    try:
-        model = r.load_model()
-    except FileNotFoundError as exc:
-        adaptive_gap = str(exc)
-        break
-    _, dev_idx, test_idx = splits.split_indices(ds, fold_splits[r.fold])
-    if not np.array_equal(np.sort(test_idx), np.sort(r.test_idx)):
-        raise RuntimeError(f"fold {r.fold}: cached test rows differ from the splits' test rows")
-    p_dev = predict_proba(model, ds.X[dev_idx])
-    if p_dev.shape[1] != len(ds.codes):
-        raise RuntimeError(f"naive_auprc_micro has {p_dev.shape[1]} outputs, expected {len(ds.codes)} codes")
-    t = thresholds.adaptive_threshold_table(ds.Y[dev_idx], p_dev, ds.Y[r.test_idx], r.scores, masks, cherry)
-    s4.append(t.assign(experiment="naive_auprc_micro", fold=r.fold))
+S4_MODELS = report.TABLE_S4_MODELS
+s4 = summary.fixed_threshold_folds({exp: R[exp] for exp in ("naive_f1_micro", "cherry_f1_micro")}, ds.Y, masks,
+                                   cherry)
+adaptive, adaptive_gap = summary.adaptive_threshold_folds(R["naive_auprc_micro"], ds, fold_splits, masks, cherry)
+s4 += adaptive
 if adaptive_gap:
     print(f"GAP: no dev predictions for the adaptive threshold ({adaptive_gap}); its rows are missing.")
 s4 = pd.concat(s4, ignore_index=True)
 s4_long = s4.melt(id_vars=["experiment", "fold", "level"], value_vars=["precision", "recall", "f1", "threshold"],
                   var_name="metric")
 s4_sum = stats.fold_summary(s4_long)
-hansen = PAPER[(PAPER["item"] == "Table S4") & (PAPER["model"] == "Hansen et al. (reported)")]
-tab = s4_sum[s4_sum["metric"] != "threshold"].copy()
-tab["model"] = tab["experiment"].map(S4_MODELS)
-tab["value"] = tab.apply(lambda r: f"{100 * r['mean']:.2f} ± {100 * r['sem']:.2f}", axis=1)
-tableS4 = tab.pivot_table(index=["level", "model"], columns="metric", values="value", aggfunc="first").reset_index()
-hans = hansen.assign(level=hansen["level"].str.replace(" (cherry-picked codes)", "", regex=False),
-                     metric=hansen["metric"].map({"precision": "precision", "recall": "recall", "μF1": "f1"}))
-hans = hans.pivot_table(index=["level", "model"], columns="metric", values="value", aggfunc="first").reset_index()
-tableS4 = pd.concat([tableS4, hans.astype({c: str for c in ("precision", "recall", "f1")})], ignore_index=True)
-order = {lv: i for i, lv in enumerate(thresholds.TABLE_S4_LEVELS)}
-tableS4 = tableS4.sort_values(["level", "model"], key=lambda s: s.map(order) if s.name == "level" else s)
+tableS4 = summary.table_s4(s4_sum, S4_MODELS, PAPER)
 thr = s4_sum[(s4_sum["metric"] == "threshold") & (s4_sum["experiment"] == "naive_auprc_micro")]
 save_table(tableS4[["level", "model", "precision", "recall", "f1"]], "tableS4_hard_classification", tables_dir)
 save_table(s4, "tableS4_per_fold", tables_dir)
 print("adaptive thresholds (mean ± SEM over folds):",
       ", ".join(f"{r.level} {r.mean:.3f} ± {r.sem:.3f}" for r in thr.itertuples()))
 s4m = s4_sum[s4_sum["metric"] != "threshold"]
-paper_rows.append(pd.DataFrame([
-    {"item": "Table S4", "level": f"{r.level} (cherry-picked codes)", "model": S4_MODELS[r.experiment],
-     "metric": {"f1": "μF1"}.get(r.metric, r.metric), "value": 100 * r.mean, "sem": 100 * r.sem, "unit": "%"}
-    for r in s4m.itertuples()]))
+paper_rows.append(report.paper_table(
+    [report.paper_row("Table S4", f"{r.level} (cherry-picked codes)", S4_MODELS[r.experiment],
+                      {"f1": "μF1"}.get(r.metric, r.metric), 100 * r.mean, 100 * r.sem, "%")
+     for r in s4m.itertuples()]))
 tableS4
 
 # %%
 f1 = s4_sum[s4_sum["metric"] == "f1"].pivot_table(index="level", columns="experiment", values="mean")
 if "naive_auprc_micro" in f1.columns:
-    wins = f1["naive_auprc_micro"] > f1["naive_f1_micro"]
     claims.append(check("3.6.1", "adaptive_threshold_beats_f1_tuning",
                         "A μAUPRC-tuned model with a per-level threshold tuned for μF1 on the dev set achieves a "
                         "higher μF1 than direct maximisation of μF1 as the target metric (Table S4)",
-                        bool(wins.all()),
+                        V.higher_everywhere(f1["naive_auprc_micro"], f1["naive_f1_micro"]),
                         "; ".join(f"{lv}: {100 * f1.loc[lv, 'naive_auprc_micro']:.2f} vs "
                                   f"{100 * f1.loc[lv, 'naive_f1_micro']:.2f}" for lv in f1.index)))
 else:
@@ -232,27 +182,19 @@ else:
 
 # %%
 freq = report.frequent_mask(counts, ds.n_stays, 0.01)
-s6 = []
-for r in R["naive_auroc_macro"]:
-    m = metrics.evaluate(ds.Y[r.test_idx], r.scores, {"frequent": np.ones(len(ds.codes), bool)}, label_mask=freq,
-                         metrics=("auroc_macro", "auprc_macro"))
-    s6.append(m.assign(fold=r.fold))
-s6 = stats.fold_summary(pd.concat(s6, ignore_index=True).drop(columns="level"))
+s6 = stats.fold_summary(summary.frequent_code_folds(R["naive_auroc_macro"], ds.Y, freq))
 tableS6 = s6.assign(n_codes=int(freq.sum()), mean_pct=100 * s6["mean"], sem_pct=100 * s6["sem"])
 save_table(tableS6, "tableS6_frequent_codes", tables_dir)
 s6_model = f"macro-AUROC-tuned naive multitask ({int(freq.sum())} codes)"
-paper_rows.append(pd.DataFrame(
-    [{"item": "Table S6", "level": "frequent codes (>=1% of stays)", "model": s6_model,
-      "metric": {"auroc_macro": "macro AUROC", "auprc_macro": "macro AUPRC"}[r.metric], "value": 100 * r.mean,
-      "sem": 100 * r.sem, "unit": "%", "paper_model": "macro-AUROC-tuned naive multitask (592 codes)"}
-     for r in s6.itertuples()]
-    + [{"item": "Table S6", "level": "frequent codes (>=1% of stays)", "model": s6_model, "metric": "number of codes",
-        "value": float(freq.sum()), "sem": np.nan, "unit": "count",
-        "paper_model": "macro-AUROC-tuned naive multitask (592 codes)"}]
-    + [{"item": "Table S6 full-precision", "level": "frequent codes (>=1% of stays)", "model": s6_model,
-        "metric": {"auroc_macro": "macro AUROC", "auprc_macro": "macro AUPRC"}[r.metric], "value": r.mean,
-        "sem": r.sem, "unit": "ratio", "paper_model": "macro-AUROC-tuned naive multitask (592 codes)"}
-       for r in s6.itertuples()]))
+S6_LEVEL, S6_PAPER_MODEL = "frequent codes (>=1% of stays)", "macro-AUROC-tuned naive multitask (592 codes)"
+S6_METRIC = {"auroc_macro": "macro AUROC", "auprc_macro": "macro AUPRC"}
+paper_rows.append(report.paper_table(
+    [report.paper_row("Table S6", S6_LEVEL, s6_model, S6_METRIC[r.metric], 100 * r.mean, 100 * r.sem, "%",
+                      paper_model=S6_PAPER_MODEL) for r in s6.itertuples()]
+    + [report.paper_row("Table S6", S6_LEVEL, s6_model, "number of codes", float(freq.sum()), unit="count",
+                        paper_model=S6_PAPER_MODEL)]
+    + [report.paper_row("Table S6 full-precision", S6_LEVEL, s6_model, S6_METRIC[r.metric], r.mean, r.sem, "ratio",
+                        paper_model=S6_PAPER_MODEL) for r in s6.itertuples()]))
 tableS6
 
 # %% [markdown]
@@ -266,35 +208,15 @@ tableS6
 # %%
 LEVELS = ["chapter", "subchapter", "3digit", "billing", "all"]
 TOP = {f"{lv} (top50)": report.top_frequent_mask(counts, masks[lv], 50) for lv in ("3digit", "billing", "all")}
-spec = {**report.TABLE_S7, **report.TABLE_S8}
-per_fold = []
-for exp, mets in spec.items():
-    names = [m for m, _, _ in mets]
-    authors = [f"{kind}@{m[3:]}" for m in names if m.startswith("re@") for kind in ("re_authors", "re_left_out")]
-    for r in R[exp]:
-        t = r.test_metrics[r.test_metrics["level"].isin(LEVELS) & r.test_metrics["metric"].isin(names)]
-        top = metrics.evaluate(ds.Y[r.test_idx], r.scores, TOP, metrics=tuple(names))
-        parts = [t, top]
-        if authors:
-            parts.append(metrics.evaluate(ds.Y[r.test_idx], r.scores, {**{lv: masks[lv] for lv in LEVELS}, **TOP},
-                                          metrics=tuple(authors)))
-        per_fold.append(pd.concat(parts).assign(experiment=exp, fold=r.fold))
-per_fold = pd.concat(per_fold, ignore_index=True)[["experiment", "fold", "level", "metric", "value"]]
+per_fold = summary.level_metric_folds(R, {**report.TABLE_S7, **report.TABLE_S8}, ds.Y, masks, LEVELS, TOP)
 s78 = stats.fold_summary(per_fold)
 lv_map = {lv: lv for lv in LEVELS + list(TOP)}
 s7_rows = report.metric_table_rows(s78, "Table S7", report.TABLE_S7, lv_map)
 s8_rows = report.metric_table_rows(s78, "Table S8", report.TABLE_S8, lv_map)
 paper_rows += [s7_rows, s8_rows]
-
-
-def pretty(rows):
-    """level × metric table of 'mean ± SEM' strings (paper units)."""
-    t = rows.assign(cell=[f"{v:.2f} ± {s:.2f}" for v, s in zip(rows["value"], rows["sem"])])
-    t = t.pivot_table(index="level", columns="metric", values="cell", aggfunc="first")
-    return t.reindex([lv for lv in LEVELS + list(TOP) if lv in t.index]).reset_index()
-
-
-tableS7, tableS8 = pretty(s7_rows), pretty(s8_rows)
+tableS7, tableS8 = (report.cell_table(rows, "level", mean="value", scale=None) for rows in (s7_rows, s8_rows))
+tableS7, tableS8 = (t.reindex([lv for lv in LEVELS + list(TOP) if lv in t.index]).reset_index()
+                    for t in (tableS7, tableS8))
 save_table(tableS7, "tableS7_ranking", tables_dir)
 save_table(tableS8, "tableS8_soft_classification", tables_dir)
 save_table(s78, "tableS7_S8_fold_summary", tables_dir)
@@ -309,12 +231,7 @@ tableS8
 # this profile and data are absent.)
 
 # %%
-st = E.status(P, ds, CACHE)
-done = st[st["state"].isin(("done", "damaged"))]  # `E.run` recomputes a damaged result
-runs = []
-for name, g in done.groupby("experiment", sort=False):
-    for r in E.run(name, P, ds, folds=sorted(g["fold"].astype(int)), cache_dir=CACHE, progress=False):
-        runs.append((name, r.fold, r.best_params))
+runs = collect.cached_params(P, ds, CACHE)  # a damaged result is recomputed
 hp = report.hyperparameter_table(runs)
 tableS10 = hp.assign(value=hp["value"].astype(str)).pivot_table(index=["experiment", "fold"], columns="parameter",
                                                                 values="value", aggfunc="first").reset_index()
@@ -329,24 +246,16 @@ tableS10
 # target-metric models (the profile's search space bounds what can be found: see `cacicd/config.py`).
 
 # %%
-top = hp[hp["experiment"].isin([f"naive_{t}" for t in ("f1_micro", "f1_macro", "ndcg", "auprc_micro", "auprc_macro",
-                                                         "auroc_micro", "auroc_macro")])]
-wide_hp = top.pivot_table(index=["experiment", "fold"], columns="parameter", values="value", aggfunc="first")
-hidden = wide_hp["num_layers"].astype(float) - 1
-units = wide_hp.filter(like="units_").astype(float)
-drop = wide_hp.filter(like="dropout_").astype(float)
-ok_layers = float(hidden.between(2, 3).mean()) if len(hidden) else float("nan")
-mean_units = float(np.nanmean(units.to_numpy())) if units.size else float("nan")
-mean_drop = float(np.nanmean(drop.to_numpy())) if drop.size else float("nan")
-lo, hi = P.space.num_layers
-reachable = lo - 1 <= 3 and hi - 1 >= 2 and P.space.units[1] >= 2000 and P.space.dropout[1] >= 0.5
+shape = V.model_shape(hp, [name for name in E.EXPERIMENTS if name.startswith("naive_")])
+reachable = V.space_reaches(P.space.num_layers, P.space.units, P.space.dropout)
 claims.append(check("3.6.2", "shallow_wide_models",
                     "The top models have 2–3 hidden layers of ~2–3k units with ~60 % dropout",
-                    None if not len(hidden) or not reachable else bool(ok_layers >= 0.5 and 2000 <= mean_units <= 3000
-                                                                       and 0.5 <= mean_drop <= 0.7),
-                    ("" if reachable else "this profile's search space cannot reach such models; ") + f"{len(hidden)} models: {100 * ok_layers:.0f} % with 2–3 hidden layers, mean units "
-                    f"{mean_units:.0f}, mean dropout {mean_drop:.2f} (search space of profile {P.name}: layers "
-                    f"{P.space.num_layers}, units {P.space.units[:2]}, dropout {P.space.dropout})"))
+                    V.shallow_wide(shape, reachable),
+                    ("" if reachable else "this profile's search space cannot reach such models; ")
+                    + f"{shape['n']} models: {100 * shape['share_2_3_layers']:.0f} % with 2–3 hidden layers, mean "
+                    f"units {shape['mean_units']:.0f}, mean dropout {shape['mean_dropout']:.2f} (search space of "
+                    f"profile {P.name}: layers {P.space.num_layers}, units {P.space.units[:2]}, dropout "
+                    f"{P.space.dropout})"))
 
 # %% [markdown]
 # ## Paper-comparable rows and claims
@@ -354,7 +263,7 @@ claims.append(check("3.6.2", "shallow_wide_models",
 # report reads (`paper_06_summary.csv`).
 
 # %%
-long = pd.concat([p for p in paper_rows if len(p)], ignore_index=True)
+long = report.paper_table([p for p in paper_rows if len(p)])
 save_table(long, "paper_06_summary", tables_dir)
 save_claims(claims, "06_summary", tables_dir)
 print(f"{len(long)} paper-comparable values; {sum(c.supported is True for c in claims)} of {len(claims)} claims "

@@ -136,23 +136,6 @@ def test_re_of():
     assert C.re_of("re@33") == 33 and np.isnan(C.re_of("ndcg"))
 
 
-def test_cached_tidy_reads_every_done_experiment(tmp_path):
-    from test_experiments import TINY
-    from test_train import make_dataset
-
-    from cacicd.experiments import engine as E
-
-    ds = make_dataset(n=200, n_ingredients=20, n_leaves=30, seed=2)
-    assert C.cached_tidy(TINY, ds, tmp_path).empty  # nothing cached yet, nothing computed
-    rs = E.run("dummy", TINY, ds, cache_dir=tmp_path, folds=[1], progress=False)
-    t = C.cached_tidy(TINY, ds, tmp_path)
-    assert set(t["model"]) == {"dummy"} and set(t["fold"]) == {1}
-    pd.testing.assert_frame_equal(t.reset_index(drop=True), C.tidy_results({"dummy": rs}).reset_index(drop=True))
-    assert C.cached_tidy(TINY, ds, tmp_path, exclude=["dummy"]).empty
-    res = C.cached_results(TINY, ds, tmp_path, names=["dummy"])
-    assert [r.fold for r in res["dummy"]] == [1] and res["dummy"][0].scores.shape[1] == len(ds.codes)
-
-
 def test_identical_groups_finds_models_with_equal_scores_on_every_fold():
     rng = np.random.default_rng(0)
     a = [rng.random((4, 3)).astype(np.float32) for _ in range(2)]
@@ -166,11 +149,27 @@ def test_identical_groups_finds_models_with_equal_scores_on_every_fold():
     assert C.identical_groups({"a": runs["a"], "r": runs["b"][::-1]}) == [["a", "r"]]
 
 
-def test_full_label_experiments_leave_out_subset_models():
-    from cacicd.experiments import engine as E
+def test_recall_differences_sorted_by_level_and_k():
+    t = _tidy({("a", "billing", "recall@10"): [0.5, 0.6], ("b", "billing", "recall@10"): [0.4, 0.4],
+               ("a", "billing", "recall@2"): [0.2, 0.3], ("b", "billing", "recall@2"): [0.2, 0.2],
+               ("a", "all", "recall@2"): [0.1, 0.1], ("b", "all", "recall@2"): [0.0, 0.0],
+               ("a", "all", "recall@10"): [0.3, 0.3], ("b", "all", "recall@10"): [0.3, 0.3]})
+    d = C.recall_differences(t, "a", "b")
+    assert list(zip(d["level"], d["k"])) == [("all", 2), ("all", 10), ("billing", 2), ("billing", 10)]
+    assert d.loc[3, "diff"] == pytest.approx(0.15) and d.loc[0, "diff"] == pytest.approx(0.1)
 
-    names = C.full_label_experiments()
-    assert "naive_ndcg" in names and "mcloss_ndcg" in names and "irnw_ndcg" in names
-    for left in ("dummy", "cherry_f1_micro", "per_level_ndcg", "level_chapter_ndcg", "level_billing_ndcg"):
-        assert left not in names
-    assert all(E.EXPERIMENTS[n].labels == "all" and not E.EXPERIMENTS[n].parts for n in names)
+
+def test_gain_by_k_per_fold_differences():
+    rk = pd.DataFrame({"experiment": ["a", "b"] * 4, "fold": [0, 0, 1, 1] * 2, "level": "billing",
+                       "k": [30] * 4 + [5] * 4, "value": [0.6, 0.5, 0.7, 0.5, 0.3, 0.35, 0.3, 0.2]})
+    by_k, d = C.gain_by_k(rk, "a", "b", "billing")
+    got = by_k.set_index("k")
+    assert got.loc[30, "mean"] == pytest.approx(0.15) and got.loc[5, "mean"] == pytest.approx(0.025)
+    assert got.loc[30, "n"] == 2 and list(d.columns) == ["level", "fold", "k", "a", "b", "diff"]
+
+
+def test_mean_agreement_ranks_metrics():
+    sp_tab = pd.DataFrame({"metric": ["ndcg", "ndcg", "ece", "ece", "coverage", "coverage"],
+                           "target": ["re@10", "re@50"] * 3, "rho": [-0.9, -0.7, 0.2, 0.4, 0.99, 0.99]})
+    m = C.mean_agreement(sp_tab, exclude=("coverage",))
+    assert list(m.index) == ["ndcg", "ece"] and m["ndcg"] == pytest.approx(0.8) and m["ece"] == pytest.approx(0.3)

@@ -216,3 +216,15 @@ def test_sigkill_mid_search_then_resume(ds, tmp_path):
     fresh = E.run("naive_ndcg", TINY, ds, cache_dir=tmp_path / "fresh", folds=0, progress=False)[0]
     assert fresh.best_params == r.best_params
     np.testing.assert_array_equal(fresh.scores, r.scores)
+
+
+def test_display_names_do_not_change_the_key():
+    import dataclasses
+
+    e = E.EXPERIMENTS["naive_ndcg"]
+    bare = dataclasses.replace(e, description="", label="", short="", tuned_on="")
+    assert bare.key() == e.key()
+    assert dataclasses.replace(e, loss="focal").key() != e.key()
+    assert e.label == "NDCG-tuned naive multitask" and e.short == "naive multitask" and e.tuned_on == "NDCG"
+    assert E.EXPERIMENTS["naive_f1_macro"].label == "macro-F1-tuned naive multitask"
+    assert E.EXPERIMENTS["irw_ndcg"].short == "IRW" and E.EXPERIMENTS["dummy"].label.startswith("dummy")

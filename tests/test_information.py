@@ -151,3 +151,16 @@ def test_cumulative_histogram():
     assert at[-0.5] == 3 and at[0.0] == 3 and at[1.0] == 4 and at[3.0] == 5
     assert h["share_le"].iloc[-1] == 1.0
     assert isinstance(h, pd.DataFrame)
+
+
+def test_mann_whitney_groups_row():
+    from scipy.stats import mannwhitneyu
+
+    vals = {"a": np.array([0.1, 0.5, 0.9]), "b": np.array([0.2, 0.3]), "c": np.array([])}
+    row = I.mann_whitney_groups(vals, "a", "b", "a vs b")
+    want = mannwhitneyu(vals["a"], vals["b"], alternative="two-sided")
+    assert list(row) == ["test", "statistic", "pvalue", "n", "compared", "n_a", "n_b", "median_a", "median_b"]
+    assert row["statistic"] == want.statistic and row["pvalue"] == pytest.approx(want.pvalue)
+    assert (row["n_a"], row["n_b"], row["median_a"], row["median_b"]) == (3, 2, 0.5, 0.25)
+    empty = I.mann_whitney_groups(vals, "a", "c")
+    assert np.isnan(empty["pvalue"]) and np.isnan(empty["median_b"])

@@ -205,3 +205,16 @@ def test_run_times_stated_from_the_table():
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run_times.py"), "--check"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr + "\nrun: python benchmarks/run_times.py"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_defines_no_function_and_imports_no_private_name(path):
+    """Notebooks narrate, set parameters and plot: what they compute is a call into the library."""
+    import ast
+
+    tree = ast.parse(path.read_text())
+    defs = [n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
+    assert defs == [], f"{path.name} defines {defs}: move them into cacicd/"
+    private = [a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names
+               if a.name.startswith("_")]
+    assert private == [], f"{path.name} imports private names {private}"

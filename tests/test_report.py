@@ -265,3 +265,72 @@ def test_claims_withheld_under_the_rule(tmp_path, capsys):
     finally:
         CL.configure("default", 10_000)
     assert CL.check("3.1", "k", "a claim", True, "x").supported is True
+
+
+def test_experiment_display_names_come_from_the_declarations():
+    assert report.experiment_label("naive_auprc_micro") == "μAUPRC-tuned naive multitask"
+    assert report.experiment_label("cherry_f1_micro") == "μF1-tuned cherry-picked (Hansen-like)"
+    assert report.experiment_label("per_level_ndcg") == "per_level_ndcg"  # no label: the name
+    assert report.experiment_label("not_an_experiment") == "not_an_experiment"
+    assert report.experiment_short("naive_ndcg") == "naive multitask"
+    assert report.experiment_short("mcloss_ndcg") == "MCLoss"
+    assert report.experiment_tuned_on("naive_auroc_macro") == "macro AUROC"
+
+
+def test_paper_row_and_table_keep_the_long_columns_first():
+    rows = [report.paper_row("Fig 2", "all", "m", "RE@25", 1.5, 0.1, "count", value_authors=1.4),
+            report.paper_row("Fig S4", "all", "m", "rho", 0.5, unit="ratio", paper_model="p")]
+    t = report.paper_table(rows)
+    assert list(t.columns) == [*report.LONG_COLUMNS, "value_authors", "paper_model"]
+    assert np.isnan(t.loc[1, "sem"]) and t.loc[0, "value_authors"] == 1.4 and pd.isna(t.loc[0, "paper_model"])
+    block = pd.DataFrame([report.paper_row("Table S7", "all", "m", "NDCG", 90.0, 1.0, "%")])
+    mixed = report.paper_table([block, rows[0]])
+    assert list(mixed["item"]) == ["Table S7", "Fig 2"] and len(mixed.columns) == 8
+    empty = report.paper_table([], columns=[*report.LONG_COLUMNS, "paper_model"])
+    assert empty.empty and list(empty.columns) == [*report.LONG_COLUMNS, "paper_model"]
+    with pytest.raises(ValueError, match="unit"):
+        report.paper_row("x", "all", "m", "k", 1.0, unit="points")
+
+
+def test_paper_value_lookups(paper):
+    p = paper
+    assert report.paper_value("Section 3.6.2", "runtime_s", paper=p) == 1.92
+    assert report.paper_sem("Section 3.6.2", "runtime_s", paper=p) == 0.19
+    assert report.paper_value("Table S7", "NDCG", level="chapter", paper=p) == 92.33
+    with pytest.raises(KeyError):
+        report.paper_value("Table S7", "nothing", paper=p)
+    values = report.paper_values_of("Table S7", paper=p)
+    assert values[("chapter", "NDCG-tuned naive multitask", "RE@25")] == 0.404
+    with pytest.raises(KeyError):
+        report.paper_values_of("Table 99", paper=p)
+
+
+def test_published_values_of_the_notebooks_are_in_the_reference():
+    assert report.paper_value("Section 3.1", "Mann-Whitney U p (entropy reduction: filtered-out roots vs "
+                              "cherry-picked codes)") == 0.155
+    assert report.paper_value("dataset", "stays (visit_occurrence rows; paper calls them ICU stays)") == 58976
+    t2 = report.published_columns("Table 2", "MIMIC-III (complete code set)",
+                                  {"codes per stay median": "paper_median", "codes per stay mean": "paper_mean"})
+    assert list(t2.columns) == ["level", "paper_median", "paper_mean"]
+    assert t2.set_index("level").loc["all"].tolist() == [34, 39.54]
+
+
+def test_mean_sem_cells_and_cell_table():
+    assert report.mean_sem_cells([0.1234], [0.0056], scale=100) == ["12.34 ± 0.56"]
+    assert report.mean_sem_cells([1.23456], [0.0123], fmt=".4g", sem_fmt=".2g") == ["1.235 ± 0.012"]
+    s = pd.DataFrame({"level": ["a", "a", "b"], "metric": ["f1", "recall", "f1"], "mean": [0.5, 0.25, 0.125],
+                      "sem": [0.01, 0.02, np.nan]})
+    t = report.cell_table(s, "level")
+    assert t.loc["a", "f1"] == "50.00 ± 1.00" and t.loc["b", "f1"] == "12.50 ± nan" and pd.isna(t.loc["b", "recall"])
+
+
+def test_baseline_re_rows():
+    rel = pd.DataFrame({"level": ["all", "all"], "R": [25, 50], "mean": [3.0, 7.0], "sem": [0.1, 0.2]})
+    authors = pd.DataFrame({"level": ["all"] * 4, "metric": ["re_authors@25", "re_left_out@25", "re_authors@50",
+                                                            "re_left_out@50"],
+                            "mean": [2.5, 0.1, 6.0, 0.2], "sem": [0.05, 0.0, 0.1, 0.0]}).set_index(["level", "metric"])
+    rows = report.baseline_re_rows(rel, authors, "Fig 2", ["all"], [25, 50])
+    assert [r["metric"] for r in rows] == ["RE@25", "RE@50"]
+    assert rows[1] == {"item": "Fig 2", "level": "all", "model": "μF1-tuned naive multitask (baseline)",
+                       "metric": "RE@50", "value": 7.0, "sem": 0.2, "unit": "count", "value_authors": 6.0,
+                       "sem_authors": 0.1, "left_out": 0.2}

@@ -230,3 +230,37 @@ def test_sum_of_models_adds_parts_per_fold_and_timing():
                                       {"model": "ab", "fold": 1, "timing": "epoch_s", "seconds": 22.0}]
     with pytest.raises(ValueError, match="'c'"):
         S.sum_of_models(t, ["a", "c"], "ac")
+
+
+def test_hierarchy_consistency_summarises_violations_per_model():
+    from types import SimpleNamespace
+
+    parent, child = np.array([0, 0]), np.array([1, 2])
+    good = np.array([[0.9, 0.5, 0.1], [0.8, 0.2, 0.3]])  # no parent below its child
+    bad = np.array([[0.1, 0.5, 0.1], [0.8, 0.9, 0.3]])  # 2 of 4 (stay, edge) pairs violated
+    res = {"a": [SimpleNamespace(fold=0, scores=good), SimpleNamespace(fold=1, scores=good)],
+           "b": [SimpleNamespace(fold=0, scores=bad), SimpleNamespace(fold=1, scores=good)]}
+    t = S.hierarchy_consistency(res, parent, child, {"a": "A", "b": "B"}).set_index("model")
+    assert list(t.columns) == ["method", "violation_fraction_mean", "violation_fraction_sem", "n_folds",
+                               "max_child_minus_parent", "n_edges"]
+    assert t.loc["a", "violation_fraction_mean"] == 0 and t.loc["b", "violation_fraction_mean"] == pytest.approx(0.25)
+    assert t.loc["b", "method"] == "B" and t.loc["b", "n_edges"] == 2
+    assert t.loc["b", "max_child_minus_parent"] == pytest.approx(0.4)
+
+
+def test_frequency_bin_summary_counts_codes_per_bin():
+    t = pd.DataFrame({"label": [0, 1, 2, 3], "frequency": [0.0005, 0.005, 0.006, 0.5], "median_rank": [50, 5, 20, 1]})
+    s = S.frequency_bin_summary(t).set_index("freq_bin")
+    assert list(s.columns) == ["n_codes", "median_of_median_rank", "codes_in_top10"]
+    assert s["n_codes"].tolist() == [1, 2, 1] and s["codes_in_top10"].tolist() == [0, 1, 1]
+    assert s["median_of_median_rank"].tolist() == [50, 12.5, 1]
+
+
+def test_timings_table_leaves_out_absent_timings():
+    from types import SimpleNamespace
+
+    res = {"m": [SimpleNamespace(fold=0, timings={"train_s": 2, "epoch_s": 0.5}),
+                 SimpleNamespace(fold=1, timings={"train_s": 3})]}
+    t = S.timings_table(res)
+    assert list(t.columns) == ["model", "fold", "timing", "seconds"]
+    assert list(zip(t.fold, t.timing, t.seconds)) == [(0, "train_s", 2.0), (0, "epoch_s", 0.5), (1, "train_s", 3.0)]

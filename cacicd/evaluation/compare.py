@@ -1,7 +1,8 @@
 """Comparisons across models and folds: tidy metrics, relative improvements, Recall@K curves, Spearman matrices.
 
 The common currency is the tidy table with columns ``model, fold, level, metric, value`` (one row per
-value; `TIDY`). Build it from the engine's results (`tidy_results`, `cached_tidy`) or by scoring
+value; `TIDY`). Build it from the engine's results (`tidy_results`; `cacicd.experiments.collect.cached_tidy`
+reads the whole cache) or by scoring
 score matrices again on other label groups (`evaluate_folds`, e.g. cherry-picked billing codes).
 Everything downstream is a pure function of tidy tables:
 
@@ -12,18 +13,16 @@ Everything downstream is a pure function of tidy tables:
 * `recall_curves` — Recall@K per model and level as (model, level, k, mean, sem, n);
 * `paired_differences` — per-fold difference of two models (mean ± SEM and paired t-test);
 * `spearman_matrix` — Spearman ρ between scalar metrics and RE@R, one observation per (model, fold);
-  `best_correlated` names the metric that agrees best with each RE@R; `full_label_experiments` lists
-  the models Fig S4 correlates (those that score every code).
+  `best_correlated` names the metric that agrees best with each RE@R (the models Fig S4 correlates:
+  `cacicd.experiments.collect.full_label_experiments`).
 
 Model names are free strings (usually experiment names); folds are integers.
 """
 from __future__ import annotations
 
 import hashlib
-import logging
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -31,7 +30,6 @@ import pandas as pd
 from cacicd.evaluation import metrics as M
 from cacicd.evaluation import stats
 
-logger = logging.getLogger(__name__)
 
 TIDY: tuple[str, ...] = ("model", "fold", "level", "metric", "value")
 RE_FIGURE: tuple[int, ...] = (25, 50, 75, 90, 100)  # the R shown in Figs 2 and S3
@@ -221,56 +219,35 @@ def spearman_agreement(spearman: pd.DataFrame) -> pd.DataFrame:
     return spearman.assign(agreement=sign * spearman["rho"].to_numpy(float))
 
 
-def full_label_experiments() -> list[str]:
-    """Trained experiments whose one model scores every code (Fig S4, spec section 12), in declaration order.
-
-    Left out: models trained on a subset of codes (cherry-picked, per level) and the composites assembled
-    from them, which would score the codes they never saw with zeros; and the dummy, which is not trained.
-    """
-    from cacicd.experiments import engine as E
-
-    return [e.name for e in E.EXPERIMENTS.values()
-            if e.labels == "all" and not e.parts and e.model == "mlp"]
-
-
 def re_of(metric: str) -> float:
     """R of an 're@R' metric name (NaN otherwise)."""
     m = _RE.match(metric)
     return float(m.group(1)) if m else float("nan")
 
 
-def _done(profile, data, cache_dir, names, exclude) -> dict[str, list[int]]:
-    """experiment -> folds with a current cached result (engine's `status`), filtered by names/exclude."""
-    from cacicd.experiments import engine as E
 
-    st = E.status(profile, data, cache_dir)
-    st = st[st["state"].isin(("done", "damaged"))]  # a damaged result is refused by `load`, never left out
-    wanted, skip = (None if names is None else set(names)), set(exclude)
-    return {name: sorted(int(k) for k in g["fold"]) for name, g in st.groupby("experiment", sort=False)
-            if name not in skip and (wanted is None or name in wanted)}
+def recall_differences(tidy: pd.DataFrame, model_a: str, model_b: str) -> pd.DataFrame:
+    """`paired_differences` of two models' Recall@K rows with their K (column k), sorted by level and K."""
+    d = paired_differences(tidy, model_a, model_b)
+    d["k"] = d["metric"].str.slice(len("recall@")).astype(int)
+    return d.sort_values(["level", "k"], ignore_index=True)
 
 
-def cached_results(profile, data, cache_dir: str | Path | None = None, names: Iterable[str] | None = None,
-                   exclude: Iterable[str] = ()) -> dict[str, list]:
-    """Every experiment × fold with a current result in the engine's cache (nothing is computed).
+def gain_by_k(tidy_k: pd.DataFrame, model_a: str, model_b: str, level: str,
+              model: str = "experiment") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-fold difference a − b at one level: (mean ± SEM of it over folds per k, the per-fold table).
 
-    data: a source string or a `Dataset` (pass the loaded Dataset to avoid reloading it). Returns
-    experiment -> list of `RunResult` (folds in order); experiments without any done fold are absent.
-    Holds every score matrix in memory: for metrics only, use `cached_tidy`.
+    tidy_k: columns <model>, fold, level, k, value (e.g. Recall@K). The per-fold table has the columns
+    level, fold, k, one per model, and diff.
     """
-    from cacicd.experiments import engine as E
+    wide = tidy_k.pivot_table(index=["level", "fold", "k"], columns=model, values="value").reset_index()
+    w = wide[wide["level"] == level]
+    d = w.assign(diff=w[model_a] - w[model_b])
+    return stats.fold_summary(d[["k", "fold", "diff"]], value="diff"), d
 
-    done = _done(profile, data, cache_dir, names, exclude)
-    return {name: E.load(name, profile, data, folds=folds, cache_dir=cache_dir) for name, folds in done.items()}
 
-
-def cached_tidy(profile, data, cache_dir: str | Path | None = None, names: Iterable[str] | None = None,
-                exclude: Iterable[str] = (), split: str = "test") -> pd.DataFrame:
-    """Tidy per-fold metrics of every cached experiment × fold, loading one experiment at a time."""
-    from cacicd.experiments import engine as E
-
-    done = _done(profile, data, cache_dir, names, exclude)
-    parts = [tidy_results({name: E.load(name, profile, data, folds=folds, cache_dir=cache_dir)}, split)
-             for name, folds in done.items()]
-    logger.info("cache holds %d experiment(s), %d fold result(s)", len(done), sum(map(len, done.values())))
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(TIDY))
+def mean_agreement(spearman: pd.DataFrame, exclude: Sequence[str] = ()) -> pd.Series:
+    """Each scalar metric's mean agreement with RE@R over the targets (`spearman_agreement`), best first."""
+    agree = spearman_agreement(spearman)
+    return (agree[~agree["metric"].isin(list(exclude))].groupby("metric")["agreement"].mean()
+            .sort_values(ascending=False))

@@ -75,3 +75,9 @@ def save_json(obj: dict, name: str, tables_dir: str | Path) -> Path:
     path = Path(tables_dir) / f"{name}.json"
     atomic_write_text(path, json.dumps(obj, indent=1, default=jsonable))
     return path
+
+
+def finish_figure(fig, figures_dir: str | Path, data: str, name: str) -> list[Path]:
+    """Lay a figure out leaving room under the axes for `save_figure`'s provenance note, then save it."""
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    return save_figure(fig, name, figures_dir, data)

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from cacicd import icd9
 from cacicd.evaluation import metrics as M
+from cacicd.evaluation import stats
 
 logger = logging.getLogger(__name__)
 
@@ -215,3 +216,11 @@ def cumulative_histogram(values, bins=None) -> pd.DataFrame:
         edges = np.asarray(bins, dtype=np.float64)
     n_le = np.searchsorted(x, edges, side="right")
     return pd.DataFrame({"edge": edges, "count_le": n_le, "share_le": n_le / len(x) if len(x) else np.nan})
+
+
+def mann_whitney_groups(values: Mapping[str, np.ndarray], a: str, b: str, compared: str = "") -> dict:
+    """Mann–Whitney U test of group a's values vs group b's (1-D each): the test's fields, n_a, n_b and the medians."""
+    va, vb = values[a], values[b]
+    test = stats.mann_whitney(va, vb, compared)
+    return dict(test.as_dict(), n_a=len(va), n_b=len(vb), median_a=float(np.median(va)) if len(va) else np.nan,
+                median_b=float(np.median(vb)) if len(vb) else np.nan)

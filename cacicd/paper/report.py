@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cacicd.experiments.engine import EXPERIMENTS
 from cacicd.paper.claims import RULE
 
 logger = logging.getLogger(__name__)
@@ -480,17 +481,24 @@ def render(comparison: pd.DataFrame, *, synthetic: bool, provenance: Mapping[str
 # ------------------------------------------------------------------------------------------------
 # builders of paper-comparable rows (used by the summary notebooks)
 
-EXPERIMENT_LABELS: dict[str, str] = {
-    "dummy": "dummy (training-set frequency)",
-    "naive_ndcg": "NDCG-tuned naive multitask",
-    "naive_f1_micro": "μF1-tuned naive multitask",
-    "naive_f1_macro": "macro-F1-tuned naive multitask",
-    "naive_auprc_micro": "μAUPRC-tuned naive multitask",
-    "naive_auprc_macro": "macro-AUPRC-tuned naive multitask",
-    "naive_auroc_micro": "μAUROC-tuned naive multitask",
-    "naive_auroc_macro": "macro-AUROC-tuned naive multitask",
-    "cherry_f1_micro": "μF1-tuned cherry-picked (Hansen-like)",
-}
+def experiment_label(name: str) -> str:
+    """An experiment's display name in reports and paper-comparable tables (its `label`; the name when unset)."""
+    e = EXPERIMENTS.get(name)
+    return e.label if e is not None and e.label else name
+
+
+def experiment_short(name: str) -> str:
+    """An experiment's short display name among the methods of a figure (its `short`; the name when unset)."""
+    e = EXPERIMENTS.get(name)
+    return e.short if e is not None and e.short else name
+
+
+def experiment_tuned_on(name: str) -> str:
+    """The short name of the metric an experiment was tuned on (its `tuned_on`; the name when unset)."""
+    e = EXPERIMENTS.get(name)
+    return e.tuned_on if e is not None and e.tuned_on else name
+
+
 # Table S7: ranking metrics of the NDCG-tuned model; Table S8: each soft-classification metric from the
 # model tuned on it. (our metric name, paper metric name, paper unit)
 TABLE_S7 = {"naive_ndcg": [("ndcg", "NDCG", "%"), ("ndcg@15", "NDCG@15", "%")]
@@ -499,6 +507,9 @@ TABLE_S8 = {"naive_auroc_micro": [("auroc_micro", "micro AUROC", "%")],
             "naive_auroc_macro": [("auroc_macro", "macro AUROC", "%")],
             "naive_auprc_micro": [("auprc_micro", "micro AUPRC", "%")],
             "naive_auprc_macro": [("auprc_macro", "macro AUPRC", "%")]}
+# Table S4: the models of the hard-classification table, as the published table names them
+TABLE_S4_MODELS = {"naive_f1_micro": "μF1-tuned all codes", "cherry_f1_micro": "μF1-tuned cherry-picked",
+                   "naive_auprc_micro": "adaptive threshold (μAUPRC-tuned)"}
 TABLE_S9 = {**TABLE_S7, **TABLE_S8}  # per stay type: the columns of Tables S7 and S8 (model label + " [<type> stays]")
 # Table S10: the paper's four columns; units/dropout are those of the first hidden layer
 TABLE_S10 = (("batchnorm", "batch normalization", "bool"), ("num_layers", "number of layers", "count"),
@@ -547,7 +558,7 @@ def metric_table_rows(summary: pd.DataFrame, item: str, spec: Mapping[str, list[
                     continue
                 scale = 100.0 if unit == "%" else 1.0
                 row = {"item": item, "level": levels[r.level] if levels else r.level,
-                       "model": EXPERIMENT_LABELS.get(exp, exp) + model_suffix, "metric": paper_metric,
+                       "model": experiment_label(exp) + model_suffix, "metric": paper_metric,
                        "value": r.mean * scale, "sem": r.sem * scale, "unit": unit}
                 if ours.startswith("re@"):
                     a = by_key.get((exp, r.level, "re_authors@" + ours[3:]))
@@ -580,6 +591,109 @@ def table_s10_rows(hp: pd.DataFrame) -> pd.DataFrame:
             if r.parameter == ours:
                 v = float(r.value) if not isinstance(r.value, str) else float(r.value.lower() in ("true", "1"))
                 rows.append({"item": "Table S10", "level": "all",
-                             "model": f"{EXPERIMENT_LABELS.get(r.experiment, r.experiment)} [fold {r.fold}]",
+                             "model": f"{experiment_label(r.experiment)} [fold {r.fold}]",
                              "metric": paper_metric, "value": v, "sem": np.nan, "unit": unit})
     return pd.DataFrame(rows, columns=list(LONG_COLUMNS))
+
+
+def paper_row(item: str, level: str, model: str, metric: str, value: float, sem: float = np.nan,
+              unit: str = "ratio", **extra) -> dict:
+    """One paper-comparable value (the long format's columns, then `extra`: paper_model, value_authors, …)."""
+    if unit not in UNITS:
+        raise ValueError(f"paper_row({item!r}, {metric!r}): unit {unit!r} not one of {UNITS}")
+    return {"item": item, "level": level, "model": model, "metric": metric, "value": value, "sem": sem, "unit": unit,
+            **extra}
+
+
+def paper_table(rows: Iterable[Mapping | pd.DataFrame], columns: Iterable[str] | None = None) -> pd.DataFrame:
+    """A notebook's paper-comparable table from its rows (`paper_row` dicts) and blocks of rows (DataFrames).
+
+    Dicts only: one DataFrame of them; otherwise the blocks (each dict a one-row block) concatenated in
+    order. columns: the columns of the table, in order (for an empty table too).
+    """
+    rows = list(rows)
+    cols = None if columns is None else list(columns)
+    if all(not isinstance(r, pd.DataFrame) for r in rows):
+        return pd.DataFrame(rows, columns=cols)
+    blocks = [r if isinstance(r, pd.DataFrame) else pd.DataFrame([r]) for r in rows]
+    out = pd.concat(blocks, ignore_index=True)
+    return out if cols is None else out[cols]
+
+
+def paper_value(item: str, metric: str, level: str | None = None, model: str | None = None,
+                paper: pd.DataFrame | None = None) -> float:
+    """The one published value of (item, metric[, level, model]) in `paper_values.csv`; KeyError if not exactly one."""
+    p = load_paper_values() if paper is None else paper
+    hit = (p["item"] == item) & (p["metric"] == metric)
+    if level is not None:
+        hit &= p["level"] == level
+    if model is not None:
+        hit &= p["model"] == model
+    if hit.sum() != 1:
+        raise KeyError(f"{int(hit.sum())} published values for item {item!r}, metric {metric!r}, level {level!r}, "
+                       f"model {model!r}; expected one")
+    return float(p.loc[hit, "value"].iloc[0])
+
+
+def paper_sem(item: str, metric: str, level: str | None = None, model: str | None = None,
+              paper: pd.DataFrame | None = None) -> float:
+    """The SEM (or ±) published with `paper_value`'s value (NaN when none was)."""
+    p = load_paper_values() if paper is None else paper
+    hit = (p["item"] == item) & (p["metric"] == metric)
+    if level is not None:
+        hit &= p["level"] == level
+    if model is not None:
+        hit &= p["model"] == model
+    if hit.sum() != 1:
+        raise KeyError(f"{int(hit.sum())} published values for item {item!r}, metric {metric!r}; expected one")
+    return float(p.loc[hit, "sem"].iloc[0])
+
+
+def mean_sem_cells(mean, sem, fmt: str = ".2f", sem_fmt: str | None = None, scale: float | None = None) -> list[str]:
+    """'mean ± SEM' strings, one per pair (each times `scale` when given; the SEM in `sem_fmt`, else in `fmt`)."""
+    sem_fmt = fmt if sem_fmt is None else sem_fmt
+    if scale is None:
+        return [f"{m:{fmt}} ± {s:{sem_fmt}}" for m, s in zip(mean, sem)]
+    return [f"{scale * m:{fmt}} ± {scale * s:{sem_fmt}}" for m, s in zip(mean, sem)]
+
+
+def cell_table(summary: pd.DataFrame, index, columns: str = "metric", mean: str = "mean", sem: str = "sem",
+               fmt: str = ".2f", sem_fmt: str | None = None, scale: float | None = 100.0) -> pd.DataFrame:
+    """A wide table of 'mean ± SEM' cells (`mean_sem_cells`) from a long one: index x columns, first cell of each."""
+    t = summary.assign(cell=mean_sem_cells(summary[mean], summary[sem], fmt, sem_fmt, scale))
+    return t.pivot_table(index=index, columns=columns, values="cell", aggfunc="first")
+
+
+def paper_values_of(item: str, paper: pd.DataFrame | None = None) -> dict[tuple[str, str, str], float]:
+    """The published values of one item: (level, model, metric) -> value (`paper_values.csv`)."""
+    p = load_paper_values() if paper is None else paper
+    p = p[p["item"] == item]
+    if p.empty:
+        raise KeyError(f"no published value of item {item!r}")
+    return {(r.level, r.model, r.metric): float(r.value) for r in p.itertuples()}
+
+
+def baseline_re_rows(rel_ref: pd.DataFrame, authors: pd.DataFrame, item: str, levels: Iterable[str],
+                     rs: Iterable[int], model: str = "μF1-tuned naive multitask (baseline)") -> list[dict]:
+    """Paper rows of a reference model's absolute RE@R per level and R: exact, the authors' way, the share left out.
+
+    rel_ref: the reference's rows of a `compare.relative` table (level, R, mean, sem); authors: a fold
+    summary indexed by (level, metric) holding re_authors@R and re_left_out@R.
+    """
+    rows = []
+    for level in levels:
+        for r in rs:
+            v = rel_ref[(rel_ref["level"] == level) & (rel_ref["R"] == r)].iloc[0]
+            a, lo = authors.loc[(level, f"re_authors@{r}")], authors.loc[(level, f"re_left_out@{r}")]
+            rows.append(paper_row(item, level, model, f"RE@{r}", v["mean"], v["sem"], "count",
+                                  value_authors=a["mean"], sem_authors=a["sem"], left_out=lo["mean"]))
+    return rows
+
+
+def published_columns(item: str, model: str, metrics: Mapping[str, str],
+                      paper: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The published values of one item and model per level: column level, then one column per metric (renamed)."""
+    p = load_paper_values() if paper is None else paper
+    p = p[(p["item"] == item) & (p["model"] == model) & p["metric"].isin(list(metrics))]
+    wide = p.pivot_table(index="level", columns="metric", values="value", aggfunc="first", sort=False)
+    return wide[list(metrics)].rename(columns=dict(metrics)).rename_axis(columns=None).reset_index()

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from cacicd.evaluation import compare
 from cacicd.evaluation import metrics as M
 from cacicd.evaluation import stats as ST
 
@@ -181,8 +182,6 @@ def paired_ttests(tidy: pd.DataFrame, model_a: str, model_b: str, metrics: Seque
     mean_diff (a - b), t, p, n_folds. t and p are NaN with fewer than 2 paired folds or when every
     paired difference is equal (no variance: scipy would report an infinite t).
     """
-    from cacicd.evaluation import compare
-
     t = compare.check_tidy(tidy)
     for name in (model_a, model_b):
         if name not in set(t["model"]):
@@ -249,7 +248,46 @@ def hierarchy_violations(y_score, parent_idx, child_idx, chunk_rows: int = 2048)
             "fraction": n_viol / n_pairs if n_pairs else float("nan"), "max_gap": max(gap, 0.0)}
 
 
+def hierarchy_consistency(results: Mapping[str, Sequence], parent_idx, child_idx,
+                          labels: Mapping[str, str]) -> pd.DataFrame:
+    """Per model: mean ± SEM over folds of the share of violated parent→child edges, and the largest violation.
+
+    results: model -> per-fold results (fold, scores); labels: model -> its display name (column method).
+    Returns model, method, violation_fraction_mean, violation_fraction_sem, n_folds, max_child_minus_parent,
+    n_edges.
+    """
+    viol = pd.DataFrame([{"model": name, "fold": r.fold, **hierarchy_violations(r.scores, parent_idx, child_idx)}
+                         for name, rs in results.items() for r in rs])
+    out = ST.fold_summary(viol[["model", "fold", "fraction"]], value="fraction").merge(
+        viol.groupby("model", as_index=False).agg(max_gap=("max_gap", "max")), on="model")
+    out.insert(1, "method", out.model.map(labels))
+    out = out.rename(columns={"mean": "violation_fraction_mean", "sem": "violation_fraction_sem",
+                              "n": "n_folds", "max_gap": "max_child_minus_parent"})
+    out["n_edges"] = len(parent_idx)
+    return out
+
+
+def frequency_bin_summary(table: pd.DataFrame, edges: Sequence[float] = (0, 1e-3, 1e-2, 1e-1, 1.0),
+                          top: int = 10) -> pd.DataFrame:
+    """Codes per test-frequency bin (Fig S6): freq_bin, n_codes, median_of_median_rank, codes_in_top<top>.
+
+    table: one row per code with label, frequency and median_rank (`pool_folds`); bins closed on the left
+    for the first edge.
+    """
+    bins = table.assign(freq_bin=pd.cut(table.frequency, list(edges), include_lowest=True).astype(str))
+    return bins.groupby("freq_bin", observed=True).agg(
+        n_codes=("label", "size"), median_of_median_rank=("median_rank", "median"),
+        **{f"codes_in_top{top}": ("median_rank", lambda v: int((v <= top).sum()))}).reset_index()
+
+
 # ------------------------------------------------------------------------------ runtimes (section 3.3)
+
+def timings_table(results: Mapping[str, Sequence],
+                  keys: Sequence[str] = ("search_s", "train_s", "epoch_s", "inference_s")) -> pd.DataFrame:
+    """The wall times stored with each model's folds: model, fold, timing, seconds (timings absent are left out)."""
+    return pd.DataFrame([{"model": name, "fold": r.fold, "timing": k, "seconds": float(r.timings[k])}
+                         for name, rs in results.items() for r in rs for k in keys if k in r.timings])
+
 
 def sum_of_models(timings: pd.DataFrame, parts: Sequence[str], name: str) -> pd.DataFrame:
     """Rows (name, fold, timing, seconds) summing the `parts` models' seconds per fold and timing.
