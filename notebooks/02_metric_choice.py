@@ -51,6 +51,7 @@ from cacicd.evaluation import compare, metrics, stats
 from cacicd.evaluation.stats import paired_ttest
 from cacicd.experiments import collect
 from cacicd.experiments import engine as E
+from cacicd.experiments.results import search_choices
 from cacicd.paper import plots, report
 from cacicd.paper import verdicts as V
 from cacicd.paper.claims import check, configure, save_claims
@@ -82,7 +83,7 @@ print(f"{ds.n_stays:,} stays, {len(ds.codes):,} codes; {len(R[REF])} folds; data
 # (equal test scores on every fold) and their bars below coincide.
 
 # %%
-choices = E.search_choices(R)
+choices = search_choices(R)
 save_table(choices, "metric_choice_search_choices", tables_dir)
 print(f"{int(choices['configurations_searched'].max())} configurations searched per target and fold")
 display_cols = ["experiment", "fold", "configuration", "bracket", "round", "best_epoch", "score"]

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from cacicd.experiments import engine as E
+from cacicd.experiments import registry
 from cacicd import icd9
 from cacicd.config import Profile, SearchSpace
 from test_train import make_dataset
@@ -39,7 +40,7 @@ def test_every_paper_experiment_is_declared():
                                    "auroc_macro")}
     want |= {f"level_{lv}_ndcg" for lv in ("chapter", "subchapter", "3digit", "billing")}
     assert want <= names
-    assert len(E.trained_experiments()) == 22  # 7 targets, roll-up, roll-down, cherry, 4 levels, 8 methods
+    assert len(registry.trained_experiments()) == 22  # 7 targets, roll-up, roll-down, cherry, 4 levels, 8 methods
     assert E.EXPERIMENTS["mcloss_ndcg"].output_rule == "rollup" and E.EXPERIMENTS["rollup_ndcg"].output_rule == "rollup"
     naive = {e.name for e in E.family(E.EXPERIMENTS["naive_ndcg"])}
     assert naive == {f"naive_{t}" for t in ("f1_micro", "f1_macro", "ndcg", "auprc_micro", "auprc_macro",
@@ -119,6 +120,7 @@ def test_changed_declaration_or_data_invalidates(ds, cache, monkeypatch):
     monkeypatch.setattr(E, "train_fold", lambda *a, **k: calls.append(1) or real(*a, **k))
     changed = dict(E.EXPERIMENTS, dummy=E.Experiment("dummy", "changed", model="dummy", target="f1_micro"))
     monkeypatch.setattr(E, "EXPERIMENTS", changed)
+    monkeypatch.setattr(registry, "EXPERIMENTS", changed)
     assert E.status(TINY, ds, cache).set_index(["experiment", "fold"]).loc[("dummy", 0), "state"] == "stale"
     E.run("dummy", TINY, ds, cache_dir=cache, folds=0, progress=False)
     assert calls == [1]

@@ -60,7 +60,7 @@ def check_tidy(df: pd.DataFrame, what: str = "metrics table") -> pd.DataFrame:
 def tidy_results(results: Mapping[str, Sequence], split: str = "test") -> pd.DataFrame:
     """Tidy table of several models' per-fold metrics.
 
-    results: model name -> per-fold results, each either a `cacicd.experiments.engine.RunResult`-like object
+    results: model name -> per-fold results, each either a `cacicd.experiments.results.RunResult`-like object
     (attributes `fold` and `test_metrics` / `dev_metrics`, tidy level, metric, value) or a DataFrame
     with those three columns (its fold is its position in the list).
     """

@@ -1,4 +1,4 @@
-"""Every experiment of the paper declared once, and `run(name, profile, data, folds)` with an on-disk cache.
+"""The engine: `run(name, profile, data, folds)` searches, trains, scores and caches an experiment's folds.
 
 A run of one experiment on one fold: the Hyperband search of its family (`cacicd.models.search`: the
 experiments with the same labels and loss share one store of trained networks), the search's top model
@@ -22,14 +22,11 @@ trained network (node).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
-import io
 import json
 import logging
-import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -43,261 +40,22 @@ from cacicd.data import splits
 from cacicd.data.dataset import Dataset
 from cacicd.data.sources import get_splits, load_data
 from cacicd.evaluation import metrics
-from cacicd.files import Damaged, atomic_write_bytes, atomic_write_text, check_files, file_lock, jsonable, record_files
+from cacicd.files import Damaged, atomic_write_text, file_lock, jsonable
 from cacicd.models import losses, outputs
 from cacicd.models.curves import CurveStore
 from cacicd.models.labels import LabelContext
-from cacicd.models.network import MLP, DummyModel, build_mlp
-from cacicd.models.search import (FamilyData, FamilySearch, Member, TrainSettings, describe, load_state,
+from cacicd.models.network import DummyModel, build_mlp
+from cacicd.models.search import (FamilyData, FamilySearch, Member, TrainSettings, load_state,
                                   network_params)
-from cacicd.models.train import TARGETS, predict_proba, torch_threads
+from cacicd.models.train import predict_proba, torch_threads
+
+from cacicd.experiments.registry import (EXPERIMENTS, LABEL_SETS, RESULT_VERSION, Experiment, family,
+                                        get_experiment, search_iterations)
+from cacicd.experiments.results import (LOCK_FILE, RESULT_FILE, RunResult, cached_meta, discard,
+                                       fold_dir, load_result, profile_key, result_keys, save_result,
+                                       wipe_if_stale)
 
 logger = logging.getLogger(__name__)
-
-LABEL_SETS = ("all", "cherry", "chapter", "subchapter", "3digit", "billing")
-RESULT_VERSION = 2  # 2: keras-tuner Hyperband search, top model kept; IRNW as the authors ran it
-
-
-@dataclass(frozen=True)
-class Experiment:
-    """One experiment of the paper: what is trained (labels, loss, model), tuned on what, post-processed how."""
-
-    name: str
-    description: str
-    labels: str = "all"  # LABEL_SETS
-    loss: str = "bce"
-    output_rule: str = "identity"  # applied at inference (and to dev predictions during training)
-    target: str = "ndcg"
-    model: str = "mlp"  # "mlp" | "dummy"
-    parts: tuple[str, ...] = ()  # composite of these experiments' predictions
-    label: str = ""  # display name in reports and paper-comparable tables ("" : the name)
-    short: str = ""  # short display name among the methods of a figure ("" : the label)
-    tuned_on: str = ""  # short name of the target metric, among models tuned on different ones
-
-    def key(self) -> str:
-        """Hash of the declaration (and of its parts): a change invalidates cached results."""
-        d = dataclasses.asdict(self)
-        for display in ("description", "label", "short", "tuned_on"):  # display only: not part of the result
-            d.pop(display)
-        deps = [EXPERIMENTS[n].key() for n in self.parts]
-        return hashlib.sha256(json.dumps([d, deps, RESULT_VERSION], sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _declare(*exps: Experiment) -> dict[str, Experiment]:
-    return {e.name: e for e in exps}
-
-
-_TARGET_TEXT = {"f1_micro": "micro F1", "f1_macro": "macro F1", "ndcg": "NDCG", "auprc_micro": "micro AUPRC",
-                "auprc_macro": "macro AUPRC", "auroc_micro": "micro AUROC", "auroc_macro": "macro AUROC"}
-_TARGET_SHORT = {"f1_micro": "μF1", "f1_macro": "macro F1", "ndcg": "NDCG", "auprc_micro": "μAUPRC",
-                 "auprc_macro": "macro AUPRC", "auroc_micro": "μAUROC", "auroc_macro": "macro AUROC"}
-_TARGET_LABEL = {"f1_micro": "μF1", "f1_macro": "macro-F1", "ndcg": "NDCG", "auprc_micro": "μAUPRC",
-                 "auprc_macro": "macro-AUPRC", "auroc_micro": "μAUROC", "auroc_macro": "macro-AUROC"}
-LEVEL_PARTS = {"chapter": "level_chapter_ndcg", "subchapter": "level_subchapter_ndcg",
-               "3digit": "level_3digit_ndcg", "billing": "level_billing_ndcg"}
-
-EXPERIMENTS: dict[str, Experiment] = _declare(
-    Experiment("dummy", "training-set frequency of each code, the same for every stay", model="dummy",
-               target="ndcg", label="dummy (training-set frequency)"),
-    *[Experiment(f"naive_{t}", f"naive multitask on all codes, tuned on {txt}", target=t,
-                 label=f"{_TARGET_LABEL[t]}-tuned naive multitask", short="naive multitask",
-                 tuned_on=_TARGET_SHORT[t])
-      for t, txt in _TARGET_TEXT.items()],
-    Experiment("cherry_f1_micro", "Hansen-like: cherry-picked codes only, tuned on micro F1 (unseen codes score 0)",
-               labels="cherry", target="f1_micro", label="μF1-tuned cherry-picked (Hansen-like)",
-               short="cherry-picked", tuned_on="μF1"),
-    *[Experiment(name, f"per-level model on {lv} codes only, tuned on NDCG", labels=lv)
-      for lv, name in LEVEL_PARTS.items()],
-    Experiment("per_level_ndcg", "four per-level models (chapter, subchapter, 3-digit, billing) assembled",
-               parts=tuple(LEVEL_PARTS.values()), short="per level"),
-    Experiment("reweighted_ndcg", "re-weighted multitask BCE (equal total weight per level group)",
-               loss="reweighted_bce", short="re-weighted"),
-    Experiment("rollup_ndcg", "plain BCE, roll-up (max over descendants) applied to what the search sees, "
-               "tuned on NDCG", output_rule="rollup", short="roll-up"),
-    Experiment("rolldown_ndcg", "plain BCE, roll-down (min over ancestors) applied to what the search sees, "
-               "tuned on NDCG", output_rule="rolldown", short="roll-down"),
-    Experiment("mcloss_ndcg", "MCLoss (hierarchy-constrained BCE), roll-up at inference", loss="mcloss",
-               output_rule="rollup", short="MCLoss"),
-    Experiment("treemin_ndcg", "TreeMin loss (hierarchy-constrained BCE), plain sigmoid at inference",
-               loss="treemin", short="TreeMin"),
-    Experiment("hierl2_ndcg", "BCE + hierarchical L2 between parent and child output weights", loss="hier_l2",
-               short="HierL2"),
-    Experiment("outl2_ndcg", "BCE + L2 on the output layer's weights", loss="output_l2", short="output L2"),
-    Experiment("irw_ndcg", "imbalance-ratio weighted BCE (IRW)", loss="irw", short="IRW"),
-    Experiment("irnw_ndcg", "imbalance-ratio normalised weighted BCE (IRNW)", loss="irnw", short="IRNW"),
-    Experiment("focal_ndcg", "focal loss without alpha", loss="focal", short="focal"),
-)
-
-
-def _validate() -> None:
-    for e in EXPERIMENTS.values():
-        if e.labels not in LABEL_SETS or e.target not in TARGETS or e.model not in ("mlp", "dummy"):
-            raise ValueError(f"experiment {e.name}: bad labels/target/model {e.labels}/{e.target}/{e.model}")
-        for dep in e.parts:
-            if dep not in EXPERIMENTS:
-                raise ValueError(f"experiment {e.name} depends on unknown experiment {dep!r}")
-
-
-_validate()
-
-
-def get_experiment(name: str) -> Experiment:
-    """The declared experiment of that name, with a clear error for an unknown one."""
-    try:
-        return EXPERIMENTS[name]
-    except KeyError:
-        raise ValueError(f"unknown experiment {name!r}; known: {', '.join(EXPERIMENTS)}") from None
-
-
-def trained_experiments() -> list[str]:
-    """Names of the experiments that train a network (no parts, model mlp)."""
-    return [e.name for e in EXPERIMENTS.values() if e.model == "mlp" and not e.parts]
-
-
-# ---------------------------------------------------------------------------------------------
-# results
-
-RESULT_FILE = "result.json"  # a fold folder's completion marker, written last; records the keys and every artefact
-MODEL_FILE = "model.pt"  # the trained network of a fold
-LOCK_FILE = ".lock"  # held while a fold folder or a family search is computed
-
-
-@dataclass
-class RunResult:
-    """One experiment on one fold. scores: (n_test, n_codes) float32 over `codes`; test_idx: dataset rows."""
-
-    experiment: str
-    profile: str
-    fold: int
-    dataset_hash: str
-    codes: list[str]
-    test_idx: np.ndarray
-    scores: np.ndarray
-    dev_metrics: pd.DataFrame  # tidy: level, metric, value
-    test_metrics: pd.DataFrame
-    best_params: dict = field(default_factory=dict)
-    history: pd.DataFrame = field(default_factory=pd.DataFrame)  # epoch, loss, dev, seconds
-    timings: dict = field(default_factory=dict)  # search_s, train_s, epoch_s, inference_s, total_s
-    info: dict = field(default_factory=dict)
-    path: Path | None = None
-    artefacts: dict = field(default_factory=dict)  # name -> {bytes, sha256}, as recorded in result.json
-
-    def y_true(self, dataset: Dataset) -> sp.csr_matrix:
-        """(n_test, n_codes) test labels of this fold."""
-        return dataset.Y[self.test_idx]
-
-    def load_model(self, device: str | None = None) -> torch.nn.Module:
-        """The trained network (weights of the best epoch), on `device` (default CPU)."""
-        if self.path is None or not (self.path / MODEL_FILE).exists():
-            raise FileNotFoundError(f"{self.experiment} fold {self.fold}: no trained model saved")
-        f = self.path / MODEL_FILE
-        data = f.read_bytes()
-        want = self.artefacts.get(MODEL_FILE)
-        if want is None or len(data) != want["bytes"] or hashlib.sha256(data).hexdigest() != want["sha256"]:
-            raise Damaged(f"cached result of {self.experiment} fold {self.fold} is damaged: {f} differs from what "
-                          f"result.json recorded; `cacicd run {self.experiment} --fold {self.fold}` recomputes it",
-                          [f])
-        blob = torch.load(io.BytesIO(data), map_location=device or "cpu", weights_only=True)
-        cfg = json.loads(blob["config"])
-        model = MLP(cfg["n_inputs"], cfg["n_labels"], cfg["units"], cfg["dropout"], cfg["batchnorm"])
-        model.load_state_dict(blob["state_dict"])
-        return model.eval().to(device or "cpu")
-
-
-def _profile_key(profile: Profile) -> str:
-    d = dataclasses.asdict(profile)
-    for k in ("description", "inference_batch_sizes", "inference_repeats"):
-        d.pop(k, None)
-    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def fold_dir(cache_dir: Path, profile: Profile, dataset_hash: str, name: str, fold: int) -> Path:
-    """<cache_dir>/<profile>/<dataset hash>/<experiment>/fold<k>."""
-    return Path(cache_dir) / profile.name / dataset_hash / name / f"fold{fold}"
-
-
-def _keys(exp: Experiment, profile: Profile, dataset_hash: str, fold: int) -> dict:
-    return {"experiment": exp.name, "experiment_key": exp.key(), "profile": profile.name,
-            "profile_key": _profile_key(profile), "dataset_hash": dataset_hash, "fold": fold,
-            "version": RESULT_VERSION}
-
-
-def _cached(folder: Path, keys: dict, content: bool = True) -> dict | None:
-    """result.json's content when complete and current (else None), once every artefact it records is checked.
-
-    Raises `Damaged` (naming file, experiment and fold) when result.json is unreadable or records no
-    artefacts, or when an artefact is missing or differs in size or (content=True) SHA-256.
-    """
-    f = folder / RESULT_FILE
-    if not f.exists():
-        return None
-    what = f"cached result of {keys['experiment']} fold {keys['fold']}"
-    try:
-        meta = json.loads(f.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise Damaged(f"{what} is damaged: {f} is not valid JSON", [f]) from None
-    if not isinstance(meta, dict) or not all(meta.get(k) == v for k, v in keys.items()):
-        return None
-    if not isinstance(meta.get("artefacts"), dict):
-        raise Damaged(f"{what} cannot be verified: {f} records no artefact sizes and hashes "
-                      "(written by an older version)", [f])
-    bad = check_files(folder, meta["artefacts"], content)
-    if bad:
-        raise Damaged(f"{what} is damaged: " + "; ".join(f"{p} is {why}" for p, why in bad), [p for p, _ in bad])
-    return meta
-
-
-def _artefact_names(folder: Path) -> list[str]:
-    """Files of a fold folder that result.json vouches for: all but result.json, hidden files and SQLite journals."""
-    return [p.relative_to(folder).as_posix() for p in folder.rglob("*")
-            if p.is_file() and p.name != RESULT_FILE and not p.name.endswith(("-journal", "-wal", "-shm"))
-            and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
-
-
-def _save_array(path: Path, a: np.ndarray) -> None:
-    buf = io.BytesIO()
-    np.save(buf, a, allow_pickle=False)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def _save_result(folder: Path, r: RunResult, keys: dict, model: torch.nn.Module | None) -> None:
-    _save_array(folder / "scores.npy", np.ascontiguousarray(r.scores, dtype=np.float32))
-    _save_array(folder / "test_idx.npy", np.asarray(r.test_idx, dtype=np.int64))
-    atomic_write_text(folder / "dev_metrics.csv", r.dev_metrics.to_csv(index=False))
-    atomic_write_text(folder / "test_metrics.csv", r.test_metrics.to_csv(index=False))
-    atomic_write_text(folder / "history.csv", r.history.to_csv(index=False))
-    if model is not None:
-        buf = io.BytesIO()
-        cfg = dict(model.config, n_inputs=model.n_inputs, n_labels=model.n_labels)
-        torch.save({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "config": json.dumps(cfg)}, buf)
-        atomic_write_bytes(folder / MODEL_FILE, buf.getvalue())
-    r.artefacts = record_files(folder, _artefact_names(folder))
-    meta = dict(keys, best_params=r.best_params, timings=r.timings, info=r.info, codes_hash=_codes_hash(r.codes),
-                artefacts=r.artefacts)
-    atomic_write_text(folder / RESULT_FILE, json.dumps(meta, indent=1, default=jsonable))  # last: marks complete
-
-
-def _load_result(folder: Path, meta: dict, codes: list[str]) -> RunResult:
-    """The RunResult of a folder whose artefacts `_cached` checked against meta (result.json)."""
-    def csv(name):
-        p = folder / name
-        return pd.read_csv(p) if p.exists() and p.stat().st_size > 1 else pd.DataFrame()
-
-    return RunResult(meta["experiment"], meta["profile"], meta["fold"], meta["dataset_hash"], list(codes),
-                     np.load(folder / "test_idx.npy"), np.load(folder / "scores.npy"), csv("dev_metrics.csv"),
-                     csv("test_metrics.csv"), meta.get("best_params", {}), csv("history.csv"),
-                     meta.get("timings", {}), meta.get("info", {}), folder, meta["artefacts"])
-
-
-def _discard(folder: Path, damaged: Damaged) -> None:
-    """Remove a damaged result's result.json and damaged files, so that the fold is recomputed."""
-    for p in [folder / RESULT_FILE, *damaged.paths]:
-        if p.is_relative_to(folder) and p.is_file():
-            p.unlink()
-
-
-def _codes_hash(codes) -> str:
-    return hashlib.sha256("\n".join(codes).encode()).hexdigest()[:16]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -380,30 +138,10 @@ class RunContext:
     precision: str
 
 
-def family(exp: Experiment) -> list[Experiment]:
-    """The experiments whose searches train the same networks as `exp` (same labels and loss): one store."""
-    if exp.model != "mlp" or exp.parts:
-        raise ValueError(f"experiment {exp.name} has no search of its own (model {exp.model}, parts {exp.parts})")
-    return [e for e in EXPERIMENTS.values()
-            if e.model == "mlp" and not e.parts and e.labels == exp.labels and e.loss == exp.loss]
-
-
-def is_naive_family(exp: Experiment) -> bool:
-    """True for the plain-BCE all-codes searches (section 3.2's seven targets, roll-up, roll-down)."""
-    return exp.labels == "all" and exp.loss == "bce" and exp.model == "mlp" and not exp.parts
-
-
-def search_iterations(exp: Experiment, profile: Profile) -> int:
-    """Hyperband iterations of the search of `exp`: the naive family's, or the method searches'."""
-    if is_naive_family(exp) or profile.method_iterations is None:
-        return profile.hyperband_iterations
-    return profile.method_iterations
-
-
 def _family_id(members: list[Experiment], profile: Profile) -> str:
     d = [[e.name, e.key()] for e in members]
     return members[0].labels + "-" + members[0].loss + "-" + hashlib.sha256(
-        json.dumps([d, _profile_key(profile), RESULT_VERSION]).encode()).hexdigest()[:12]
+        json.dumps([d, profile_key(profile), RESULT_VERSION]).encode()).hexdigest()[:12]
 
 
 @dataclass
@@ -559,46 +297,32 @@ def _derived_fold(exp: Experiment, c: RunContext, fold: int) -> RunResult:
 
 def _run_fold(exp: Experiment, c: RunContext, fold: int, force: bool = False) -> RunResult:
     folder = fold_dir(c.cache_dir, c.profile, c.dataset_hash, exp.name, fold)
-    keys = _keys(exp, c.profile, c.dataset_hash, fold)
+    keys = result_keys(exp, c.profile, c.dataset_hash, fold)
     if not force:
         with contextlib.suppress(Damaged):  # checked again, and repaired, under the lock
-            if (meta := _cached(folder, keys)) is not None:
-                return _load_result(folder, meta, c.dataset.codes)
+            if (meta := cached_meta(folder, keys)) is not None:
+                return load_result(folder, meta, c.dataset.codes)
     for dep in exp.parts:  # dependencies first, outside our lock
         _run_fold(get_experiment(dep), c, fold)
     with file_lock(folder / LOCK_FILE):
         if not force:
             try:
-                if (meta := _cached(folder, keys)) is not None:  # another process finished it
-                    return _load_result(folder, meta, c.dataset.codes)
+                if (meta := cached_meta(folder, keys)) is not None:  # another process finished it
+                    return load_result(folder, meta, c.dataset.codes)
             except Damaged as e:
                 logger.warning("%s; recomputing it", e)
-                _discard(folder, e)
-        _wipe_if_stale(folder, keys, force)
+                discard(folder, e)
+        wipe_if_stale(folder, keys, force)
         atomic_write_text(folder / "key.json", json.dumps(keys))
         logger.info("running %s fold %d (profile %s, data %s)", exp.name, fold, c.profile.name, c.dataset_hash)
         if exp.parts:
             r, model = _derived_fold(exp, c, fold), None
         else:
             r, model = train_fold(exp, c, fold)
-        _save_result(folder, r, keys, model)
+        save_result(folder, r, keys, model)
         r.path = folder
         logger.info("%s fold %d done in %.1fs", exp.name, fold, r.timings.get("total_s", 0.0))
         return r
-
-
-def _wipe_if_stale(folder: Path, keys: dict, force: bool) -> None:
-    """Remove a previous declaration's/profile's files (a study of other settings must not be resumed)."""
-    kf = folder / "key.json"
-    try:
-        old = json.loads(kf.read_text()) if kf.exists() else None
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        old = "unreadable"
-    if force or (old is not None and old != keys):
-        for p in folder.iterdir():
-            if p.name != LOCK_FILE:
-                shutil.rmtree(p) if p.is_dir() else p.unlink()
-    (folder / RESULT_FILE).unlink(missing_ok=True)
 
 
 def _context(profile, data, cache_dir, storage, progress, device, precision) -> RunContext:
@@ -662,9 +386,9 @@ def status(profile: str | Profile = "default", data: str | Dataset = "synthetic"
     for exp in EXPERIMENTS.values():
         for k in range(profile.n_folds):
             folder = fold_dir(cache_dir, profile, h, exp.name, k)
-            keys = _keys(exp, profile, h, k)
+            keys = result_keys(exp, profile, h, k)
             try:
-                state = "done" if _cached(folder, keys, content=False) is not None else None
+                state = "done" if cached_meta(folder, keys, content=False) is not None else None
             except Damaged:
                 state = "damaged"
             if state is None:
@@ -687,26 +411,10 @@ def load(name: str, profile: str | Profile = "default", data: str | Dataset = "s
     for k in folds:
         folder = fold_dir(c.cache_dir, c.profile, c.dataset_hash, exp.name, k)
         try:
-            meta = _cached(folder, _keys(exp, c.profile, c.dataset_hash, k))
+            meta = cached_meta(folder, result_keys(exp, c.profile, c.dataset_hash, k))
         except Damaged as e:
             raise Damaged(f"{e}; `cacicd run {name} --fold {k}` recomputes it", e.paths) from None
         if meta is None:
             raise FileNotFoundError(f"no current cached result for {name} fold {k} in {folder}; run it first")
-        out.append(_load_result(folder, meta, c.dataset.codes))
+        out.append(load_result(folder, meta, c.dataset.codes))
     return out
-
-
-def search_choices(results: dict[str, list[RunResult]]) -> pd.DataFrame:
-    """One row per (experiment, fold): the configuration its search chose, the trial, best epoch and dev value."""
-    rows = []
-    for name, runs in results.items():
-        for r in runs:
-            if not r.best_params or "num_layers" not in r.best_params:
-                continue
-            t = r.info.get("best_trial", {})
-            rows.append({"experiment": name, "fold": r.fold, "configuration": describe(r.best_params),
-                         **{k: r.best_params.get(k) for k in ("num_layers", "units", "dropout", "batchnorm")},
-                         "bracket": t.get("bracket"), "round": t.get("round"), "best_epoch": r.info.get("best_epoch"),
-                         "score": r.info.get("best_value"), "dev_at_checkpoint": r.info.get("final_dev"),
-                         "configurations_searched": r.info.get("n_configurations")})
-    return pd.DataFrame(rows)

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cacicd.experiments.engine import EXPERIMENTS
+from cacicd.experiments.registry import EXPERIMENTS
 from cacicd.paper.claims import RULE
 
 logger = logging.getLogger(__name__)
