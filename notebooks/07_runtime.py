@@ -66,7 +66,7 @@ print(f"device: {name} [{kind}]; model {model.config}, {n_params:,} parameters; 
 
 # %%
 raw = runtime.time_inference(model, ds.X, P.inference_batch_sizes, repeats=P.inference_repeats, warmup=1,
-                             device=device, progress=True)
+                             device=device, progress=True, precision=P.precision)
 inf = runtime.summarize(raw)
 save_table(raw, runtime.table_name("runtime_inference_repeats", raw), tables_dir)
 save_table(inf, runtime.table_name("runtime_inference", raw), tables_dir, floatfmt=".4g")
@@ -80,7 +80,8 @@ ax.set_xticks(inf["batch_size"], [f"{b:,}" for b in inf["batch_size"]])
 ax.set_ylim(bottom=0)
 ax.set_xlabel("inference batch size")
 ax.set_ylabel(f"seconds for all {ds.n_stays:,} stays")
-ax.set_title(f"Inference time, NDCG-tuned model (mean ± SD of {P.inference_repeats})\n{name}", fontsize=9)
+ax.set_title(f"Inference time, NDCG-tuned model (mean ± SD of {P.inference_repeats})\n{name}, {inf['precision'].iloc[0]}",
+             fontsize=9)
 ax.grid(alpha=0.3)
 save_figure(fig, f"runtime_inference_{kind}", figures_dir, data)
 plt.show()
@@ -91,8 +92,8 @@ plt.show()
 # %%
 train_idx, _, _ = splits.split_indices(ds, cdata.get_splits(ds, P, CACHE)[0])
 tr = runtime.time_training_epochs(model, ds.X[train_idx], ds.Y[train_idx], epochs=2, batch_size=P.batch_size,
-                                  lr=P.learning_rate, device=device)
-tr_sum = pd.DataFrame([{"device": name, "device_kind": kind, "n_samples": len(train_idx), "batch_size": P.batch_size,
+                                  lr=P.learning_rate, device=device, precision=P.precision)
+tr_sum = pd.DataFrame([{"device": name, "device_kind": kind, "precision": tr["precision"].iloc[0], "n_samples": len(train_idx), "batch_size": P.batch_size,
                         "epochs": len(tr), "mean_s": tr["seconds"].mean(), "std_s": tr["seconds"].std(ddof=1)}])
 save_table(tr_sum, runtime.table_name("runtime_training_epoch", tr), tables_dir)
 engine_epoch = pd.DataFrame([{"experiment": "naive_ndcg", "fold": r.fold, "epoch_s": r.timings.get("epoch_s"),

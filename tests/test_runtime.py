@@ -48,7 +48,8 @@ def test_time_inference_rows_and_warmup(tiny):
     m = Counting()
     ticks = itertools.count(0.0, 0.5)  # every clock read advances 0.5 s: each timed pass lasts 0.5 s
     t = time_inference(m, X, [16, 64], repeats=3, warmup=1, device="cpu", clock=lambda: next(ticks))
-    assert list(t.columns) == ["device", "device_kind", "batch_size", "repeat", "n_samples", "seconds"]
+    assert list(t.columns) == ["device", "device_kind", "precision", "batch_size", "repeat", "n_samples", "seconds"]
+    assert (t.precision == "float32").all()
     assert len(t) == 6 and set(t.batch_size) == {16, 64} and (t.n_samples == 50).all()
     assert np.allclose(t.seconds, 0.5)
     # 4 passes (1 warm-up + 3) per batch size: 4*4 batches of 16, then 4*1 batch of 50
@@ -64,7 +65,7 @@ def test_time_inference_mlp_sparse_path(tiny):
 
 
 def test_summarize_matches_numpy():
-    t = pd.DataFrame({"device": "x", "device_kind": "cpu", "batch_size": [16] * 3 + [64] * 3, "repeat": [0, 1, 2] * 2,
+    t = pd.DataFrame({"device": "x", "device_kind": "cpu", "precision": "float32", "batch_size": [16] * 3 + [64] * 3, "repeat": [0, 1, 2] * 2,
                       "n_samples": 100, "seconds": [1.0, 2.0, 4.0, 0.5, 0.5, 0.5]})
     s = summarize(t)
     assert list(s.batch_size) == [16, 64]
@@ -86,6 +87,25 @@ def test_training_epochs_leave_model_untouched(tiny):
     assert all(torch.equal(before[k], v) for k, v in mlp.state_dict().items())
     with pytest.raises(ValueError, match="rows"):
         time_training_epochs(mlp, X, Y[:10], device="cpu")
+
+
+def test_bfloat16_timing_predicts_what_the_trainer_predicts(tiny):
+    """precision="bfloat16" times the products the trainer's bfloat16 path computes, and says so in its rows."""
+    from cacicd.models.train import predict_proba
+
+    X, Y = tiny
+    mlp = MLP(8, 5, units=[6], dropout=[0.0]).eval()
+    t = time_inference(mlp, X, [7], repeats=1, device="cpu", precision="bfloat16")
+    assert (t.precision == "bfloat16").all()
+    seen = []
+    mlp.register_forward_hook(lambda mod, inp, out: seen.append(out.detach().clone()))
+    predict_pass(mlp, X, 64, "cpu", torch.bfloat16)
+    ours = torch.sigmoid(seen[-1].float()).numpy()
+    assert np.array_equal(ours, predict_proba(mlp, X, batch_size=64, device="cpu", precision="bfloat16"))
+    tr = time_training_epochs(mlp, X, Y, epochs=1, batch_size=16, device="cpu", precision="bfloat16")
+    assert list(tr.precision) == ["bfloat16"]
+    with pytest.raises(ValueError, match="precision"):
+        time_inference(mlp, X, [7], device="cpu", precision="float16")
 
 
 def test_clear_errors(tiny):

@@ -9,6 +9,7 @@ logits. Results name the device; GPU and CPU timings belong in separate tables (
 """
 from __future__ import annotations
 
+import copy
 import logging
 import platform
 import time
@@ -23,6 +24,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cacicd.config import cpu_count
+from cacicd.models.network import low_precision
+from cacicd.models.train import resolve_precision, to_tensor, use_sparse_input
 
 logger = logging.getLogger(__name__)
 
@@ -74,28 +77,30 @@ def _check_inputs(model: nn.Module, X) -> sp.csr_matrix:
 
 
 @torch.inference_mode()
-def predict_pass(model: nn.Module, X: sp.csr_matrix, batch_size: int, device: torch.device | str) -> int:
-    """One inference pass of `model` over every row of X (n, n_inputs) CSR; returns the rows predicted."""
-    from cacicd.models.train import to_tensor, use_sparse_input
-
+def predict_pass(model: nn.Module, X: sp.csr_matrix, batch_size: int, device: torch.device | str,
+                 dtype: torch.dtype = torch.float32) -> int:
+    """One inference pass of `model` over every row of X (n, n_inputs) CSR, multiplying in `dtype`; returns the rows."""
     device = torch.device(device)
     sparse = use_sparse_input(model, device)
     n = 0
     for start in range(0, X.shape[0], batch_size):
         xb = to_tensor(X[start:start + batch_size], device, sparse)
-        out = torch.sigmoid(model(xb).float()).cpu().numpy()
+        with low_precision(dtype):
+            logits = model(xb)
+        out = torch.sigmoid(logits.float()).cpu().numpy()
         n += out.shape[0]
     _synchronize(device)
     return n
 
 
 def time_inference(model: nn.Module, X, batch_sizes: Sequence[int], repeats: int = 3, warmup: int = 1,
-                   device: torch.device | str | None = None, progress: bool = False,
+                   device: torch.device | str | None = None, progress: bool = False, precision: str = "float32",
                    clock: Callable[[], float] = time.perf_counter) -> pd.DataFrame:
     """Wall time of whole-dataset inference per batch size: one row per timed repeat.
 
-    model: any nn.Module, (B, n_inputs) -> (B, n_labels) logits; X: (n, n_inputs) CSR.
-    Returns columns device, device_kind, batch_size, repeat, n_samples, seconds.
+    model: any nn.Module, (B, n_inputs) -> (B, n_labels) logits; X: (n, n_inputs) CSR; precision: as the
+    trainer's ("auto": bfloat16 where the device has it natively). Returns columns device, device_kind,
+    precision, batch_size, repeat, n_samples, seconds.
     """
     X = _check_inputs(model, X)
     if repeats < 1 or warmup < 0:
@@ -105,49 +110,46 @@ def time_inference(model: nn.Module, X, batch_sizes: Sequence[int], repeats: int
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model = model.to(device).eval()
     name, kind = device_name(device), device_kind(device)
+    dtype = resolve_precision(precision, device)
     rows = []
     for bs in tqdm(list(batch_sizes), desc="inference batch sizes", disable=not progress, leave=False):
         bs = int(bs)
         for _ in range(warmup):
-            predict_pass(model, X, bs, device)
+            predict_pass(model, X, bs, device, dtype)
         for rep in range(repeats):
             _synchronize(device)
             t0 = clock()
-            n = predict_pass(model, X, bs, device)
+            n = predict_pass(model, X, bs, device, dtype)
             dt = clock() - t0
-            rows.append({"device": name, "device_kind": kind, "batch_size": bs, "repeat": rep, "n_samples": n,
+            rows.append({"device": name, "device_kind": kind, "precision": dtype_name(dtype), "batch_size": bs, "repeat": rep, "n_samples": n,
                          "seconds": dt})
         logger.info("batch %d: %s s", bs, [round(r["seconds"], 4) for r in rows[-repeats:]])
     return pd.DataFrame(rows)
 
 
 def summarize(timings: pd.DataFrame) -> pd.DataFrame:
-    """Mean ± std (ddof = 1; NaN std for one repeat) of `time_inference` rows per device and batch size.
+    """Mean ± std (ddof = 1; NaN std for one repeat) of `time_inference` rows per device, precision and batch size.
 
-    Returns columns device, device_kind, batch_size, n_samples, repeats, mean_s, std_s, samples_per_s.
+    Returns columns device, device_kind, precision, batch_size, n_samples, repeats, mean_s, std_s, samples_per_s.
     """
-    need = {"device", "device_kind", "batch_size", "n_samples", "seconds"}
-    if missing := need - set(timings.columns):
+    keys = ["device", "device_kind", "precision", "batch_size", "n_samples"]
+    if missing := set(keys + ["seconds"]) - set(timings.columns):
         raise ValueError(f"timings table lacks column(s) {sorted(missing)}")
-    g = timings.groupby(["device", "device_kind", "batch_size", "n_samples"], sort=True)["seconds"]
+    g = timings.groupby(keys, sort=True)["seconds"]
     out = g.agg(repeats="count", mean_s="mean", std_s=lambda s: s.std(ddof=1)).reset_index()
     out["samples_per_s"] = out["n_samples"] / out["mean_s"]
     return out
 
 
 def time_training_epochs(model: nn.Module, X, Y, epochs: int = 1, batch_size: int = 128, lr: float = 2e-4,
-                         device: torch.device | str | None = None, seed: int = 0,
+                         device: torch.device | str | None = None, seed: int = 0, precision: str = "float32",
                          clock: Callable[[], float] = time.perf_counter) -> pd.DataFrame:
     """Wall time of `epochs` plain training epochs (BCE with logits, Adam, shuffled batches) on a copy.
 
     model: nn.Module (B, n_inputs) -> (B, n_labels) logits (copied: the caller's weights are untouched);
-    X: (n, n_inputs) CSR; Y: (n, n_labels) 0/1. Returns columns device, device_kind, epoch, n_samples,
-    batch_size, seconds.
+    X: (n, n_inputs) CSR; Y: (n, n_labels) 0/1; precision: of the products (float32 master weights and
+    loss). Returns columns device, device_kind, precision, epoch, n_samples, batch_size, seconds.
     """
-    import copy
-
-    from cacicd.models.train import to_tensor, use_sparse_input
-
     X = _check_inputs(model, X)
     Y = sp.csr_matrix(Y) if not sp.issparse(Y) else Y.tocsr()
     if Y.shape[0] != X.shape[0]:
@@ -159,6 +161,7 @@ def time_training_epochs(model: nn.Module, X, Y, epochs: int = 1, batch_size: in
     sparse = use_sparse_input(m, device)
     rng = np.random.default_rng(seed)
     name, kind = device_name(device), device_kind(device)
+    dtype = resolve_precision(precision, device)
     rows = []
     for ep in range(epochs):
         order = rng.permutation(X.shape[0])
@@ -170,14 +173,21 @@ def time_training_epochs(model: nn.Module, X, Y, epochs: int = 1, batch_size: in
                 continue  # BatchNorm cannot train on one row
             xb = to_tensor(X[idx], device, sparse)
             yb = torch.from_numpy(Y[idx].toarray().astype(np.float32)).to(device)
-            loss = loss_fn(m(xb), yb)
+            with low_precision(dtype):
+                logits = m(xb)
+            loss = loss_fn(logits.float(), yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
         _synchronize(device)
-        rows.append({"device": name, "device_kind": kind, "epoch": ep, "n_samples": X.shape[0],
+        rows.append({"device": name, "device_kind": kind, "precision": dtype_name(dtype), "epoch": ep, "n_samples": X.shape[0],
                      "batch_size": batch_size, "seconds": clock() - t0})
     return pd.DataFrame(rows)
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """'float32' or 'bfloat16' of a torch dtype."""
+    return str(dtype).removeprefix("torch.")
 
 
 def table_name(stem: str, timings: pd.DataFrame) -> str:
