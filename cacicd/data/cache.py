@@ -51,3 +51,11 @@ def cached(cache_dir: str | Path, key: str, build: Callable[[], Dataset]) -> Dat
         ds = build()
         ds.save(folder)
         return ds
+
+
+def with_defaults(defaults: dict, options: dict, what: str) -> dict:
+    """`defaults` updated with `options`, refusing an option `defaults` does not name (TypeError naming `what`)."""
+    unknown = set(options) - set(defaults)
+    if unknown:
+        raise TypeError(f"{what} got unknown option(s) {sorted(unknown)}; known: {sorted(defaults)}")
+    return {**defaults, **options}

@@ -30,7 +30,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 
-from cacicd.data.cache import cache_key, cached
+from cacicd.data.cache import cache_key, cached, with_defaults
 from cacicd.data.dataset import Dataset
 from cacicd.data.omop.build import assemble, check_unique, code_pairs
 from cacicd.data.omop.files import find_tables, register_file
@@ -239,10 +239,6 @@ def _build(con, source: str, files: dict[str, Path], drug_types) -> Dataset:
 def load_mimic3_cached(folder: str | Path, cache_dir: str | Path, **options) -> Dataset:
     """`load_mimic3` cached on disk under cache_dir, keyed by the input files' bytes and the options."""
     folder = Path(folder).resolve()
-    opts = dict(OPTIONS)
-    unknown = set(options) - set(opts)
-    if unknown:
-        raise TypeError(f"load_mimic3_cached got unknown option(s) {sorted(unknown)}; known: {sorted(opts)}")
-    opts.update(options)
+    opts = with_defaults(OPTIONS, options, "load_mimic3_cached")
     key = cache_key(find_tables(folder, SCHEMA), opts, LOADER_VERSION)
     return cached(Path(cache_dir) / "mimic3", key, lambda: load_mimic3(folder, **opts))

@@ -19,15 +19,7 @@ def recall_at_k(ax, curves: pd.DataFrame, models: Sequence[str], level: str, lab
         sem = c["sem"].fillna(0)
         ax.plot(c["k"], 100 * c["mean"], color=colors[m], label=labels[m])
         ax.fill_between(c["k"], 100 * (c["mean"] - sem), 100 * (c["mean"] + sem), color=colors[m], alpha=0.25, lw=0)
-    ax.set_xlabel("K (codes proposed)")
-    ax.set_ylabel(f"Recall@K on {level} codes (%)")
-    ax.set_xlim(1, 50)
-    ax.set_ylim(0, 100)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    if title:
-        ax.set_title(title, fontsize=10)
-    return ax
+    return _frame(ax, "K (codes proposed)", f"Recall@K on {level} codes (%)", (1, 50), (0, 100), title)
 
 
 def ecdf(ax, values: Mapping[str, np.ndarray], colors: Mapping[str, object] | None = None,
@@ -38,10 +30,15 @@ def ecdf(ax, values: Mapping[str, np.ndarray], colors: Mapping[str, object] | No
         x = x[np.isfinite(x)]
         if len(x):
             sns.ecdfplot(x=x, ax=ax, color=(colors or {}).get(label, f"C{i}"), label=f"{label} (n = {len(x)})")
+    return _frame(ax, xlabel, "cumulative share of codes", xlim, (0, 1.02), title)
+
+
+def _frame(ax, xlabel: str, ylabel: str, xlim: tuple[float, float], ylim: tuple[float, float], title: str):
+    """Labels, limits, grid, a lower-right legend and the title of a curve plot."""
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("cumulative share of codes")
+    ax.set_ylabel(ylabel)
     ax.set_xlim(*xlim)
-    ax.set_ylim(0, 1.02)
+    ax.set_ylim(*ylim)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     if title:

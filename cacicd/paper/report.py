@@ -620,9 +620,9 @@ def paper_table(rows: Iterable[Mapping | pd.DataFrame], columns: Iterable[str] |
     return out if cols is None else out[cols]
 
 
-def paper_value(item: str, metric: str, level: str | None = None, model: str | None = None,
-                paper: pd.DataFrame | None = None) -> float:
-    """The one published value of (item, metric[, level, model]) in `paper_values.csv`; KeyError if not exactly one."""
+def published_row(item: str, metric: str, level: str | None = None, model: str | None = None,
+                  paper: pd.DataFrame | None = None) -> pd.Series:
+    """The one row of `paper_values.csv` for (item, metric[, level, model]); KeyError if not exactly one."""
     p = load_paper_values() if paper is None else paper
     hit = (p["item"] == item) & (p["metric"] == metric)
     if level is not None:
@@ -632,21 +632,19 @@ def paper_value(item: str, metric: str, level: str | None = None, model: str | N
     if hit.sum() != 1:
         raise KeyError(f"{int(hit.sum())} published values for item {item!r}, metric {metric!r}, level {level!r}, "
                        f"model {model!r}; expected one")
-    return float(p.loc[hit, "value"].iloc[0])
+    return p.loc[hit].iloc[0]
+
+
+def paper_value(item: str, metric: str, level: str | None = None, model: str | None = None,
+                paper: pd.DataFrame | None = None) -> float:
+    """The one published value of (item, metric[, level, model]) in `paper_values.csv`; KeyError if not exactly one."""
+    return float(published_row(item, metric, level, model, paper)["value"])
 
 
 def paper_sem(item: str, metric: str, level: str | None = None, model: str | None = None,
               paper: pd.DataFrame | None = None) -> float:
     """The SEM (or ±) published with `paper_value`'s value (NaN when none was)."""
-    p = load_paper_values() if paper is None else paper
-    hit = (p["item"] == item) & (p["metric"] == metric)
-    if level is not None:
-        hit &= p["level"] == level
-    if model is not None:
-        hit &= p["model"] == model
-    if hit.sum() != 1:
-        raise KeyError(f"{int(hit.sum())} published values for item {item!r}, metric {metric!r}; expected one")
-    return float(p.loc[hit, "sem"].iloc[0])
+    return float(published_row(item, metric, level, model, paper)["sem"])
 
 
 def mean_sem_cells(mean, sem, fmt: str = ".2f", sem_fmt: str | None = None, scale: float | None = None) -> list[str]:

@@ -61,7 +61,7 @@ from pathlib import Path
 
 import duckdb
 
-from cacicd.data.cache import cache_key, cached
+from cacicd.data.cache import cache_key, cached, with_defaults
 from cacicd.data.dataset import Dataset
 from cacicd.data.omop.build import build_dataset, check_mapping, classify_icd
 from cacicd.data.omop.files import find_tables, register_file, register_folder
@@ -95,10 +95,6 @@ def load_omop(folder: str | Path, drug_type_concept_id: int | Sequence[int] | No
 def load_omop_cached(folder: str | Path, cache_dir: str | Path, **options) -> Dataset:
     """`load_omop` cached on disk under cache_dir, keyed by the input files' bytes and the options."""
     folder = Path(folder).resolve()
-    opts = dict(OPTIONS)
-    unknown = set(options) - set(opts)
-    if unknown:
-        raise TypeError(f"load_omop_cached got unknown option(s) {sorted(unknown)}; known: {sorted(opts)}")
-    opts.update(options)
+    opts = with_defaults(OPTIONS, options, "load_omop_cached")
     key = cache_key(find_tables(folder), opts, LOADER_VERSION)
     return cached(Path(cache_dir) / "omop", key, lambda: load_omop(folder, **opts))
