@@ -28,7 +28,7 @@ def comparable(df: pd.DataFrame) -> pd.DataFrame:
     if {"unit", "value"} <= set(df.columns):
         timed = df["unit"].astype(str).eq("s")
         df.loc[timed, [c for c in ("value", "sem") if c in df.columns]] = ""
-    return df.apply(lambda col: col.str.replace(PATH, "<path>", regex=True) if col.dtype == object else col)
+    return df.apply(lambda col: col.astype(str).str.replace(PATH, "<path>", regex=True))
 
 
 def read(path: Path) -> pd.DataFrame:
