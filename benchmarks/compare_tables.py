@@ -5,8 +5,8 @@ Usage: python benchmarks/compare_tables.py BEFORE_TABLES AFTER_TABLES [--numeric
 Without --numeric, exits 1 unless every table is cell-for-cell identical (the check of a refactor).
 With --numeric, prints for each table that differs the count of differing cells and the largest
 absolute difference of its numeric cells (e.g. a float32 run against a bfloat16 run).
-Left aside: timing columns (`*_s`, seconds, samples per second, ratios of timings), the value and
-SEM of rows in seconds, and file paths inside cells (a run's cache or output folder).
+Left aside: timing columns (`*_s`, seconds, samples per second, ratios of timings), every cell
+but the keys of rows in seconds, and file paths inside cells (a run's cache or output folder).
 """
 from __future__ import annotations
 
@@ -19,15 +19,16 @@ import numpy as np
 import pandas as pd
 
 TIMING_COLUMN = re.compile(r"(_s|seconds|samples_per_s|ratio_to_reference)$")
+KEYS = ("item", "level", "model", "metric", "unit", "paper_model", "paper_metric")
 PATH = re.compile(r"(?:[a-z0-9]+:)?/[^\s,;]+")
 
 
 def comparable(df: pd.DataFrame) -> pd.DataFrame:
     """The table without timing columns, with second-valued rows' value/SEM blanked and paths masked."""
     df = df.drop(columns=[c for c in df.columns if TIMING_COLUMN.search(str(c))])
-    if {"unit", "value"} <= set(df.columns):
+    if "unit" in df.columns:  # rows in seconds (paper rows, the report's comparison): only their keys compared
         timed = df["unit"].astype(str).eq("s")
-        df.loc[timed, [c for c in ("value", "sem") if c in df.columns]] = ""
+        df.loc[timed, [c for c in df.columns if c not in KEYS]] = ""
     return df.apply(lambda col: col.astype(str).str.replace(PATH, "<path>", regex=True))
 
 
