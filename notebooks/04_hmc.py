@@ -13,7 +13,7 @@
 # %% [markdown]
 # # 04 · Hierarchical multilabel classification (paper §2.5, §3.4, Fig 4)
 #
-# > **Run time** (default profile, 2 CPU cores; `benchmarks/run_times.csv`): 9 s on a cold cache, run in order; warm (after `./run_all.sh`), the whole run takes 2 min 35 s.
+# > **Run time** (default profile, 2 CPU cores; `benchmarks/run_times.csv`): 14 s on a cold cache, run in order; warm (after `./run_all.sh`), the whole run takes 2 min 30 s.
 #
 # Explicit uses of the ICD-9-CM tree (spec section 8), each compared with the naive multitask model, all tuned
 # on NDCG:

@@ -13,7 +13,7 @@
 # %% [markdown]
 # # 08 · Replication report
 #
-# > **Run time** (default profile, 2 CPU cores; `benchmarks/run_times.csv`): 4 s on a cold cache, run in order; warm (after `./run_all.sh`), the whole run takes 2 min 35 s.
+# > **Run time** (default profile, 2 CPU cores; `benchmarks/run_times.csv`): 5 s on a cold cache, run in order; warm (after `./run_all.sh`), the whole run takes 2 min 30 s.
 #
 # Writes `REPORT.md` next to the tables: the page reviewers read first. For every published number of the
 # paper (`cacicd/reference/paper_values.csv`, one row per item, level, model and metric) it shows the number
