@@ -237,10 +237,13 @@ def train_fold(exp: Experiment, c: RunContext, fold: int) -> tuple[RunResult, to
         best = res["best"]
         params = dict(best["config"])
         model = build_mlp(ds.X.shape[1], int(cols.size), network_params(params))
-        load_state(model, fam.search.checkpoint(best["checkpoint"]))
+        try:
+            load_state(model, fam.search.checkpoint(best["checkpoint"]))
+            rows = fam.search.lineage(best["checkpoint"])
+        finally:
+            fam.search.store.dispose()  # one store per call: its connections are not kept
         model.eval()
         key = f"{exp.target}|{exp.output_rule}"
-        rows = fam.search.lineage(best["checkpoint"])
         history = pd.DataFrame([{"epoch": r["epoch"], "loss": r["loss"], "val": r.get(f"val_{key}"),
                                  "dev": r.get(f"dev_{key}"), "seconds": r["seconds"]} for r in rows])
         timings["search_s"] = float(fam.meta["search_s"])
@@ -270,24 +273,24 @@ def train_fold(exp: Experiment, c: RunContext, fold: int) -> tuple[RunResult, to
     return r, model
 
 
-def _derived_fold(exp: Experiment, c: RunContext, fold: int) -> RunResult:
-    """The assembly of per-level parts into one score matrix (each part's own level scored by its model)."""
+def _derived_fold(exp: Experiment, c: RunContext, fold: int, parts: list[RunResult]) -> RunResult:
+    """The assembly of per-level parts (their results, in `exp.parts` order) into one score matrix."""
     ds = c.dataset
     t_start = time.perf_counter()
     _, _, test_idx = fold_indices(ds, c.profile, fold, c.cache_dir)
-    parts = [_run_fold(get_experiment(p), c, fold) for p in exp.parts]
+    labels = {p.experiment: get_experiment(p.experiment).labels for p in parts}
     scores = np.zeros((len(test_idx), len(ds.codes)), dtype=np.float32)
     for p in parts:  # later parts win on shared codes (billing over 3-digit for 3-digit leaves)
-        cols = label_columns(ds, get_experiment(p.experiment).labels)
+        cols = label_columns(ds, labels[p.experiment])
         scores[:, cols] = p.scores[:, cols]
     timings = {k: float(sum(p.timings.get(k, 0.0) for p in parts)) for k in ("search_s", "train_s", "inference_s")}
     params = {p.experiment: p.best_params for p in parts}
     history = pd.concat([p.history.assign(part=p.experiment) for p in parts], ignore_index=True)
     info = {"parts": list(exp.parts)}
-    dev_m = pd.concat([p.dev_metrics[p.dev_metrics["level"] == get_experiment(p.experiment).labels]
-                       for p in parts], ignore_index=True)
+    dev_m = pd.concat([p.dev_metrics[p.dev_metrics["level"] == labels[p.experiment]] for p in parts],
+                      ignore_index=True)
     test_m = evaluate(ds.Y[test_idx], scores, ds.codes)
-    own = {get_experiment(p.experiment).labels: p.test_metrics for p in parts}
+    own = {labels[p.experiment]: p.test_metrics for p in parts}
     test_m = pd.concat([test_m[~test_m["level"].isin(list(own))]] + [m[m["level"] == lv] for lv, m in own.items()],
                        ignore_index=True)
     timings["total_s"] = time.perf_counter() - t_start
@@ -302,8 +305,7 @@ def _run_fold(exp: Experiment, c: RunContext, fold: int, force: bool = False) ->
         with contextlib.suppress(Damaged):  # checked again, and repaired, under the lock
             if (meta := cached_meta(folder, keys)) is not None:
                 return load_result(folder, meta, c.dataset.codes)
-    for dep in exp.parts:  # dependencies first, outside our lock
-        _run_fold(get_experiment(dep), c, fold)
+    parts = [_run_fold(get_experiment(dep), c, fold) for dep in exp.parts]  # dependencies first, outside our lock
     with file_lock(folder / LOCK_FILE):
         if not force:
             try:
@@ -316,7 +318,7 @@ def _run_fold(exp: Experiment, c: RunContext, fold: int, force: bool = False) ->
         atomic_write_text(folder / "key.json", json.dumps(keys))
         logger.info("running %s fold %d (profile %s, data %s)", exp.name, fold, c.profile.name, c.dataset_hash)
         if exp.parts:
-            r, model = _derived_fold(exp, c, fold), None
+            r, model = _derived_fold(exp, c, fold, parts), None
         else:
             r, model = train_fold(exp, c, fold)
         save_result(folder, r, keys, model)
@@ -366,7 +368,10 @@ def search_worker(name: str, storage: str, profile: str | Profile = "default", d
     c = _context(profile, data, cache_dir, storage, progress, device, precision)
     with torch_threads(threads):
         fam = _family_search(exp, c, fold)
-    workers = fam.search.store.workers()
+    try:
+        workers = fam.search.store.workers()
+    finally:
+        fam.search.store.dispose()
     return {"store": fam.search.store.store, "nodes": sum(workers.values()),
             "nodes_mine": workers.get(fam.search.worker, 0), "workers": workers}
 
