@@ -117,17 +117,9 @@ class CurveStore:
         """Save a trained node's record and checkpoints in one transaction (state done)."""
         with self.engine.begin() as c:
             for ckpt, data in checkpoints.items():
-                c.execute(CHECKPOINTS.delete().where(CHECKPOINTS.c.store == self.store, CHECKPOINTS.c.ckpt == ckpt))
-                c.execute(CHECKPOINTS.insert().values(store=self.store, ckpt=ckpt, data=data))
+                self._replace_checkpoint(c, ckpt, data)
             c.execute(NODES.update().where(NODES.c.store == self.store, NODES.c.node == node)
                       .values(state="done", worker=worker, heartbeat=time.time(), record=json.dumps(record)))
-
-    def running(self) -> dict[str, str]:
-        """node -> worker of the nodes being trained now (or left running by a dead worker)."""
-        with self.engine.connect() as c:
-            rows = c.execute(sa.select(NODES.c.node, NODES.c.worker).where(NODES.c.store == self.store,
-                                                                         NODES.c.state == "running")).all()
-        return dict(rows)
 
     def release(self) -> int:
         """Forget nodes left running (by a killed process of a local store); returns how many."""
@@ -147,8 +139,12 @@ class CurveStore:
     def put_checkpoint(self, ckpt: str, data: bytes) -> None:
         """Save (or replace) one checkpoint."""
         with self.engine.begin() as c:
-            c.execute(CHECKPOINTS.delete().where(CHECKPOINTS.c.store == self.store, CHECKPOINTS.c.ckpt == ckpt))
-            c.execute(CHECKPOINTS.insert().values(store=self.store, ckpt=ckpt, data=data))
+            self._replace_checkpoint(c, ckpt, data)
+
+    def _replace_checkpoint(self, c: sa.Connection, ckpt: str, data: bytes) -> None:
+        """Within transaction `c`: the checkpoint `ckpt` is `data` (an older one of that name replaced)."""
+        c.execute(CHECKPOINTS.delete().where(CHECKPOINTS.c.store == self.store, CHECKPOINTS.c.ckpt == ckpt))
+        c.execute(CHECKPOINTS.insert().values(store=self.store, ckpt=ckpt, data=data))
 
     def checkpoint_names(self) -> set[str]:
         """Names of the checkpoints kept."""

@@ -24,7 +24,7 @@ import logging
 import math
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -339,43 +339,16 @@ class Trainer:
         return TrainResult(self.model, self.best_epoch, self.best_value, list(self.history), self.seconds)
 
 
-def train_many(X_train, Y_train, X_dev, Y_dev, params: dict, make_loss: Callable[[], nn.Module], target: str, *,
-               seeds: Sequence[int] = (0,), max_epochs: int = 150,
-               on_epoch: Callable[[int, float], None] | None = None, progress: bool = False,
-               **trainer_kw) -> list[TrainResult]:
-    """Train one model per seed in lockstep, epoch by epoch, each with its own early stopping.
-
-    After each epoch `on_epoch(epoch, value)` gets the mean over seeds of each model's best dev value
-    so far (it may raise, e.g. optuna.TrialPruned, to stop). Returns one TrainResult per seed.
-    """
-    from tqdm.auto import tqdm
-
-    trainers = [Trainer(X_train, Y_train, X_dev, Y_dev, params, make_loss(), target, seed=s, **trainer_kw)
-                for s in seeds]
-    bar = tqdm(total=max_epochs, desc="epochs", leave=False, disable=not progress)
-    try:
-        for epoch in range(1, max_epochs + 1):
-            for t in trainers:
-                if not t.stopped:
-                    t.step()
-            bar.update(1)
-            bar.set_postfix({target: f"{np.mean([t.best_value for t in trainers]):.4f}"})
-            if on_epoch is not None:
-                on_epoch(epoch, float(np.mean([t.best_value for t in trainers])))
-            if all(t.stopped for t in trainers):
-                break
-    finally:
-        bar.close()
-    return [t.result() for t in trainers]
-
-
 def train(X_train, Y_train, X_dev, Y_dev, params: dict, loss: nn.Module, target: str, *, seed: int = 0,
-          max_epochs: int = 150, on_epoch: Callable[[int, float], None] | None = None, progress: bool = False,
-          **trainer_kw) -> TrainResult:
+          max_epochs: int = 150, **trainer_kw) -> TrainResult:
     """Train one MLP (params: num_layers, units_i, dropout_i, batchnorm) with early stopping on `target`.
 
     X_*: (n, n_inputs) CSR float32; Y_*: (n, L) 0/1; loss: a `cacicd.models.losses` module.
     trainer_kw: lr, batch_size, patience, output_rule, device, precision, eval_batch_size (see `Trainer`).
     """
-    return train_many(X_train, Y_train, X_dev, Y_dev, params, lambda: loss, target, seeds=(seed,),
-                      max_epochs=max_epochs, on_epoch=on_epoch, progress=progress, **trainer_kw)[0]
+    trainer = Trainer(X_train, Y_train, X_dev, Y_dev, params, loss, target, seed=seed, **trainer_kw)
+    for _ in range(max_epochs):
+        trainer.step()
+        if trainer.stopped:
+            break
+    return trainer.result()
