@@ -194,7 +194,7 @@ def test_damaged_cached_dataset_is_rebuilt(tmp_path, tiny_omop, caplog):
     _flip(folder / "X.npz", at=40)
     with pytest.raises(Damaged, match=r"X.npz is same size, other content"):
         Dataset.load(folder)
-    with caplog.at_level(logging.WARNING, logger="cacicd.data.omop"):
+    with caplog.at_level(logging.WARNING, logger="cacicd.data.cache"):
         again = omop.load_omop_cached(tiny_omop, tmp_path / "cache")
     assert f"dataset {folder} is damaged: {folder / 'X.npz'}" in caplog.text and "rebuilding it" in caplog.text
     assert again.content_hash() == ds.content_hash() and Dataset.load(folder).content_hash() == ds.content_hash()

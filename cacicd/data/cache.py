@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cacicd.data.dataset import Dataset
-from cacicd.files import Damaged, file_lock
+from cacicd.files import Damaged, file_lock, file_record
 
 log = logging.getLogger(__name__)
 
@@ -20,11 +20,7 @@ def file_sha256(path: Path) -> str:
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
     if key not in _HASHES:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        _HASHES[key] = h.hexdigest()
+        _HASHES[key] = file_record(path)["sha256"]
     return _HASHES[key]
 
 

@@ -54,7 +54,7 @@ import pyarrow.parquet as pq
 from psycopg.conninfo import conninfo_to_dict
 
 from cacicd.data import omop
-from cacicd.data.cache import cached
+from cacicd.data.cache import cached, with_defaults
 from cacicd.data.dataset import Dataset
 from cacicd.data.omop.schema import DataError
 from cacicd.data.omop.sql import ident
@@ -66,7 +66,6 @@ PG_LOADER_VERSION = "omop-pg-1"
 SCHEMES = ("postgresql://", "postgres://", "postgresql+psycopg://")
 SOURCE_PARAMS = ("schema", "vocab_schema")
 LOADER_OPTIONS = tuple(omop.OPTIONS)
-VOCAB_TABLES = omop.VOCAB_TABLES
 FETCH_ROWS = 100_000
 DEFAULT_CONNECT_TIMEOUT = 10
 
@@ -391,7 +390,7 @@ def prepare(q: PgQuery, src: PgSource) -> dict[str, str]:
     vocab = src.vocab_schema or schema
     q.schemas = (schema, vocab)
     schemas = q.fetch_df("SELECT nspname FROM pg_catalog.pg_namespace ORDER BY 1", f"{src}: listing schemas")["nspname"].tolist()
-    for role, s, tables in (("CDM", schema, omop.REQUIRED_TABLES), ("vocabulary", vocab, VOCAB_TABLES)):
+    for role, s, tables in (("CDM", schema, omop.REQUIRED_TABLES), ("vocabulary", vocab, omop.VOCAB_TABLES)):
         if s not in schemas:
             present = [x for x in schemas if not x.startswith(("pg_", "information_schema"))]
             raise DataError(f"{src}: schema {s} (the {role} schema) does not exist in the database; expected the "
@@ -399,7 +398,7 @@ def prepare(q: PgQuery, src: PgSource) -> dict[str, str]:
     cat = q.fetch_df(SQL_CATALOG, f"{src}: reading the catalog", ([schema, vocab],))
     found: dict[str, str] = {}
     for table in omop.SCHEMA:
-        home = vocab if table in VOCAB_TABLES else schema
+        home = vocab if table in omop.VOCAB_TABLES else schema
         rel = cat[(cat["schema_name"] == home) & (cat["table_name"].str.lower() == table)]
         names = sorted(set(rel["table_name"]))
         if len(names) > 1:
@@ -416,12 +415,12 @@ def prepare(q: PgQuery, src: PgSource) -> dict[str, str]:
         found[table] = f"{home}.{names[0]}"
     missing = [t for t in omop.REQUIRED_TABLES if t not in found]
     if missing:
-        where = {t: (vocab if t in VOCAB_TABLES else schema) for t in missing}
+        where = {t: (vocab if t in omop.VOCAB_TABLES else schema) for t in missing}
         present = sorted(set(cat.loc[cat["schema_name"] == schema, "table_name"]))
         raise DataError(f"{src}: missing table(s) {', '.join(f'{where[t]}.{t}' for t in missing)}; expected the OMOP "
                         f"CDM tables {', '.join(omop.REQUIRED_TABLES)} in schema {schema} "
                         f"(found there: {', '.join(present[:30]) or 'no table'})")
-    for table in omop.REQUIRED_TABLES + VOCAB_TABLES:
+    for table in omop.REQUIRED_TABLES + omop.VOCAB_TABLES:
         if table in found:
             empty = q.fetch_df(f"SELECT NOT EXISTS (SELECT 1 FROM {table}) AS empty", f"{src}: reading {found[table]}")
             if bool(empty["empty"][0]):
@@ -444,19 +443,12 @@ def fingerprint(q: PgQuery) -> dict[str, list]:
 
 
 def _options(src: PgSource, options: dict) -> dict:
-    opts = dict(omop.OPTIONS)
-    given = {**src.options, **options}
-    unknown = set(given) - set(opts)
-    if unknown:
-        raise TypeError(f"PostgreSQL source got unknown option(s) {sorted(unknown)}; known: {sorted(opts)}")
-    opts.update(given)
-    return opts
+    return with_defaults(omop.OPTIONS, {**src.options, **options}, "PostgreSQL source")
 
 
 @contextmanager
-def opened(url: str | PgSource) -> Iterator[tuple[PgSource, PgQuery, dict[str, str]]]:
+def opened(src: PgSource) -> Iterator[tuple[PgSource, PgQuery, dict[str, str]]]:
     """(source, query function, {table: schema.table}) of a checked database; the connection closes after."""
-    src = url if isinstance(url, PgSource) else parse_url(url)
     con = connect(src)
     try:
         q = PgQuery(con, str(src))
@@ -536,7 +528,7 @@ def copy_folder(con, folder: str | Path, schema: str, vocab_schema: str | None =
             with f:
                 header = f.readline().decode("utf-8-sig")
                 names = [h.strip().lower() for h in next(csv.reader([header]))]
-                home = ident(vocab_schema if table in VOCAB_TABLES else schema) + "." + ident(table)
+                home = ident(vocab_schema if table in omop.VOCAB_TABLES else schema) + "." + ident(table)
                 cur.execute(f"DROP TABLE IF EXISTS {home}")
                 cur.execute(f"CREATE TABLE {home} ({', '.join(f'{ident(n)} {column_type(table, n)}' for n in names)})")
                 with cur.copy(f"COPY {home} ({', '.join(ident(n) for n in names)}) FROM STDIN WITH (FORMAT csv)") as cp:

@@ -40,14 +40,11 @@ from cacicd.files import file_lock
 
 log = logging.getLogger(__name__)
 
-_KIND_TEXT = {"synthetic": "the synthetic source", "omop": "an OMOP folder", "mimic3": "a MIMIC-III folder",
-              "postgresql": "a PostgreSQL source"}
+_KIND_TEXT = {"synthetic": "the synthetic source", "omop": "an OMOP folder", "mimic3": "a MIMIC-III folder"}
 
 
 def loader_options(kind: str) -> tuple[str, ...]:
-    """Names of the options a source of that kind accepts: its loader's options, then `OWN_OPTIONS`."""
-    if kind == "postgresql":
-        return pg.LOADER_OPTIONS + OWN_OPTIONS
+    """Names of the options a folder or synthetic source accepts: its loader's options, then `OWN_OPTIONS`."""
     return tuple(mimic3.OPTIONS if kind == "mimic3" else omop.OPTIONS) + OWN_OPTIONS
 
 

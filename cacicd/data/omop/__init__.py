@@ -64,14 +64,13 @@ import duckdb
 from cacicd.data.cache import cache_key, cached, with_defaults
 from cacicd.data.dataset import Dataset
 from cacicd.data.omop.build import build_dataset, check_mapping, classify_icd
-from cacicd.data.omop.files import find_tables, register_file, register_folder
+from cacicd.data.omop.files import find_tables, register_folder
 from cacicd.data.omop.schema import (DEFAULT_INGREDIENT_MAPPING, OPTIONS, PRESCRIPTION_WRITTEN, REQUIRED_TABLES,
                                      SCHEMA, SUFFIXES, VOCAB_TABLES, DataError)
-from cacicd.data.omop.sql import Queryable, query
 
 __all__ = ["LOADER_VERSION", "OPTIONS", "PRESCRIPTION_WRITTEN", "REQUIRED_TABLES", "SCHEMA", "SUFFIXES", "VOCAB_TABLES",
-           "DataError", "Queryable", "build_dataset", "check_mapping", "classify_icd", "find_tables", "load_omop",
-           "load_omop_cached", "query", "register_file", "register_folder"]
+           "DataError", "build_dataset", "check_mapping", "classify_icd", "find_tables", "load_omop",
+           "load_omop_cached", "register_folder"]
 
 LOADER_VERSION = "omop-1"
 
