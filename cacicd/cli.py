@@ -76,8 +76,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     pd.set_option("display.width", 160, "display.max_rows", 500)
     try:
-        if getattr(args, "fold", None) is not None:  # every fold checked before any work starts
-            E.check_folds(_folds(str(args.fold)), get_profile(args.profile))
         if args.cmd == "list":
             w = max(map(len, E.EXPERIMENTS))
             for e in E.EXPERIMENTS.values():

@@ -365,6 +365,8 @@ def search_worker(name: str, storage: str, profile: str | Profile = "default", d
     """
     exp = get_experiment(name)
     family(exp)  # refuses experiments without a search
+    profile = get_profile(profile) if isinstance(profile, str) else profile
+    [fold] = check_folds([fold], profile)
     c = _context(profile, data, cache_dir, storage, progress, device, precision)
     with torch_threads(threads):
         fam = _family_search(exp, c, fold)
