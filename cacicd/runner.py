@@ -20,7 +20,7 @@ from traitlets.config import Config
 from cacicd.config import cache_root, get_profile
 from cacicd.data.pg import split_password
 from cacicd.data.sources import check_source, parse_source
-from cacicd.files import atomic_write_text
+from cacicd.files import atomic_write_text, file_record
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
@@ -184,10 +184,6 @@ def check_arguments(profile: str, data: str, out: str | None, only: list[str] | 
     return errors
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def run_all(profile: str, data: str = "synthetic", out: str | None = None, only: list[str] | None = None,
             force: bool = False, cache_dir: str | None = None) -> int:
     """Run the notebooks in order; stop at the first failure. Returns a shell exit code.
@@ -224,7 +220,7 @@ def run_all(profile: str, data: str = "synthetic", out: str | None = None, only:
         done = dirs.notebooks / f"{name}.ipynb"
         last = run_log.get(name, {})
         if (not force and last.get("key") == key and done.exists()
-                and last.get("notebook_sha256") == _sha256(done)):
+                and last.get("notebook_sha256") == file_record(done)["sha256"]):
             print(f"[run_all] {name}: up to date, skipped (use --force to rerun)", flush=True)
             continue
         if run_log.pop(name, None) is not None:  # until it succeeds again, it is not up to date
@@ -241,7 +237,7 @@ def run_all(profile: str, data: str = "synthetic", out: str | None = None, only:
             return 1
         wall = time.perf_counter() - t0
         run_log[name] = {"key": key, "wall_s": round(wall, 1), "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                         "profile": profile, "data": data, "notebook_sha256": _sha256(done)}
+                         "profile": profile, "data": data, "notebook_sha256": file_record(done)["sha256"]}
         atomic_write_text(log_path, json.dumps(run_log, indent=1))
         print(f"[run_all] {name}: done in {wall:.0f} s", flush=True)
     print(f"[run_all] finished in {time.perf_counter() - t_all:.0f} s. Produced:")

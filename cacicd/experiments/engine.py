@@ -243,7 +243,7 @@ def train_fold(exp: Experiment, c: RunContext, fold: int) -> tuple[RunResult, to
         finally:
             fam.search.store.dispose()  # one store per call: its connections are not kept
         model.eval()
-        key = f"{exp.target}|{exp.output_rule}"
+        key = Member(exp.name, exp.target, exp.output_rule).key
         history = pd.DataFrame([{"epoch": r["epoch"], "loss": r["loss"], "val": r.get(f"val_{key}"),
                                  "dev": r.get(f"dev_{key}"), "seconds": r["seconds"]} for r in rows])
         timings["search_s"] = float(fam.meta["search_s"])
