@@ -174,17 +174,28 @@ class FocalLoss(nn.Module):
 # ---------------------------------------------------------------------------------------------
 # Hierarchical losses (spec section 8)
 
-class MCLoss(nn.Module):
+class ConstrainedBCE(nn.Module):
+    """BCE with logits on hierarchy-constrained logits z̃ (`constrained_logits`, defined by each subclass)."""
+
+    def __init__(self, ctx: LabelContext):
+        super().__init__()
+        self.tree = ctx.tree()
+
+    def constrained_logits(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """(B, L) z̃ from logits and 0/1 targets."""
+        raise NotImplementedError
+
+    def forward(self, logits, targets, model=None):
+        return F.binary_cross_entropy_with_logits(self.constrained_logits(logits, targets), targets)
+
+
+class MCLoss(ConstrainedBCE):
     """MCLoss (Giunchiglia & Lukasiewicz 2020): BCE with logits on z̃; inference with roll-up.
 
     z̃_j = max over k in D(j) with y_k = 1 of z_k if y_j = 1, else max over k in D(j) of z_k.
     """
 
     output_rule = "rollup"
-
-    def __init__(self, ctx: LabelContext):
-        super().__init__()
-        self.tree = ctx.tree()
 
     def constrained_logits(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """(B, L) z̃ of MCLoss."""
@@ -194,19 +205,12 @@ class MCLoss(nn.Module):
                           self.tree.argmax_down(logits, keys=keys))
         return logits.gather(1, idx)
 
-    def forward(self, logits, targets, model=None):
-        return F.binary_cross_entropy_with_logits(self.constrained_logits(logits, targets), targets)
 
-
-class TreeMinLoss(nn.Module):
+class TreeMinLoss(ConstrainedBCE):
     """TreeMin (Ouyang et al.): BCE with logits on z̃; inference a plain sigmoid.
 
     z̃_j = min over k in A(j) of z_k if y_j = 1, else max over k in D(j) of z_k.
     """
-
-    def __init__(self, ctx: LabelContext):
-        super().__init__()
-        self.tree = ctx.tree()
 
     def constrained_logits(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """(B, L) z̃ of TreeMin."""
@@ -214,9 +218,6 @@ class TreeMinLoss(nn.Module):
         idx = torch.where(targets > 0.5, self.tree.argmin_up(logits, keys=keys),
                           self.tree.argmax_down(logits, keys=keys))
         return logits.gather(1, idx)
-
-    def forward(self, logits, targets, model=None):
-        return F.binary_cross_entropy_with_logits(self.constrained_logits(logits, targets), targets)
 
 
 def _output_layer(model: nn.Module | None, n_labels: int) -> nn.Linear:
