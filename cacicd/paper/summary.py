@@ -91,7 +91,7 @@ def level_metric_folds(runs: Mapping[str, Sequence], spec: Mapping[str, list[tup
     per_fold = []
     for exp, mets in spec.items():
         names = [m for m, _, _ in mets]
-        authors = [f"{kind}@{m[3:]}" for m in names if m.startswith("re@") for kind in ("re_authors", "re_left_out")]
+        authors = list(metrics.authors_metrics(names))
         for r in runs[exp]:
             t = r.test_metrics[r.test_metrics["level"].isin(levels) & r.test_metrics["metric"].isin(names)]
             parts = [t, metrics.evaluate(Y[r.test_idx], r.scores, top, metrics=tuple(names))]
