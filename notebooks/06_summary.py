@@ -147,12 +147,10 @@ s4 += adaptive
 if adaptive_gap:
     print(f"GAP: no dev predictions for the adaptive threshold ({adaptive_gap}); its rows are missing.")
 s4 = pd.concat(s4, ignore_index=True)
-s4_long = s4.melt(id_vars=["experiment", "fold", "level"], value_vars=["precision", "recall", "f1", "threshold"],
-                  var_name="metric")
-s4_sum = stats.fold_summary(s4_long)
+s4_sum = summary.threshold_summary(s4)
 tableS4 = summary.table_s4(s4_sum, S4_MODELS, PAPER)
 thr = s4_sum[(s4_sum["metric"] == "threshold") & (s4_sum["experiment"] == "naive_auprc_micro")]
-save_table(tableS4[["level", "model", "precision", "recall", "f1"]], "tableS4_hard_classification", tables_dir)
+save_table(tableS4, "tableS4_hard_classification", tables_dir)
 save_table(s4, "tableS4_per_fold", tables_dir)
 print("adaptive thresholds (mean ± SEM over folds):",
       ", ".join(f"{r.level} {r.mean:.3f} ± {r.sem:.3f}" for r in thr.itertuples()))

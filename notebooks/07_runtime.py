@@ -109,8 +109,8 @@ pd.concat([tr_sum, engine_epoch])
 # %%
 PAPER_STAYS = int(report.paper_value("dataset", "stays (visit_occurrence rows; paper calls them ICU stays)"))
 PAPER_MODEL, PAPER_METRIC = "T4 GPU batch 1024 (NDCG-tuned naive multitask)", f"runtime_s (all {PAPER_STAYS:,} stays)"
-PAPER_S = report.paper_value("Section 3.6.2", PAPER_METRIC, "all", PAPER_MODEL)
-PAPER_SPREAD = report.paper_sem("Section 3.6.2", PAPER_METRIC, "all", PAPER_MODEL)
+PAPER_S, PAPER_SPREAD = map(float, report.published_row("Section 3.6.2", PAPER_METRIC, "all",
+                                                        PAPER_MODEL)[["value", "sem"]])
 CLAIM = (f"The best NDCG model processes the {PAPER_STAYS:,} MIMIC-III stays in {PAPER_S:g} ± {PAPER_SPREAD:g} s at "
          "batch size 1,024")
 row = inf[inf["batch_size"] == 1024]

@@ -23,6 +23,7 @@ says which rule decided. Per-fold rows of the published table are not compared (
 """
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import json
 import logging
@@ -54,10 +55,20 @@ PACKAGES = ("cacicd", "torch", "numpy", "scipy", "scikit-learn", "pandas", "sqla
 # loading
 
 def load_paper_values(path: str | Path = PAPER_VALUES) -> pd.DataFrame:
-    """The published values: columns item, level, model, metric, value, sem, unit, source."""
-    path = Path(path)
+    """The published values: columns item, level, model, metric, value, sem, unit, source.
+
+    The file is read once per (path, modification time, size); each call returns a copy of that read.
+    """
+    path = Path(path).resolve()
     if not path.exists():
         raise FileNotFoundError(f"published values not found: {path}")
+    st = path.stat()
+    return _read_paper_values(path, st.st_mtime_ns, st.st_size).copy()
+
+
+@functools.lru_cache(maxsize=8)
+def _read_paper_values(path: Path, mtime_ns: int, size: int) -> pd.DataFrame:
+    """`load_paper_values`'s read and checks (cached; modification time and size key it: an edited file is read again)."""
     df = pd.read_csv(path, dtype={c: str for c in ("item", "level", "model", "metric", "unit", "source")},
                      keep_default_na=False, na_values={"value": [""], "sem": [""]})
     missing = set(LONG_COLUMNS) - set(df.columns)
