@@ -52,7 +52,8 @@ P, CACHE = setup(profile, data, cache_dir, note='Its size and code count set the
 # %%
 ds = cdata.load_data(data, P, CACHE)
 configure(P.name, cdata.min_test_stays(ds, P, CACHE))  # withholds verdicts on smoke / tiny test folds
-best = E.run("naive_ndcg", P, ds, folds=[0], cache_dir=CACHE, progress=False)[0]
+ndcg_runs = E.run("naive_ndcg", P, ds, cache_dir=CACHE, progress=False)
+best = ndcg_runs[0]
 device = default_device()
 set_threads()
 model = best.load_model(str(device))
@@ -93,12 +94,11 @@ plt.show()
 train_idx, _, _ = splits.split_indices(ds, cdata.get_splits(ds, P, CACHE)[0])
 tr = runtime.time_training_epochs(model, ds.X[train_idx], ds.Y[train_idx], epochs=2, batch_size=P.batch_size,
                                   lr=P.learning_rate, device=device, precision=P.precision)
-tr_sum = pd.DataFrame([{"device": name, "device_kind": kind, "precision": tr["precision"].iloc[0], "n_samples": len(train_idx), "batch_size": P.batch_size,
-                        "epochs": len(tr), "mean_s": tr["seconds"].mean(), "std_s": tr["seconds"].std(ddof=1)}])
+tr_sum = runtime.summarize_training(tr)
 save_table(tr_sum, runtime.table_name("runtime_training_epoch", tr), tables_dir)
 engine_epoch = pd.DataFrame([{"experiment": "naive_ndcg", "fold": r.fold, "epoch_s": r.timings.get("epoch_s"),
                               "train_s": r.timings.get("train_s"), "search_s": r.timings.get("search_s")}
-                             for r in E.run("naive_ndcg", P, ds, cache_dir=CACHE, progress=False)])
+                             for r in ndcg_runs])
 save_table(engine_epoch, "runtime_engine_recorded", tables_dir)
 print("Engine-recorded times (the device that trained the cache, epochs including dev scoring):")
 pd.concat([tr_sum, engine_epoch])
