@@ -492,22 +492,26 @@ def render(comparison: pd.DataFrame, *, synthetic: bool, provenance: Mapping[str
 # ------------------------------------------------------------------------------------------------
 # builders of paper-comparable rows (used by the summary notebooks)
 
+def _experiment_field(name: str, field: str) -> str:
+    """An experiment's `field` in the registry; the name when the experiment or the field is unset."""
+    e = EXPERIMENTS.get(name)
+    value = getattr(e, field) if e is not None else None
+    return value if value else name
+
+
 def experiment_label(name: str) -> str:
     """An experiment's display name in reports and paper-comparable tables (its `label`; the name when unset)."""
-    e = EXPERIMENTS.get(name)
-    return e.label if e is not None and e.label else name
+    return _experiment_field(name, "label")
 
 
 def experiment_short(name: str) -> str:
     """An experiment's short display name among the methods of a figure (its `short`; the name when unset)."""
-    e = EXPERIMENTS.get(name)
-    return e.short if e is not None and e.short else name
+    return _experiment_field(name, "short")
 
 
 def experiment_tuned_on(name: str) -> str:
     """The short name of the metric an experiment was tuned on (its `tuned_on`; the name when unset)."""
-    e = EXPERIMENTS.get(name)
-    return e.tuned_on if e is not None and e.tuned_on else name
+    return _experiment_field(name, "tuned_on")
 
 
 # Table S7: ranking metrics of the NDCG-tuned model; Table S8: each soft-classification metric from the
