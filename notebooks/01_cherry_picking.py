@@ -55,9 +55,8 @@ import numpy as np
 import pandas as pd
 
 from cacicd.data import sources as cdata
-from cacicd.evaluation import compare, stats
+from cacicd.evaluation import compare
 from cacicd.evaluation.metrics import RECALL_K
-from cacicd.evaluation.thresholds import TABLE_S4_LEVELS
 from cacicd.experiments import engine as E
 from cacicd.paper import information, plots, report, summary
 from cacicd.paper import verdicts as V
@@ -308,13 +307,11 @@ diffs[diffs["k"].isin([1, 5, 9, 10, 20, 30, 50])]
 # (`cacicd.evaluation.thresholds.fixed_threshold_table`) gives notebook 06's rows, next to its adaptive-threshold ones.
 
 # %%
-s4 = pd.concat(summary.fixed_threshold_folds({m: R[m] for m in ("naive_f1_micro", "cherry_f1_micro")}, ds.Y, masks,
-                                            groups["cherry-picked"], model="model"), ignore_index=True)
-s4_long = s4.melt(id_vars=["model", "fold", "level"], value_vars=["precision", "recall", "f1"], var_name="metric")
-s4_sum = stats.fold_summary(s4_long)
-tableS4a = report.cell_table(s4_sum, ["level", "model"]).reset_index()
-tableS4a = tableS4a.sort_values("level", key=lambda s: s.map({lv: i for i, lv in enumerate(TABLE_S4_LEVELS)}))
-tableS4a = tableS4a[["level", "model", "precision", "recall", "f1"]]
+S4_MODELS = ["naive_f1_micro", "cherry_f1_micro"]
+s4 = pd.concat(summary.fixed_threshold_folds({m: R[m] for m in S4_MODELS}, ds.Y, masks, groups["cherry-picked"],
+                                            model="model"), ignore_index=True)
+s4_sum = summary.threshold_summary(s4, model="model", metrics=["precision", "recall", "f1"])
+tableS4a = summary.table_s4(s4_sum, model="model", model_order=S4_MODELS)
 save_table(tableS4a, "tableS4a_hard_classification_cherry_picking", tables_dir)
 save_table(s4_sum, "tableS4a_fold_summary", tables_dir)
 f1w = s4_sum[s4_sum["metric"] == "f1"].pivot_table(index="level", columns="model", values="mean")

@@ -47,7 +47,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from cacicd.data import sources as cdata
-from cacicd.evaluation import compare, metrics, stats
+from cacicd.evaluation import compare, metrics
 from cacicd.evaluation.stats import paired_ttest
 from cacicd.experiments import collect
 from cacicd.experiments import engine as E
@@ -114,11 +114,10 @@ plots.relative_bars(ax, rel[rel["level"] == "all"], OTHERS, RS, REF, SHORT, COLO
 ax.legend(fontsize=8, ncol=3, title="target metric", title_fontsize=8)
 finish_figure(fig, figures_dir, data, "fig2_relative_re_at_r")
 plt.show()
-fig2 = rel[rel["level"] == "all"].pivot_table(index="model", columns="R", values="rel").loc[OTHERS]
-fig2.round(2)
+a = rel[rel["level"] == "all"].pivot_table(index="model", columns="R", values="rel")  # relative RE@R, all codes
+a.loc[OTHERS].round(2)
 
 # %%
-a = rel[rel["level"] == "all"].pivot_table(index="model", columns="R", values="rel")
 best = ["naive_ndcg", "naive_auprc_micro"]
 same_as_ref = all(m in same_of.get(REF, ()) for m in best)
 claims.append(check(
@@ -141,10 +140,10 @@ claims.append(check(
 # the baseline's absolute RE@R is compared with the published bar labels: ours exact, and the way the published
 # values were computed (float16 scores, stays with a single code of the level left out; `cacicd.evaluation.metrics`)
 masks = ds.level_masks()
-AUTHORS = [f"{kind}@{r_}" for r_ in RS for kind in ("re_authors", "re_left_out")]
-ref_authors = stats.fold_summary(pd.concat(
-    [metrics.evaluate(r.y_true(ds), r.scores, {lv: masks[lv] for lv in LEVELS}, metrics=AUTHORS).assign(fold=r.fold)
-     for r in R[REF]], ignore_index=True)).set_index(["level", "metric"])
+AUTHORS = list(metrics.authors_metrics(f"re@{r_}" for r_ in RS))
+ref_authors = compare.summarise(compare.evaluate_folds(
+    [r.y_true(ds) for r in R[REF]], [r.scores for r in R[REF]], {lv: masks[lv] for lv in LEVELS}, model=REF,
+    metrics=AUTHORS, folds=[r.fold for r in R[REF]])).set_index(["level", "metric"])
 paper_rows += report.baseline_re_rows(rel[rel["model"] == REF], ref_authors, "Fig 2", ["all"], RS)
 
 # %% [markdown]

@@ -91,8 +91,7 @@ fig.tight_layout()
 save_figure(fig, "fig3_relative_ndcg_multitask", figures_dir, data)
 
 # %%
-ndcg_tests = pd.concat([S.paired_ttests(tidy, m, "naive_ndcg", ["ndcg"], LEVELS) for m in fig3_models],
-                       ignore_index=True)
+ndcg_tests = S.paired_ttests_vs(tidy, fig3_models, "naive_ndcg", ["ndcg"], LEVELS)
 save_table(ndcg_tests, "fig3_ndcg_paired_ttests", tables_dir)
 ndcg_tests
 

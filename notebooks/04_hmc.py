@@ -39,7 +39,6 @@ cache_dir = None
 import logging
 
 import matplotlib.pyplot as plt
-import pandas as pd
 
 from cacicd import icd9
 from cacicd.data import sources as cdata
@@ -82,8 +81,7 @@ fig.tight_layout()
 save_figure(fig, "fig4_relative_ndcg_hmc", figures_dir, data)
 
 # %%
-ndcg_tests = pd.concat([S.paired_ttests(tidy, m, "naive_ndcg", ["ndcg"], LEVELS) for m in METHODS],
-                       ignore_index=True)
+ndcg_tests = S.paired_ttests_vs(tidy, METHODS, "naive_ndcg", ["ndcg"], LEVELS)
 save_table(ndcg_tests, "fig4_ndcg_paired_ttests", tables_dir)
 ndcg_tests
 
@@ -93,8 +91,7 @@ ndcg_tests
 # over folds, with the paired t-test against naive multitask.
 
 # %%
-re_tests = pd.concat([S.paired_ttests(tidy, m, "naive_ndcg", RE_METRICS, ["billing"]) for m in METHODS],
-                     ignore_index=True)
+re_tests = S.paired_ttests_vs(tidy, METHODS, "naive_ndcg", RE_METRICS, ["billing"])
 save_table(re_tests, "hmc_billing_re_at_r_paired_ttests", tables_dir)
 re_tests[["model_a", "R", "mean_a", "mean_b", "mean_diff", "t", "p", "n_folds"]].rename(
     columns={"model_a": "method", "mean_a": "RE@R method", "mean_b": "RE@R naive"})

@@ -39,7 +39,7 @@ import pandas as pd
 
 from cacicd import icd9
 from cacicd.data import sources as cdata
-from cacicd.evaluation import compare, stats
+from cacicd.evaluation import compare
 from cacicd.experiments import engine as E
 from cacicd.paper import report
 from cacicd.paper import subgroups as S
@@ -76,8 +76,7 @@ fig.tight_layout()
 save_figure(fig, "fig5_relative_ndcg_imbalance", figures_dir, data)
 
 # %%
-ndcg_tests = pd.concat([S.paired_ttests(tidy, m, "naive_ndcg", ["ndcg"], LEVELS) for m in METHODS],
-                       ignore_index=True)
+ndcg_tests = S.paired_ttests_vs(tidy, METHODS, "naive_ndcg", ["ndcg"], LEVELS)
 save_table(ndcg_tests, "fig5_ndcg_paired_ttests", tables_dir)
 ndcg_tests
 
@@ -130,20 +129,12 @@ if HAS_TYPES:
                for name in S.TABLE_S9_MODELS}
     masks = {lv: m for lv, m in icd9.level_masks(ds.codes).items() if lv in S9_LEVELS}
     s9_folds = S.table_s9_folds(s9_runs, ds.Y, ds.stay_type, masks)
-    by_type = s9_folds[s9_folds.experiment == "naive_ndcg"].drop(columns="experiment")
-    n_test = stats.fold_summary(s9_folds[["stay_type", "fold", "n_stays"]].drop_duplicates(["stay_type", "fold"]),
-                                value="n_stays").set_index("stay_type")["mean"]
-    tableS9 = stats.fold_summary(s9_folds.drop(columns="n_stays"))
-    tableS9["mean_test_stays"] = tableS9.stay_type.map(n_test)
-    tableS9["level"] = pd.Categorical(tableS9.level, S9_LEVELS, ordered=True)
-    tableS9 = tableS9.sort_values(["experiment", "metric", "level", "stay_type"]).reset_index(drop=True)
-    tableS9["level"] = tableS9.level.astype(str)
+    tableS9 = S.table_s9(s9_folds, S9_LEVELS)
     for typ in S.REPORTED_STAY_TYPES:
         paper_rows.append(report.metric_table_rows(tableS9[tableS9.stay_type == typ], "Table S9", report.TABLE_S9,
                                                    model_suffix=f" [{typ} stays]"))
     paper_rows += [report.paper_row("Table S9", "", f"[{typ} stays]", "number of stays", float(counts[typ]),
                                     unit="count") for typ in S.REPORTED_STAY_TYPES]
-    tableS9 = tableS9[["experiment", "stay_type", "level", "metric", "mean", "sem", "n", "mean_test_stays"]]
 else:
     tableS9 = pd.DataFrame({
         "stay_type": ["unknown"], "n_stays": [int(counts["unknown"])],
@@ -179,11 +170,8 @@ claims.append(check(
         f"{LABELS[m]} {fig5[fig5.model == m].rel.mean():+.2f}%" for m in METHODS)))
 
 if HAS_TYPES:
-    st = by_type[(by_type.level == "all") & (by_type.metric == "ndcg")].rename(columns={"stay_type": "model"})
-    present = set(st.model)
     pairs = [("newborn", "surgical"), ("newborn", "medical"), ("medical", "surgical")]
-    tt = pd.concat([S.paired_ttests(st, a, b, ["ndcg"], ["all"]) for a, b in pairs if {a, b} <= present],
-                   ignore_index=True)
+    tt = S.stay_type_ttests(s9_folds, pairs)
     save_table(tt, "tableS9_stay_type_paired_ttests", tables_dir)
     ev = {(r.model_a, r.model_b): r for r in tt.itertuples()}
     holds = {pair: V.significantly_greater(*((ev[pair].mean_diff, ev[pair].p) if pair in ev else (None, None)))

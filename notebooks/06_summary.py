@@ -76,11 +76,11 @@ print(f"{ds.n_stays:,} stays, {len(ds.codes):,} codes, {int(cherry.sum())} cherr
 
 # %%
 CURVE_MODELS = ["naive_ndcg", "cherry_f1_micro", "dummy"]
-tm = compare.tidy_results({name: R[name] for name in CURVE_MODELS}).rename(columns={"model": "experiment"})
-rk = tm[tm["metric"].str.startswith("recall@") & tm["level"].isin(["billing", "3digit"])].copy()
-rk["k"] = rk["metric"].str.slice(len("recall@")).astype(int)
-curves = stats.fold_summary(rk.drop(columns="metric"))
+tm = compare.tidy_results({name: R[name] for name in CURVE_MODELS})
+rk = tm[tm["metric"].str.startswith("recall@") & tm["level"].isin(["billing", "3digit"])]
+curves = compare.recall_curves(rk).rename(columns={"model": "experiment"})
 save_table(curves.sort_values(["level", "experiment", "k"]), "fig6_figS7_recall_at_k", tables_dir)
+diffs = compare.recall_differences(rk, "naive_ndcg", "cherry_f1_micro")
 
 COLORS = {"naive_ndcg": "tab:purple", "cherry_f1_micro": "tab:orange", "dummy": "0.5"}
 for level, fig_name, item in (("billing", "fig6_recall_at_k_billing", "Fig 6"),
@@ -102,22 +102,22 @@ PAPER_GAIN = {lv: (FIG6_TEXT[(lv, NDCG_MODEL, "Recall@30")], FIG6_TEXT[(lv, GAIN
               for lv in ("billing", "3digit")}
 gain_rows = []
 for level, item in (("billing", "Fig 6"), ("3digit", "Fig S7")):
-    by_k, d = compare.gain_by_k(rk, "naive_ndcg", "cherry_f1_micro", level)
-    at30 = d[d["k"] == 30]
-    m30, s30, _ = stats.mean_sem(at30["naive_ndcg"])
-    g30, gs30, _ = stats.mean_sem(at30["diff"])
+    by_k = diffs[diffs["level"] == level]
+    m30, s30 = curves[(curves["level"] == level) & (curves["experiment"] == "naive_ndcg")
+                      & (curves["k"] == 30)][["mean", "sem"]].iloc[0]
+    g30, gs30 = by_k[by_k["k"] == 30][["diff", "diff_sem"]].iloc[0]
     gain_rows.append({"level": level, "recall30_ndcg_model_pct": 100 * m30, "sem": 100 * s30,
                       "gain30_points": 100 * g30, "gain_sem": 100 * gs30,
                       "paper_recall30_pct": PAPER_GAIN[level][0], "paper_gain30_points": PAPER_GAIN[level][1],
-                      "k_where_ndcg_model_ahead": int((by_k["mean"] > 0).sum()), "n_k": len(by_k)})
+                      "k_where_ndcg_model_ahead": int((by_k["diff"] > 0).sum()), "n_k": len(by_k)})
     print(f"{level}: Recall@30 of the NDCG-tuned model {100 * m30:.2f} % (paper {PAPER_GAIN[level][0]} %), "
           f"gain over the Hansen-like model {100 * g30:+.2f} ± {100 * gs30:.2f} points "
-          f"(paper +{PAPER_GAIN[level][1]}); ahead at {int((by_k['mean'] > 0).sum())} of {len(by_k)} values of K")
+          f"(paper +{PAPER_GAIN[level][1]}); ahead at {int((by_k['diff'] > 0).sum())} of {len(by_k)} values of K")
     claims.append(check("3.6.1", f"recall_gain_all_k_{level}",
                          f"The NDCG-tuned naive multitask model beats the Hansen-like model at every K on {level} "
                          f"codes (Recall@30 +{PAPER_GAIN[level][1]} points, to {PAPER_GAIN[level][0]} %)",
-                         V.ahead_everywhere(by_k["mean"], g30),
-                         f"ahead at {int((by_k['mean'] > 0).sum())}/{len(by_k)} K; Recall@30 {100 * m30:.2f} %, "
+                         V.ahead_everywhere(by_k["diff"], g30),
+                         f"ahead at {int((by_k['diff'] > 0).sum())}/{len(by_k)} K; Recall@30 {100 * m30:.2f} %, "
                          f"gain {100 * g30:+.2f} ± {100 * gs30:.2f} points"))
     for exp in ("naive_ndcg", "cherry_f1_micro"):
         c = curves[(curves["level"] == level) & (curves["experiment"] == exp) & curves["k"].isin([5, 10, 16, 20, 25,
@@ -147,12 +147,10 @@ s4 += adaptive
 if adaptive_gap:
     print(f"GAP: no dev predictions for the adaptive threshold ({adaptive_gap}); its rows are missing.")
 s4 = pd.concat(s4, ignore_index=True)
-s4_long = s4.melt(id_vars=["experiment", "fold", "level"], value_vars=["precision", "recall", "f1", "threshold"],
-                  var_name="metric")
-s4_sum = stats.fold_summary(s4_long)
+s4_sum = summary.threshold_summary(s4)
 tableS4 = summary.table_s4(s4_sum, S4_MODELS, PAPER)
 thr = s4_sum[(s4_sum["metric"] == "threshold") & (s4_sum["experiment"] == "naive_auprc_micro")]
-save_table(tableS4[["level", "model", "precision", "recall", "f1"]], "tableS4_hard_classification", tables_dir)
+save_table(tableS4, "tableS4_hard_classification", tables_dir)
 save_table(s4, "tableS4_per_fold", tables_dir)
 print("adaptive thresholds (mean ± SEM over folds):",
       ", ".join(f"{r.level} {r.mean:.3f} ± {r.sem:.3f}" for r in thr.itertuples()))

@@ -52,7 +52,8 @@ P, CACHE = setup(profile, data, cache_dir, note='Its size and code count set the
 # %%
 ds = cdata.load_data(data, P, CACHE)
 configure(P.name, cdata.min_test_stays(ds, P, CACHE))  # withholds verdicts on smoke / tiny test folds
-best = E.run("naive_ndcg", P, ds, folds=[0], cache_dir=CACHE, progress=False)[0]
+ndcg_runs = E.run("naive_ndcg", P, ds, cache_dir=CACHE, progress=False)
+best = ndcg_runs[0]
 device = default_device()
 set_threads()
 model = best.load_model(str(device))
@@ -93,12 +94,11 @@ plt.show()
 train_idx, _, _ = splits.split_indices(ds, cdata.get_splits(ds, P, CACHE)[0])
 tr = runtime.time_training_epochs(model, ds.X[train_idx], ds.Y[train_idx], epochs=2, batch_size=P.batch_size,
                                   lr=P.learning_rate, device=device, precision=P.precision)
-tr_sum = pd.DataFrame([{"device": name, "device_kind": kind, "precision": tr["precision"].iloc[0], "n_samples": len(train_idx), "batch_size": P.batch_size,
-                        "epochs": len(tr), "mean_s": tr["seconds"].mean(), "std_s": tr["seconds"].std(ddof=1)}])
+tr_sum = runtime.summarize_training(tr)
 save_table(tr_sum, runtime.table_name("runtime_training_epoch", tr), tables_dir)
 engine_epoch = pd.DataFrame([{"experiment": "naive_ndcg", "fold": r.fold, "epoch_s": r.timings.get("epoch_s"),
                               "train_s": r.timings.get("train_s"), "search_s": r.timings.get("search_s")}
-                             for r in E.run("naive_ndcg", P, ds, cache_dir=CACHE, progress=False)])
+                             for r in ndcg_runs])
 save_table(engine_epoch, "runtime_engine_recorded", tables_dir)
 print("Engine-recorded times (the device that trained the cache, epochs including dev scoring):")
 pd.concat([tr_sum, engine_epoch])
@@ -109,8 +109,8 @@ pd.concat([tr_sum, engine_epoch])
 # %%
 PAPER_STAYS = int(report.paper_value("dataset", "stays (visit_occurrence rows; paper calls them ICU stays)"))
 PAPER_MODEL, PAPER_METRIC = "T4 GPU batch 1024 (NDCG-tuned naive multitask)", f"runtime_s (all {PAPER_STAYS:,} stays)"
-PAPER_S = report.paper_value("Section 3.6.2", PAPER_METRIC, "all", PAPER_MODEL)
-PAPER_SPREAD = report.paper_sem("Section 3.6.2", PAPER_METRIC, "all", PAPER_MODEL)
+PAPER_S, PAPER_SPREAD = map(float, report.published_row("Section 3.6.2", PAPER_METRIC, "all",
+                                                        PAPER_MODEL)[["value", "sem"]])
 CLAIM = (f"The best NDCG model processes the {PAPER_STAYS:,} MIMIC-III stays in {PAPER_S:g} ± {PAPER_SPREAD:g} s at "
          "batch size 1,024")
 row = inf[inf["batch_size"] == 1024]

@@ -159,15 +159,6 @@ def test_recall_differences_sorted_by_level_and_k():
     assert d.loc[3, "diff"] == pytest.approx(0.15) and d.loc[0, "diff"] == pytest.approx(0.1)
 
 
-def test_gain_by_k_per_fold_differences():
-    rk = pd.DataFrame({"experiment": ["a", "b"] * 4, "fold": [0, 0, 1, 1] * 2, "level": "billing",
-                       "k": [30] * 4 + [5] * 4, "value": [0.6, 0.5, 0.7, 0.5, 0.3, 0.35, 0.3, 0.2]})
-    by_k, d = C.gain_by_k(rk, "a", "b", "billing")
-    got = by_k.set_index("k")
-    assert got.loc[30, "mean"] == pytest.approx(0.15) and got.loc[5, "mean"] == pytest.approx(0.025)
-    assert got.loc[30, "n"] == 2 and list(d.columns) == ["level", "fold", "k", "a", "b", "diff"]
-
-
 def test_mean_agreement_ranks_metrics():
     sp_tab = pd.DataFrame({"metric": ["ndcg", "ndcg", "ece", "ece", "coverage", "coverage"],
                            "target": ["re@10", "re@50"] * 3, "rho": [-0.9, -0.7, 0.2, 0.4, 0.99, 0.99]})

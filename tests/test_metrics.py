@@ -489,3 +489,9 @@ def test_re_authors_equals_the_authors_library_bit_for_bit():
             means = np.array([np.nanmean(c) if np.isfinite(c).any() else np.nan for c in want.T])
             np.testing.assert_array_equal(M.re_at_r_authors(y, s if f16 else s.astype(np.float64), R, float16=f16),
                                           means)
+
+
+def test_authors_metrics_names():
+    assert M.authors_metrics(["ndcg", "re@25", "recall@5", "re@50"]) == (
+        "re_authors@25", "re_left_out@25", "re_authors@50", "re_left_out@50")
+    assert M.authors_metrics(["ndcg"]) == ()

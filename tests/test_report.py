@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -334,3 +335,17 @@ def test_baseline_re_rows():
     assert rows[1] == {"item": "Fig 2", "level": "all", "model": "μF1-tuned naive multitask (baseline)",
                        "metric": "RE@50", "value": 7.0, "sem": 0.2, "unit": "count", "value_authors": 6.0,
                        "sem_authors": 0.1, "left_out": 0.2}
+
+
+def test_load_paper_values_cached_copy(tmp_path):
+    a = report.load_paper_values()
+    a.loc[:, "value"] = -1.0  # a caller's change never reaches the cache
+    b = report.load_paper_values()
+    assert (b["value"] != -1.0).any() and b is not report.load_paper_values()
+    p = tmp_path / "values.csv"
+    b.head(2).to_csv(p, index=False)
+    assert len(report.load_paper_values(p)) == 2
+    b.head(3).to_csv(p, index=False)
+    st = p.stat()
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # an edited file is read again
+    assert len(report.load_paper_values(p)) == 3

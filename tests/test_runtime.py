@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from cacicd.models.network import MLP
-from cacicd.paper.runtime import (cpu_name, device_kind, device_name, predict_pass, summarize, table_name,
+from cacicd.paper.runtime import (cpu_name, device_kind, device_name, predict_pass, summarize, summarize_training,
+                            table_name,
                             time_inference, time_training_epochs)
 
 
@@ -128,3 +129,13 @@ def test_device_names_and_table_name(tmp_path):
     assert table_name("runtime_inference", t) == "runtime_inference_cpu"
     with pytest.raises(ValueError, match="one device kind"):
         table_name("runtime_inference", pd.DataFrame({"device_kind": ["cpu", "cuda"]}))
+
+
+def test_summarize_training_one_row():
+    t = pd.DataFrame({"device": "x", "device_kind": "cpu", "precision": "float32", "epoch": [0, 1], "n_samples": 50,
+                      "batch_size": 8, "seconds": [1.0, 3.0]})
+    s = summarize_training(t)
+    assert s.to_dict("records") == [{"device": "x", "device_kind": "cpu", "precision": "float32", "n_samples": 50,
+                                     "batch_size": 8, "epochs": 2, "mean_s": 2.0, "std_s": pytest.approx(np.sqrt(2))}]
+    with pytest.raises(ValueError, match="one run"):
+        summarize_training(t.assign(batch_size=[8, 16]))

@@ -264,3 +264,37 @@ def test_timings_table_leaves_out_absent_timings():
     t = S.timings_table(res)
     assert list(t.columns) == ["model", "fold", "timing", "seconds"]
     assert list(zip(t.fold, t.timing, t.seconds)) == [(0, "train_s", 2.0), (0, "epoch_s", 0.5), (1, "train_s", 3.0)]
+
+
+def _s9_folds():
+    rows = []
+    for fold, (nb, md, sg) in enumerate([(0.9, 0.7, 0.5), (0.8, 0.6, 0.5), (0.85, 0.65, 0.45)]):
+        for typ, v, n in (("newborn", nb, 10 + fold), ("medical", md, 20), ("surgical", sg, 30)):
+            for level in ("billing", "all"):
+                rows.append({"experiment": "naive_ndcg", "fold": fold, "stay_type": typ, "level": level,
+                             "metric": "ndcg", "value": v, "n_stays": n})
+    return pd.DataFrame(rows)
+
+
+def test_table_s9_summary_and_order():
+    t = S.table_s9(_s9_folds())
+    assert list(t.columns) == ["experiment", "stay_type", "level", "metric", "mean", "sem", "n", "mean_test_stays"]
+    assert list(t.level[:3]) == ["all"] * 3 and list(t.level[3:]) == ["billing"] * 3  # levels in Table S9's order
+    nb = t[(t.stay_type == "newborn") & (t.level == "all")].iloc[0]
+    assert nb["mean"] == pytest.approx(0.85) and nb["n"] == 3 and nb["mean_test_stays"] == pytest.approx(11)
+
+
+def test_stay_type_ttests_pairs_present_types():
+    f = _s9_folds()
+    tt = S.stay_type_ttests(f[f.stay_type != "surgical"], [("newborn", "surgical"), ("newborn", "medical")])
+    assert list(zip(tt.model_a, tt.model_b)) == [("newborn", "medical")]
+    assert tt.mean_diff.item() == pytest.approx(0.2) and tt.level.item() == "all"
+
+
+def test_paired_ttests_vs_concatenates_in_order():
+    f = _s9_folds().rename(columns={"stay_type": "model"}).drop(columns=["experiment", "n_stays"])
+    t = S.paired_ttests_vs(f, ["newborn", "surgical"], "medical", ["ndcg"], ["all", "billing"])
+    assert list(zip(t.model_a, t.level)) == [("newborn", "all"), ("newborn", "billing"), ("surgical", "all"),
+                                             ("surgical", "billing")]
+    assert t.equals(pd.concat([S.paired_ttests(f, m, "medical", ["ndcg"], ["all", "billing"])
+                               for m in ("newborn", "surgical")], ignore_index=True))

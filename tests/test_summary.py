@@ -66,3 +66,17 @@ def test_table_s4_cells_and_reported_rows():
     assert row["precision"] == "50.00 ± 1.00" and row["f1"] == "25.00 ± 2.00"
     hansen = t[t.model == "Hansen et al. (reported)"].iloc[0]
     assert hansen["f1"] == "31.4" and hansen["recall"] == "20.0"
+
+
+def test_threshold_summary_and_table_s4_without_paper():
+    folds = pd.DataFrame({"model": ["a", "a", "b", "b"], "fold": [0, 1, 0, 1], "level": "billing",
+                          "precision": [0.5, 0.7, 0.2, 0.2], "recall": [0.1, 0.3, 0.4, 0.4], "f1": [0.2, 0.2, 0.3, 0.3],
+                          "threshold": 0.5})
+    s = summary.threshold_summary(folds, model="model", metrics=["precision", "recall", "f1"])
+    assert list(s.columns) == ["model", "level", "metric", "mean", "sem", "n"] and set(s.metric) == {"precision",
+                                                                                                       "recall", "f1"}
+    assert s[(s.model == "a") & (s.metric == "precision")]["mean"].item() == pytest.approx(0.6)
+    t = summary.table_s4(s, model="model")
+    assert list(t.columns) == list(summary.S4_COLUMNS) and list(t.model) == ["a", "b"]
+    assert t.iloc[0]["precision"] == "60.00 ± 10.00"
+    assert list(summary.table_s4(s, model="model", model_order=["b", "a"]).model) == ["b", "a"]

@@ -233,19 +233,6 @@ def recall_differences(tidy: pd.DataFrame, model_a: str, model_b: str) -> pd.Dat
     return d.sort_values(["level", "k"], ignore_index=True)
 
 
-def gain_by_k(tidy_k: pd.DataFrame, model_a: str, model_b: str, level: str,
-              model: str = "experiment") -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per-fold difference a − b at one level: (mean ± SEM of it over folds per k, the per-fold table).
-
-    tidy_k: columns <model>, fold, level, k, value (e.g. Recall@K). The per-fold table has the columns
-    level, fold, k, one per model, and diff.
-    """
-    wide = tidy_k.pivot_table(index=["level", "fold", "k"], columns=model, values="value").reset_index()
-    w = wide[wide["level"] == level]
-    d = w.assign(diff=w[model_a] - w[model_b])
-    return stats.fold_summary(d[["k", "fold", "diff"]], value="diff"), d
-
-
 def mean_agreement(spearman: pd.DataFrame, exclude: Sequence[str] = ()) -> pd.Series:
     """Each scalar metric's mean agreement with RE@R over the targets (`spearman_agreement`), best first."""
     agree = spearman_agreement(spearman)

@@ -387,6 +387,12 @@ def re_at_r_authors(y_true, y_score, r, float16: bool = True) -> float | np.ndar
     return float(res[0]) if np.ndim(r) == 0 else res
 
 
+def authors_metrics(names) -> tuple[str, ...]:
+    """For each "re@R" of `names` (others skipped), its published-way metrics "re_authors@R", "re_left_out@R"."""
+    return tuple(f"{kind}@{m[len('re@'):]}" for m in names if m.startswith("re@")
+                 for kind in ("re_authors", "re_left_out"))
+
+
 def re_left_out_share(y_true, r, n_labels: int | None = None) -> float | np.ndarray:
     """Share of the samples with >= 1 positive that the authors' RE@R convention leaves out (NaN), per R.
 

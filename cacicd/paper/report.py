@@ -23,6 +23,7 @@ says which rule decided. Per-fold rows of the published table are not compared (
 """
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import json
 import logging
@@ -54,10 +55,20 @@ PACKAGES = ("cacicd", "torch", "numpy", "scipy", "scikit-learn", "pandas", "sqla
 # loading
 
 def load_paper_values(path: str | Path = PAPER_VALUES) -> pd.DataFrame:
-    """The published values: columns item, level, model, metric, value, sem, unit, source."""
-    path = Path(path)
+    """The published values: columns item, level, model, metric, value, sem, unit, source.
+
+    The file is read once per (path, modification time, size); each call returns a copy of that read.
+    """
+    path = Path(path).resolve()
     if not path.exists():
         raise FileNotFoundError(f"published values not found: {path}")
+    st = path.stat()
+    return _read_paper_values(path, st.st_mtime_ns, st.st_size).copy()
+
+
+@functools.lru_cache(maxsize=8)
+def _read_paper_values(path: Path, mtime_ns: int, size: int) -> pd.DataFrame:
+    """`load_paper_values`'s read and checks (cached; modification time and size key it: an edited file is read again)."""
     df = pd.read_csv(path, dtype={c: str for c in ("item", "level", "model", "metric", "unit", "source")},
                      keep_default_na=False, na_values={"value": [""], "sem": [""]})
     missing = set(LONG_COLUMNS) - set(df.columns)
@@ -481,22 +492,26 @@ def render(comparison: pd.DataFrame, *, synthetic: bool, provenance: Mapping[str
 # ------------------------------------------------------------------------------------------------
 # builders of paper-comparable rows (used by the summary notebooks)
 
+def _experiment_field(name: str, field: str) -> str:
+    """An experiment's `field` in the registry; the name when the experiment or the field is unset."""
+    e = EXPERIMENTS.get(name)
+    value = getattr(e, field) if e is not None else None
+    return value if value else name
+
+
 def experiment_label(name: str) -> str:
     """An experiment's display name in reports and paper-comparable tables (its `label`; the name when unset)."""
-    e = EXPERIMENTS.get(name)
-    return e.label if e is not None and e.label else name
+    return _experiment_field(name, "label")
 
 
 def experiment_short(name: str) -> str:
     """An experiment's short display name among the methods of a figure (its `short`; the name when unset)."""
-    e = EXPERIMENTS.get(name)
-    return e.short if e is not None and e.short else name
+    return _experiment_field(name, "short")
 
 
 def experiment_tuned_on(name: str) -> str:
     """The short name of the metric an experiment was tuned on (its `tuned_on`; the name when unset)."""
-    e = EXPERIMENTS.get(name)
-    return e.tuned_on if e is not None and e.tuned_on else name
+    return _experiment_field(name, "tuned_on")
 
 
 # Table S7: ranking metrics of the NDCG-tuned model; Table S8: each soft-classification metric from the

@@ -185,6 +185,19 @@ def time_training_epochs(model: nn.Module, X, Y, epochs: int = 1, batch_size: in
     return pd.DataFrame(rows)
 
 
+def summarize_training(epochs: pd.DataFrame) -> pd.DataFrame:
+    """One row of `time_training_epochs` rows: device, device_kind, precision, n_samples, batch_size, epochs,
+    mean_s, std_s (ddof = 1; NaN for one epoch)."""
+    keys = ["device", "device_kind", "precision", "n_samples", "batch_size"]
+    if missing := set(keys + ["seconds"]) - set(epochs.columns):
+        raise ValueError(f"training timings lack column(s) {sorted(missing)}")
+    if epochs.empty or len(epochs.drop_duplicates(keys)) != 1:
+        raise ValueError(f"training timings need rows of one run (one value of each of {keys})")
+    first = epochs.iloc[0]
+    return pd.DataFrame([{**{k: first[k] for k in keys}, "epochs": len(epochs), "mean_s": epochs["seconds"].mean(),
+                          "std_s": epochs["seconds"].std(ddof=1)}])
+
+
 def dtype_name(dtype: torch.dtype) -> str:
     """'float32' or 'bfloat16' of a torch dtype."""
     return str(dtype).removeprefix("torch.")

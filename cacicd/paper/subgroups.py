@@ -24,11 +24,10 @@ REPORTED_STAY_TYPES: tuple[str, ...] = ("newborn", "surgical", "medical")
 KNOWN_STAY_TYPES: tuple[str, ...] = REPORTED_STAY_TYPES + ("unknown",)
 TABLE_S9_LEVELS: tuple[str, ...] = ("all", "chapter", "subchapter", "3digit", "billing")
 TABLE_S9_METRICS: tuple[str, ...] = ("ndcg", "ndcg@15", "re@25", "re@50", "re@75", "re@100")
-_S9_R = (25, 50, 75, 100)
 # Table S9's columns as the authors computed them: ranking metrics of the NDCG-tuned model (RE@R also the
 # published way and its left-out share), each soft-classification metric from the model tuned on it
 TABLE_S9_MODELS: dict[str, tuple[str, ...]] = {
-    "naive_ndcg": TABLE_S9_METRICS + tuple(f"re_authors@{r}" for r in _S9_R) + tuple(f"re_left_out@{r}" for r in _S9_R),
+    "naive_ndcg": TABLE_S9_METRICS + M.authors_metrics(TABLE_S9_METRICS),
     "naive_auroc_micro": ("auroc_micro",), "naive_auroc_macro": ("auroc_macro",),
     "naive_auprc_micro": ("auprc_micro",), "naive_auprc_macro": ("auprc_macro",),
 }
@@ -110,6 +109,35 @@ def table_s9_folds(runs: Mapping[str, Sequence], Y, stay_type: Sequence[str], gr
             frames.append(df.assign(experiment=exp, fold=int(r.fold)))
     cols = ["experiment", "fold", "stay_type", "level", "metric", "value", "n_stays"]
     return pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)
+
+
+def table_s9(folds: pd.DataFrame, levels: Sequence[str] = TABLE_S9_LEVELS) -> pd.DataFrame:
+    """Table S9 from `table_s9_folds`: mean ± SEM over folds per (experiment, stay_type, level, metric).
+
+    Returns experiment, stay_type, level, metric, mean, sem, n, mean_test_stays (the stay type's number of
+    test stays, mean over folds), sorted by experiment, metric, level (in the order of `levels`), stay type.
+    """
+    n_test = ST.fold_summary(folds[["stay_type", "fold", "n_stays"]].drop_duplicates(["stay_type", "fold"]),
+                             value="n_stays").set_index("stay_type")["mean"]
+    t = ST.fold_summary(folds.drop(columns="n_stays"))
+    t["mean_test_stays"] = t["stay_type"].map(n_test)
+    t["level"] = pd.Categorical(t["level"], list(levels), ordered=True)
+    t = t.sort_values(["experiment", "metric", "level", "stay_type"]).reset_index(drop=True)
+    t["level"] = t["level"].astype(str)
+    return t[["experiment", "stay_type", "level", "metric", "mean", "sem", "n", "mean_test_stays"]]
+
+
+def stay_type_ttests(folds: pd.DataFrame, pairs: Sequence[tuple[str, str]], experiment: str = "naive_ndcg",
+                     metric: str = "ndcg", level: str = "all") -> pd.DataFrame:
+    """`paired_ttests` between stay types (as model_a / model_b) of one experiment's metric at one level.
+
+    folds: `table_s9_folds` output; pairs: (stay type a, stay type b), those with a type absent skipped.
+    """
+    st = folds[(folds["experiment"] == experiment) & (folds["level"] == level) & (folds["metric"] == metric)]
+    st = st.drop(columns="experiment").rename(columns={"stay_type": "model"})
+    present = set(st["model"])
+    return pd.concat([paired_ttests(st, a, b, [metric], [level]) for a, b in pairs if {a, b} <= present],
+                     ignore_index=True)
 
 
 # ------------------------------------------------------------------------------ median rank vs frequency (Fig S6)
@@ -207,6 +235,12 @@ def paired_ttests(tidy: pd.DataFrame, model_a: str, model_b: str, metrics: Seque
                          "t": np.nan if flat else r["statistic"], "p": np.nan if flat else r["pvalue"],
                          "n_folds": int(r["n"])})
     return pd.DataFrame(rows, columns=cols)
+
+
+def paired_ttests_vs(tidy: pd.DataFrame, models: Sequence[str], reference: str, metrics: Sequence[str],
+                     levels: Sequence[str]) -> pd.DataFrame:
+    """`paired_ttests` of each of `models` (as model_a) against `reference` (model_b), one table in that order."""
+    return pd.concat([paired_ttests(tidy, m, reference, metrics, levels) for m in models], ignore_index=True)
 
 
 def significant(table: pd.DataFrame, alpha: float = 0.05, min_rel_diff: float = 1e-6) -> pd.DataFrame:

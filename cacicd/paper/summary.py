@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 
 from cacicd.data import splits
-from cacicd.evaluation import metrics, thresholds
+from cacicd.evaluation import metrics, stats, thresholds
 from cacicd.models.train import predict_proba
-from cacicd.paper.report import cell_table
+from cacicd.paper.report import cell_table, published_columns
 
 S4_COLUMNS = ("level", "model", "precision", "recall", "f1")
 
@@ -54,22 +54,35 @@ def adaptive_threshold_folds(runs: Sequence, dataset, fold_splits: Sequence, lev
     return out, None
 
 
-def table_s4(summary: pd.DataFrame, models: Mapping[str, str], paper: pd.DataFrame,
-             reported: str = "Hansen et al. (reported)") -> pd.DataFrame:
+def threshold_summary(folds: pd.DataFrame, model: str = "experiment",
+                      metrics: Sequence[str] = ("precision", "recall", "f1", "threshold")) -> pd.DataFrame:
+    """Fold summary (<model>, level, metric, mean, sem, n) of per-fold hard-classification tables (`*_threshold_folds`)."""
+    long = folds.melt(id_vars=[model, "fold", "level"], value_vars=list(metrics), var_name="metric")
+    return stats.fold_summary(long)
+
+
+def table_s4(summary: pd.DataFrame, models: Mapping[str, str] | None = None, paper: pd.DataFrame | None = None,
+             reported: str = "Hansen et al. (reported)", model: str = "experiment",
+             model_order: Sequence[str] | None = None) -> pd.DataFrame:
     """Table S4: level x model 'mean ± SEM' (%) of precision, recall and F1, with the reported rows of the paper.
 
-    summary: fold summary with experiment, level, metric, mean, sem; models: experiment -> row label;
-    paper: the published values (their Table S4 rows of model `reported` are appended as they are).
+    summary: fold summary with <model>, level, metric, mean, sem (`threshold_summary`); models: <model> ->
+    row label (default: the names as they are); paper: the published values (their Table S4 rows of model
+    `reported` are appended as they are; none when None). Columns `S4_COLUMNS`, levels in the paper's order,
+    the rows of a level in the order of the labels in `model_order` (default: alphabetical).
     """
     tab = summary[summary["metric"] != "threshold"]
-    out = cell_table(tab.assign(model=tab["experiment"].map(models)), ["level", "model"]).reset_index()
-    hansen = paper[(paper["item"] == "Table S4") & (paper["model"] == reported)]
-    hans = hansen.assign(level=hansen["level"].str.replace(" (cherry-picked codes)", "", regex=False),
-                         metric=hansen["metric"].map({"precision": "precision", "recall": "recall", "μF1": "f1"}))
-    hans = hans.pivot_table(index=["level", "model"], columns="metric", values="value", aggfunc="first").reset_index()
-    out = pd.concat([out, hans.astype({c: str for c in ("precision", "recall", "f1")})], ignore_index=True)
-    order = {lv: i for i, lv in enumerate(thresholds.TABLE_S4_LEVELS)}
-    return out.sort_values(["level", "model"], key=lambda s: s.map(order) if s.name == "level" else s)
+    labels = tab[model] if models is None else tab[model].map(models)
+    out = cell_table(tab.assign(model=labels), ["level", "model"]).reset_index()
+    if paper is not None:
+        hans = published_columns("Table S4", reported, {"precision": "precision", "recall": "recall", "μF1": "f1"},
+                                 paper)
+        hans = hans.assign(level=hans["level"].str.replace(" (cherry-picked codes)", "", regex=False), model=reported)
+        out = pd.concat([out, hans.astype({c: str for c in ("precision", "recall", "f1")})], ignore_index=True)
+    order = {"level": {lv: i for i, lv in enumerate(thresholds.TABLE_S4_LEVELS)},
+             "model": None if model_order is None else {m: i for i, m in enumerate(model_order)}}
+    out = out.sort_values(["level", "model"], key=lambda s: s if order[s.name] is None else s.map(order[s.name]))
+    return out[list(S4_COLUMNS)]
 
 
 def frequent_code_folds(runs: Sequence, Y, frequent: np.ndarray) -> pd.DataFrame:
@@ -91,7 +104,7 @@ def level_metric_folds(runs: Mapping[str, Sequence], spec: Mapping[str, list[tup
     per_fold = []
     for exp, mets in spec.items():
         names = [m for m, _, _ in mets]
-        authors = [f"{kind}@{m[3:]}" for m in names if m.startswith("re@") for kind in ("re_authors", "re_left_out")]
+        authors = list(metrics.authors_metrics(names))
         for r in runs[exp]:
             t = r.test_metrics[r.test_metrics["level"].isin(levels) & r.test_metrics["metric"].isin(names)]
             parts = [t, metrics.evaluate(Y[r.test_idx], r.scores, top, metrics=tuple(names))]
