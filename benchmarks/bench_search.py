@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 
 from cacicd.experiments import engine as E
-from cacicd.models import outputs
 from cacicd.config import get_profile
 from cacicd.models.curves import CurveStore
 from cacicd.models.labels import LabelContext
@@ -35,7 +34,8 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=1, help="Hyperband iterations (default 1)")
     ap.add_argument("--precision", default=None, help="float32, bfloat16 or auto (default: the profile's)")
     a = ap.parse_args()
-    set_threads()
+    profile = get_profile(a.profile)
+    set_threads(profile.threads)
     profile = get_profile(a.profile).replace(n_stays=a.stays)
     with tempfile.TemporaryDirectory() as tmp:
         ds = load_data("synthetic", profile, Path(tmp) / "cache")
@@ -44,13 +44,12 @@ def main() -> None:
         tr, dv, _ = E.fold_indices(ds, profile, a.fold, Path(tmp) / "cache")
         X, Y = ds.X.tocsr(), ds.Y.tocsr()
         ctx = LabelContext.from_labels(ds.codes, Y[tr])
-        rules = {m.rule: None if m.rule == "identity" else outputs.make_output_rule(m.rule, ctx) for m in members}
-        data = FamilyData.split(X[tr], Y[tr], X[dv], Y[dv], "bce", ctx, rules)
+        data = FamilyData.split(X[tr], Y[tr], X[dv], Y[dv], "bce", ctx, sorted({m.rule for m in members}))
         settings = TrainSettings(profile.learning_rate, profile.batch_size, profile.patience, None,
-                                 a.precision or profile.precision)
+                                 a.precision or profile.precision, profile.threads)
 
         def search(ms, name):
-            store = CurveStore(str(Path(tmp) / f"{name}.db"), name)
+            store = CurveStore(Path(tmp) / name)
             fs = FamilySearch(ms, data, profile, store, iterations=a.iterations, seed_material=[profile.seed, a.fold],
                               loss_space=None, settings=settings)
             t0 = time.perf_counter()

@@ -1,4 +1,4 @@
-"""The `cacicd` console script: list, data, run, evaluate, status, search."""
+"""The `cacicd` console script: list, data, run, evaluate, status."""
 from __future__ import annotations
 
 import argparse
@@ -17,9 +17,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache", default=None, help="cache folder (default: $CACICD_CACHE or ./cache)")
 
 
-def _threads(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: every CPU this process may use)")
+def _workers(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", default="auto",
+                   help="train on a local Dask cluster of N worker processes (one per GPU where there are GPUs); "
+                        "auto (default): as many as this machine's GPUs, else its cores; 0: in this process")
+    p.add_argument("--scheduler", default=None, metavar="tcp://HOST:8786",
+                   help="train on an existing Dask cluster instead (its workers must see the cache folder)")
 
 
 def _folds(s: str | None) -> list[int] | None:
@@ -43,29 +46,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="the declared experiments, one line each")
     p = sub.add_parser("data", help="build (or read) the dataset and print its summary")
     _common(p)
-    for name, hlp in (("run", "search, train and predict one experiment (cached)"),
-                      ("evaluate", "print the metrics table of a cached run")):
-        p = sub.add_parser(name, help=hlp)
-        p.add_argument("experiment")
-        _common(p)
-        p.add_argument("--fold", default="all", help="fold number(s), e.g. 0 or 0,2 (default: all)")
-        if name == "run":
-            p.add_argument("--storage", default=None, help="PostgreSQL URL of a shared search (default: SQLite in the cache)")
-            p.add_argument("--force", action="store_true", help="recompute even when cached")
-            p.add_argument("--precision", default=None, choices=PRECISIONS,
-                           help="training and inference precision (default: the profile's)")
-            _threads(p)
-        else:
-            p.add_argument("--split", default="test", choices=("test", "dev"))
-    p = sub.add_parser("status", help="done / stale / missing results for a profile and data source")
+    p = sub.add_parser("run", help="search, train and predict experiments (cached); every search at once on Dask")
+    p.add_argument("experiment", nargs="*", help="experiment name(s) (see `cacicd list`)")
+    p.add_argument("--all", action="store_true", help="every experiment of the paper")
     _common(p)
-    p = sub.add_parser("search", help="a worker joining the shared search of an experiment's family (one per process/machine)")
+    p.add_argument("--fold", default="all", help="fold number(s), e.g. 0 or 0,2 (default: all)")
+    p.add_argument("--force", action="store_true", help="recompute the results even when cached")
+    p.add_argument("--precision", default=None, choices=PRECISIONS,
+                   help="training and inference precision (default: the profile's)")
+    _workers(p)
+    p = sub.add_parser("evaluate", help="print the metrics table of a cached run")
     p.add_argument("experiment")
     _common(p)
-    p.add_argument("--storage", required=True, help="postgresql://… shared by the workers")
-    p.add_argument("--fold", type=int, default=0)
-    p.add_argument("--precision", default=None, choices=PRECISIONS)
-    _threads(p)
+    p.add_argument("--fold", default="all", help="fold number(s), e.g. 0 or 0,2 (default: all)")
+    p.add_argument("--split", default="test", choices=("test", "dev"))
+    p = sub.add_parser("status", help="done / stale / missing results for a profile and data source")
+    _common(p)
     return ap
 
 
@@ -90,12 +86,17 @@ def main(argv: list[str] | None = None) -> int:
             for k, v in (ds.report or {}).items():
                 print(f"  {k}: {v}")
         elif args.cmd == "run":
-            rs = E.run(args.experiment, args.profile, args.data, _folds(args.fold), args.cache, storage=args.storage,
-                       force=args.force, precision=args.precision, threads=args.threads)
-            for r in rs:
-                t = r.timings
-                print(f"{r.experiment} fold {r.fold}: search {t.get('search_s', 0):.1f}s, train {t.get('train_s', 0):.1f}s, "
-                      f"inference {t.get('inference_s', 0):.2f}s; params {r.best_params}; cached in {r.path}")
+            names = list(E.EXPERIMENTS) if args.all else args.experiment
+            if not names or (args.all and args.experiment):
+                raise ValueError("name the experiment(s) to run, or give --all (not both)")
+            out = E.run_many(names, args.profile, args.data, _folds(args.fold), args.cache, workers=args.workers,
+                             scheduler=args.scheduler, force=args.force, precision=args.precision)
+            for rs in out.values():
+                for r in rs:
+                    t = r.timings
+                    print(f"{r.experiment} fold {r.fold}: search {t.get('search_s', 0):.1f}s, train "
+                          f"{t.get('train_s', 0):.1f}s, inference {t.get('inference_s', 0):.2f}s; params "
+                          f"{r.best_params}; cached in {r.path}")
         elif args.cmd == "evaluate":
             rs = E.load(args.experiment, args.profile, args.data, _folds(args.fold), args.cache)
             tab = pd.concat([(r.test_metrics if args.split == "test" else r.dev_metrics).assign(fold=r.fold) for r in rs])
@@ -104,10 +105,6 @@ def main(argv: list[str] | None = None) -> int:
             st = E.status(args.profile, args.data, args.cache)
             print(st.pivot(index="experiment", columns="fold", values="state").to_string())
             print(st["state"].value_counts().to_string())
-        elif args.cmd == "search":
-            out = E.search_worker(args.experiment, args.storage, args.profile, args.data, args.fold, args.cache,
-                                  precision=args.precision, threads=args.threads)
-            print(f"store {out['store']}: {out['nodes']} networks trained, {out['nodes_mine']} by this worker")
     except (ValueError, FileNotFoundError) as e:
         print(f"cacicd {args.cmd}: error: {e}", file=sys.stderr)
         return 2

@@ -9,6 +9,7 @@ from pathlib import Path
 PAPER_STAYS = 58_976
 PAPER_SPLIT = 5_000  # dev and test sizes in the paper
 PRECISIONS = ("auto", "float32", "bfloat16")  # training and inference precision (cacicd.models.train)
+PROMOTIONS = ("restart", "continue")  # Hyperband's promoted trials: keras-tuner 1.1.2 (fresh weights) or >= 1.2
 
 
 @dataclass(frozen=True)
@@ -37,12 +38,14 @@ class Profile:
     patience: int = 3
     max_epochs: int = 150
     precision: str = "auto"  # "auto" (bfloat16 where the hardware has it natively), "float32" or "bfloat16"
+    threads: int = 1  # torch CPU threads of one training: a training's bits depend on it, so results do too
     # search (keras-tuner Hyperband, spec section 6; cacicd.models.hyperband)
     space: SearchSpace = field(default_factory=SearchSpace)
     hyperband_factor: int = 3
-    hyperband_iterations: int = 2  # the naive family's searches (section 3.2)
-    method_iterations: int | None = None  # every other search (None: hyperband_iterations)
+    hyperband_iterations: int = 2  # every search's (one budget for all: the comparisons are fair)
     executions_per_trial: int = 3
+    promotion: str = "restart"  # keras-tuner 1.1.2 (the authors' pin): promoted trials from fresh weights;
+    # "continue": from the previous round's checkpoint (keras-tuner >= 1.2)
     # runtime benchmark (spec section 11)
     inference_batch_sizes: tuple[int, ...] = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
     inference_repeats: int = 3
@@ -52,6 +55,11 @@ class Profile:
         if self.precision not in PRECISIONS:
             raise ValueError(f"profile {self.name!r}: unknown precision {self.precision!r}; "
                              f"choose one of {', '.join(PRECISIONS)}")
+        if self.promotion not in PROMOTIONS:
+            raise ValueError(f"profile {self.name!r}: unknown promotion {self.promotion!r}; "
+                             f"choose one of {', '.join(PROMOTIONS)}")
+        if not (isinstance(self.threads, int) and self.threads >= 1):
+            raise ValueError(f"profile {self.name!r}: threads must be an integer >= 1, got {self.threads!r}")
 
     def replace(self, **changes) -> "Profile":
         """A copy with some fields changed."""
@@ -81,8 +89,7 @@ PROFILES: dict[str, Profile] = {
         split_fraction=0.125,
         max_epochs=3,  # Hyperband, factor 3: brackets of 3 and 2 configurations (5 an iteration), 11 epochs at most
         space=SearchSpace(num_layers=(1, 3), units=(128, 1024, 128), dropout=(0.0, 0.8), batchnorm=(False, True)),
-        hyperband_iterations=4,  # naive family (section 3.2): 20 configurations
-        method_iterations=2,  # other searches: 10 configurations
+        hyperband_iterations=4,  # 20 configurations for every search
         executions_per_trial=1,
         patience=2,
         learning_rate=5e-3,

@@ -20,6 +20,8 @@ from traitlets.config import Config
 from cacicd.config import cache_root, get_profile
 from cacicd.data.pg import split_password
 from cacicd.data.sources import check_source, parse_source
+from cacicd.experiments import engine
+from cacicd.experiments.cluster import parse_workers
 from cacicd.files import atomic_write_text, file_record
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,11 @@ class OutputDirs:
 def notebooks() -> list[str]:
     """Names of the notebooks (jupytext sources under notebooks/), in execution order."""
     return sorted(p.stem for p in NOTEBOOK_DIR.glob("[0-9][0-9]_*.py"))
+
+
+def trains(name: str) -> bool:
+    """Whether a notebook runs experiments (and so needs their searches in the cache)."""
+    return "E.run(" in (NOTEBOOK_DIR / f"{name}.py").read_text()
 
 
 def _hash_files(paths) -> str:
@@ -156,9 +163,14 @@ def _unwritable(folder: Path) -> str | None:
 
 
 def check_arguments(profile: str, data: str, out: str | None, only: list[str] | None,
-                    cache_dir: str | None) -> list[str]:
-    """One line per bad argument (profile, data source, notebook names, output and cache folders); nothing is made."""
+                    cache_dir: str | None, workers: str | int | None = None) -> list[str]:
+    """One line per bad argument (profile, data source, notebook names, output and cache folders, workers);
+    nothing is made."""
     errors = []
+    try:
+        parse_workers(workers)
+    except ValueError as e:
+        errors.append(str(e))
     try:
         get_profile(profile)
     except ValueError as e:
@@ -185,18 +197,22 @@ def check_arguments(profile: str, data: str, out: str | None, only: list[str] | 
 
 
 def run_all(profile: str, data: str = "synthetic", out: str | None = None, only: list[str] | None = None,
-            force: bool = False, cache_dir: str | None = None) -> int:
-    """Run the notebooks in order; stop at the first failure. Returns a shell exit code.
+            force: bool = False, cache_dir: str | None = None, workers: str | int | None = None,
+            scheduler: str | None = None) -> int:
+    """Train every experiment (on Dask workers: `workers`, `scheduler`), then run the notebooks in order on the
+    warm cache; stop at the first failure. Returns a shell exit code.
 
     Every argument is checked before any notebook starts or folder is made. A notebook is up to date
     only if its last execution succeeded with the same input key and its executed notebook is the
     one that execution wrote: its run_log entry is removed before it runs, written back on success.
+    The experiments are trained first only when a notebook that runs them is to run.
     """
-    errors = check_arguments(profile, data, out, only, cache_dir)
+    errors = check_arguments(profile, data, out, only, cache_dir, workers)
     if errors:
         for e in errors:
             print(f"run_all: {e}", file=sys.stderr)
         return 2
+    source = absolute_source(data)  # with its password, for the training in this process
     data, password = without_password(data)
     data = absolute_source(data)
     env = {"PGPASSWORD": password} if password is not None else {}
@@ -212,6 +228,7 @@ def run_all(profile: str, data: str = "synthetic", out: str | None = None, only:
     run_log = json.loads(log_path.read_text()) if log_path.exists() else {}
     upstream: list[str] = []
     t_all = time.perf_counter()
+    todo = []
     for name in names:
         key = input_key(name, profile, data, upstream)
         upstream.append(key)
@@ -223,6 +240,23 @@ def run_all(profile: str, data: str = "synthetic", out: str | None = None, only:
                 and last.get("notebook_sha256") == file_record(done)["sha256"]):
             print(f"[run_all] {name}: up to date, skipped (use --force to rerun)", flush=True)
             continue
+        todo.append((name, key, done))
+    if any(trains(name) for name, _, _ in todo):
+        print("[run_all] training every experiment (a warm cache is only read) …", flush=True)
+        t0 = time.perf_counter()
+        try:
+            engine.run_many(list(engine.EXPERIMENTS), profile, source, cache_dir=cache_dir, workers=workers,
+                            scheduler=scheduler)
+        except Exception as exc:
+            print(f"[run_all] training FAILED after {time.perf_counter() - t0:.0f} s: {type(exc).__name__}: {exc}",
+                  file=sys.stderr)
+            return 1
+        run_log["training"] = {"wall_s": round(time.perf_counter() - t0, 1), "workers": str(workers),
+                               "scheduler": scheduler, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                               "profile": profile, "data": data}
+        atomic_write_text(log_path, json.dumps(run_log, indent=1))
+        print(f"[run_all] training: done in {time.perf_counter() - t0:.0f} s", flush=True)
+    for name, key, done in todo:
         if run_log.pop(name, None) is not None:  # until it succeeds again, it is not up to date
             atomic_write_text(log_path, json.dumps(run_log, indent=1))
         print(f"[run_all] {name}: running …", flush=True)
@@ -262,8 +296,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="+", default=None, metavar="NAME", help="run only these notebooks")
     ap.add_argument("--force", action="store_true", help="rerun notebooks that are up to date")
     ap.add_argument("--cache", default=None, help="cache folder (default: $CACICD_CACHE or ./cache)")
+    ap.add_argument("--workers", default="auto",
+                    help="train on a local Dask cluster of N worker processes; auto (default): one per GPU, else "
+                         "per core; 0: in this process")
+    ap.add_argument("--scheduler", default=None, metavar="tcp://HOST:8786",
+                    help="train on an existing Dask cluster (its workers must see the cache folder)")
     a = ap.parse_args(argv)
-    return run_all(a.profile, a.data, a.out, a.only, a.force, a.cache)
+    return run_all(a.profile, a.data, a.out, a.only, a.force, a.cache, a.workers, a.scheduler)
 
 
 if __name__ == "__main__":

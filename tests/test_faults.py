@@ -119,7 +119,7 @@ def test_truncated_scores_and_damaged_model_or_search(ds, tmp_path, caplog, monk
     assert "history.csv is 10 bytes" in str(e.value)
     fam = next(tmp_path.glob("tiny/*/_search/all-bce-*/fold0/search.json"))
     _cut(fam, 10)  # the family's finished search: read again from its store, nothing retrained
-    monkeypatch.setattr(search.FamilySearch, "_train", lambda *a, **k: pytest.fail("retrained a stored network"))
+    monkeypatch.setattr(search, "train_node", lambda *a, **k: pytest.fail("retrained a stored network"))
     with caplog.at_level(logging.WARNING, logger="cacicd.experiments.engine"):
         r1 = E.run("naive_ndcg", prof, ds, cache_dir=tmp_path, folds=0, progress=False)[0]
     assert "scores.npy is 1,000 bytes" in caplog.text and "search.json is damaged" in caplog.text

@@ -1,10 +1,8 @@
-"""Search: keras-tuner's Hyperband schedule, early stopping and checkpoints as keras-tuner reads them, one store
-shared by a family giving each member exactly its search alone, kill-and-resume, two PostgreSQL workers."""
+"""Search: keras-tuner's Hyperband schedule, promotions as keras-tuner 1.1.2 (restart) and >= 1.2 (continue),
+early stopping and checkpoints as keras-tuner reads them, one store shared by a family giving each member
+exactly its search alone, kill-and-resume, a damaged store."""
+import logging
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -47,8 +45,8 @@ def test_schedule_of_the_smaller_profiles():
                                                                                      (0, 0, 2, 3)]
     d = get_profile("default")
     assert (d.max_epochs, d.hyperband_factor) == (3, 3)
-    assert H.n_configurations(d.max_epochs, d.hyperband_factor, d.hyperband_iterations) == 20  # naive family
-    assert H.n_configurations(d.max_epochs, d.hyperband_factor, d.method_iterations) == 10  # every other search
+    assert H.n_configurations(d.max_epochs, d.hyperband_factor, d.hyperband_iterations) == 20  # every search
+    assert not hasattr(d, "method_iterations")  # one budget for every search: the comparisons are fair
     # smoke: 2 epochs, factor 2: brackets 1, 0; ceil(1 + log2 2) = 2; 2 -> 1, then 2
     s = get_profile("smoke")
     assert [(r.bracket, r.round, r.size, r.epochs) for r in H.schedule(s.max_epochs, s.hyperband_factor, 1)] == [
@@ -108,11 +106,11 @@ MEMBERS = [S.Member(f"naive_{t}", t) for t in ("f1_micro", "f1_macro", "ndcg", "
 MEMBERS += [S.Member("rollup_ndcg", "ndcg", "rollup"), S.Member("rolldown_ndcg", "ndcg", "rolldown")]
 
 
-def _search(members, data, path, name="s"):
-    store = CurveStore(str(path), name)
-    settings = S.TrainSettings(SMOKE.learning_rate, SMOKE.batch_size, SMOKE.patience, "cpu", "float32")
-    fs = S.FamilySearch(members, data, SMOKE, store, iterations=SMOKE.hyperband_iterations, seed_material=[0, 0],
-                        loss_space=None, settings=settings)
+def _search(members, data, path, profile=SMOKE):
+    store = CurveStore(path)
+    settings = S.TrainSettings(profile.learning_rate, profile.batch_size, profile.patience, "cpu", "float32")
+    fs = S.FamilySearch(members, data, profile, store, iterations=profile.hyperband_iterations,
+                        seed_material=[0, 0], loss_space=None, settings=settings)
     return fs, fs.run()
 
 
@@ -128,14 +126,44 @@ def _test_scores(fs, result, ds, te, data):
     return rule(p) if rule is not None else p
 
 
-@pytest.mark.slow
-def test_family_search_equals_each_search_alone(fam_data, tmp_path):
+@pytest.mark.parametrize("promotion", ["restart", "continue"])
+def test_promoted_nodes_by_hand(fam_data, tmp_path, promotion):
+    # (3 epochs, factor 3): bracket 1 trains 3 configurations 1 epoch, promotes the best for 3 - 1 = 2 more
+    # epochs; bracket 0 trains 2 configurations 3 epochs. A patience of 9 stops nothing early.
     ds, data, te = fam_data
-    fs, shared = _search(MEMBERS, data, tmp_path / "shared.db")
+    prof = SMOKE.replace(executions_per_trial=1, patience=9, promotion=promotion)
+    fs, res = _search([MEMBERS[2]], data, tmp_path, prof)
+    trials = res["naive_ndcg"]["trials"]
+    assert [(t["bracket"], t["round"], t["initial_epoch"], t["epochs"]) for t in trials] == [
+        (1, 0, 0, 1), (1, 0, 0, 1), (1, 0, 0, 1), (1, 1, 1, 3), (0, 0, 0, 3), (0, 0, 0, 3)]
+    recs = fs.store.records()
+    nodes = [recs[t["nodes"][0]] for t in trials]
+    assert [len(r["epochs"]) for r in nodes] == [1, 1, 1, 2, 3, 3]  # epochs trained: epochs - initial_epoch
+    promoted = trials[3]
+    first = max(trials[:3], key=lambda t: (t["score"], -t["index"]))
+    assert promoted["config"] == first["config"] and promoted["promoted_from"] == first["index"]
+    assert promoted["best_epoch"] in (2, 3)  # keras-tuner's label: initial_epoch + the local epoch
+    if promotion == "restart":  # keras-tuner 1.1.2: a fresh initialisation (its own seed), no parent
+        assert all(r["parent"] is None for r in nodes) and promoted["parent"] is None
+        assert nodes[3]["seed"] != recs[first["nodes"][0]]["seed"]
+        assert len(recs) == 6
+    else:  # keras-tuner >= 1.2: continues the first round's checkpoint
+        assert nodes[3]["parent"] == promoted["parent"] == first["checkpoint"]
+        assert [r["parent"] for r in nodes[:3] + nodes[4:]] == [None] * 5
+        assert S.FamilySearch.lineage(fs, promoted["checkpoint"])[0]["epoch"] == 1  # history from the parent on
+    assert res["naive_ndcg"]["n_configurations"] == 5 and res["naive_ndcg"]["n_trials"] == 6
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("promotion", ["restart", "continue"])
+def test_family_search_equals_each_search_alone(fam_data, tmp_path, promotion):
+    ds, data, te = fam_data
+    prof = SMOKE.replace(promotion=promotion)
+    fs, shared = _search(MEMBERS, data, tmp_path / "shared", prof)
     epochs_shared = sum(len(r["epochs"]) for r in fs.store.records().values())
     epochs_alone = 0
     for m in MEMBERS:
-        one, alone = _search([m], data, tmp_path / f"{m.name}.db")
+        one, alone = _search([m], data, tmp_path / m.name, prof)
         epochs_alone += sum(len(r["epochs"]) for r in one.store.records().values())
         a, b = alone[m.name], shared[m.name]
         for k in ("config", "best_epoch", "best_dev", "score", "checkpoint", "index"):
@@ -149,7 +177,7 @@ def test_family_search_equals_each_search_alone(fam_data, tmp_path):
 
 def test_top_model_is_the_checkpoint_of_the_best_execution(fam_data, tmp_path):
     ds, data, te = fam_data
-    fs, res = _search([MEMBERS[2]], data, tmp_path / "one.db")
+    fs, res = _search([MEMBERS[2]], data, tmp_path / "one")
     r = res["naive_ndcg"]
     best = max(r["trials"], key=lambda t: (t["score"], -t["index"]))
     assert r["best"] == best
@@ -167,102 +195,49 @@ def test_top_model_is_the_checkpoint_of_the_best_execution(fam_data, tmp_path):
     S.load_state(m, fs.checkpoint(best["checkpoint"]))
     assert math.isclose(target_score("ndcg", data.Y_dev, predict_proba(m, data.X_dev, precision="float32")),
                         best["best_dev"], rel_tol=1e-6)
-    # promoted trials continue from their parent's checkpoint
-    promoted = [t for t in r["trials"] if t["round"] > 0]
-    assert promoted and all(t["parent"] is not None for t in promoted)
-    # a checkpoint deleted to save room is rebuilt identically by training its node again
-    fs.store.keep_checkpoints(set())
-    assert fs.store.checkpoint(best["checkpoint"]) is None
-    m2 = build_mlp(ds.X.shape[1], len(ds.codes), S.network_params(best["config"]))
-    S.load_state(m2, fs.checkpoint(best["checkpoint"]))
-    for a, b in zip(m.state_dict().values(), m2.state_dict().values()):
-        assert (a == b).all()
+    assert fs.store.checkpoint_names() == {best["checkpoint"]}  # only what a search still needs is kept
+    # a checkpoint deleted to save room, or damaged, is rebuilt identically by training its node again
+    for damage in ("delete", "flip"):
+        path = fs.store.checkpoint_path(best["checkpoint"])
+        if damage == "delete":
+            fs.store.keep_checkpoints(set())
+        else:
+            raw = bytearray(path.read_bytes())
+            raw[len(raw) // 2] ^= 0xFF
+            path.write_bytes(bytes(raw))
+        m2 = build_mlp(ds.X.shape[1], len(ds.codes), S.network_params(best["config"]))
+        S.load_state(m2, fs.checkpoint(best["checkpoint"]))
+        for a, b in zip(m.state_dict().values(), m2.state_dict().values()):
+            assert (a == b).all()
+        assert fs.store.checkpoint_path(best["checkpoint"]) == path  # the same content, the same name
 
 
 def test_resume_trains_only_what_is_missing(fam_data, tmp_path):
     ds, data, te = fam_data
-    fs, first = _search(MEMBERS[:3], data, tmp_path / "r.db")
+    fs, first = _search(MEMBERS[:3], data, tmp_path)
     n = fs.nodes_trained
-    store = CurveStore(str(tmp_path / "r.db"), "s")
-    recs = store.records()
-    victim = sorted(recs)[0]  # as if the process had been killed while training this node
-    with store.engine.begin() as c:
-        from cacicd.models.curves import NODES
-
-        c.execute(NODES.update().where(NODES.c.node == victim).values(state="running", worker="dead:1"))
-    assert store.release() == 1
-    fs2, again = _search(MEMBERS[:3], data, tmp_path / "r.db")
+    lines = (tmp_path / "curves.jsonl").read_text().splitlines(keepends=True)
+    # as if the process had been killed while training the last node: its record was never written
+    (tmp_path / "curves.jsonl").write_text("".join(lines[:-1]))
+    fs2, again = _search(MEMBERS[:3], data, tmp_path)
     assert fs2.nodes_trained == 1 and n > 1
     assert again == first
 
 
-WORKER = """
-import sys, time, os, pathlib
-sys.path.insert(0, {tests!r})
-from test_train import make_dataset
-from test_experiments import TINY
-from cacicd.experiments import engine as E
-from cacicd.models import train as T
-real = T.Trainer.train_epoch
-def slow(self):
-    time.sleep(0.2)
-    return real(self)
-T.Trainer.train_epoch = slow
-ds = make_dataset(n=400, n_ingredients=40, n_leaves=50, seed=1)
-ready = pathlib.Path({cache!r}) / "ready"
-ready.mkdir(parents=True, exist_ok=True)
-(ready / str(os.getpid())).touch()
-t0 = time.time()
-while len(list(ready.iterdir())) < 2 and time.time() - t0 < 120:  # start together, however loaded the machine
-    time.sleep(0.1)
-out = E.search_worker("naive_ndcg", {url!r}, TINY, ds, fold=0, cache_dir={cache!r} + "/" + str(os.getpid()),
-                      progress=False)
-print("RESULT", out["nodes"], out["nodes_mine"], out["store"])
-"""
-
-
-def _fresh_database(url: str) -> str:
-    """A new empty database on the server of `url`, so that no earlier store is found."""
-    import uuid
-
-    import psycopg
-
-    name = f"cacicd_search_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(url, autocommit=True) as con:
-        con.execute(f"CREATE DATABASE {name}")
-    base, _, query = url.partition("?")
-    return base.rsplit("/", 1)[0] + "/" + name + (f"?{query}" if query else "")
-
-
-@pytest.mark.postgres
-@pytest.mark.slow
-def test_two_workers_share_one_postgres_store(tmp_path):
-    url = os.environ.get("CACICD_TEST_PG_URL")
-    if not url:
-        pytest.skip("CACICD_TEST_PG_URL is unset: `source .ci/start_postgres.sh` starts a throwaway PostgreSQL")
-    url = _fresh_database(url)
-    root = Path(__file__).parents[1]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
-    code = WORKER.format(tests=str(Path(__file__).parent), url=url, cache=str(tmp_path))
-    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True) for _ in range(2)]
-    outs = [p.communicate(timeout=600)[0] for p in procs]
-    assert all(p.returncode == 0 for p in procs), "\n".join(o[-2000:] for o in outs)
-    res = [line.split() for o in outs for line in o.splitlines() if line.startswith("RESULT")]
-    assert len(res) == 2 and res[0][3] == res[1][3] and res[0][1] == res[1][1]
-    store = CurveStore(url, res[0][3])
-    workers = store.workers()
-    print("networks trained per worker:", workers)
-    assert len(workers) == 2 and sum(workers.values()) == len(store.records()) == int(res[0][1])
-    assert sorted(int(r[2]) for r in res) == sorted(workers.values())
-    # the shared search found what one worker alone finds
-    from test_experiments import TINY
-
-    from cacicd.experiments import engine as E
-
-    ds = make_dataset(n=400, n_ingredients=40, n_leaves=50, seed=1)
-    alone = E.run("naive_ndcg", TINY, ds, cache_dir=tmp_path / "alone", folds=0, progress=False)[0]
-    shared = E.run("naive_ndcg", TINY, ds, cache_dir=tmp_path / str(os.getpid()), folds=0, progress=False,
-                   storage=url)[0]
-    assert alone.best_params == shared.best_params
-    np.testing.assert_array_equal(alone.scores, shared.scores)
+def test_damaged_store_keeps_what_is_sound(fam_data, tmp_path, caplog):
+    ds, data, te = fam_data
+    fs, first = _search(MEMBERS[:3], data, tmp_path)
+    n = fs.nodes_trained
+    f = tmp_path / "curves.jsonl"
+    raw = bytearray(f.read_bytes())
+    mid = len(raw) // 2
+    raw[mid:mid + 200] = b"\x00" * 200  # a damaged disk block in the middle of the file
+    f.write_bytes(bytes(raw))
+    with caplog.at_level(logging.WARNING, logger="cacicd.models.curves"):
+        fs2, again = _search(MEMBERS[:3], data, tmp_path)
+    assert f"curve store {f}:" in caplog.text and "damaged and dropped" in caplog.text
+    assert 1 <= fs2.nodes_trained < n  # only the networks of the damaged lines are trained again
+    assert again == first
+    f.write_bytes(b"\x00" * 1000)  # nothing sound left: the whole search is trained again, same result
+    fs3, third = _search(MEMBERS[:3], data, tmp_path)
+    assert fs3.nodes_trained == n and third == first

@@ -1,13 +1,16 @@
-"""The engine: `run(name, profile, data, folds)` searches, trains, scores and caches an experiment's folds.
+"""The engine: `run_many(names, profile, data, folds)` searches, trains, scores and caches experiments' folds.
 
 A run of one experiment on one fold: the Hyperband search of its family (`cacicd.models.search`: the
 experiments with the same labels and loss share one store of trained networks), the search's top model
 (not retrained), its predictions on the test set expanded to the dataset's full code list (codes the
 model never saw score 0), dev and test scored per level (`cacicd.evaluation.metrics`). `parts` experiments
-assemble per-level models into one score matrix.
+assemble per-level models into one score matrix. Nodes train in this process, or on Dask workers
+(`cacicd.experiments.cluster`), where every search of a run progresses at once, each in a thread of
+this process (the driver), which alone writes the curve stores and results.
 
 Cache layout: <cache_dir>/<profile>/<dataset hash>/_search/<family>/fold<k>/ holds a family's store of
-curves (curves.db, SQLite) and its finished search (search.json); <cache_dir>/<profile>/<dataset
+curves (curves.jsonl and checkpoints/, `cacicd.models.curves`) and its finished search (search.json), which
+is read only if the store still holds its models' networks; <cache_dir>/<profile>/<dataset
 hash>/<experiment>/fold<k>/ holds scores.npy, test_idx.npy, dev/test_metrics.csv, history.csv, model.pt and
 result.json, written last (its presence marks a complete result). result.json records the keys
 of the experiment declaration and of the profile; a mismatch makes the folder stale (wiped and
@@ -26,7 +29,8 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -41,16 +45,17 @@ from cacicd.data.dataset import Dataset
 from cacicd.data.sources import get_splits, load_data
 from cacicd.evaluation import metrics
 from cacicd.files import Damaged, atomic_write_text, file_lock, jsonable
-from cacicd.models import losses, outputs
-from cacicd.models.curves import CurveStore
+from cacicd.models import losses
+from cacicd.models.curves import CURVES_FILE, CurveStore
 from cacicd.models.labels import LabelContext
 from cacicd.models.network import DummyModel, build_mlp
 from cacicd.models.search import (FamilyData, FamilySearch, Member, TrainSettings, load_state,
                                   network_params)
 from cacicd.models.train import predict_proba, torch_threads
 
-from cacicd.experiments.registry import (EXPERIMENTS, LABEL_SETS, RESULT_VERSION, Experiment, family,
-                                        get_experiment, search_iterations)
+from cacicd.experiments.cluster import Cluster, auto_workers, parse_workers
+from cacicd.experiments.progress import Board
+from cacicd.experiments.registry import EXPERIMENTS, LABEL_SETS, RESULT_VERSION, Experiment, family, get_experiment
 from cacicd.experiments.results import (LOCK_FILE, RESULT_FILE, RunResult, cached_meta, discard,
                                        fold_dir, load_result, profile_key, result_keys, save_result,
                                        wipe_if_stale)
@@ -126,22 +131,30 @@ def _expand(pred: np.ndarray, cols: np.ndarray, n_codes: int) -> np.ndarray:
 
 @dataclass
 class RunContext:
-    """What every fold of a run shares: profile, dataset (and its hash), cache folder, search storage, device, precision."""
+    """What every fold of a run shares: profile, dataset (and its hash), cache folder, where nodes train, device,
+    precision, progress."""
 
     profile: Profile
     dataset: Dataset
     dataset_hash: str
     cache_dir: Path
-    storage: str | None
     progress: bool
     device: str | None
     precision: str
+    cluster: Cluster = field(default_factory=Cluster)
+    board: Board = field(default_factory=lambda: Board(enabled=False))
 
 
 def _family_id(members: list[Experiment], profile: Profile) -> str:
     d = [[e.name, e.key()] for e in members]
     return members[0].labels + "-" + members[0].loss + "-" + hashlib.sha256(
         json.dumps([d, profile_key(profile), RESULT_VERSION]).encode()).hexdigest()[:12]
+
+
+def search_dir(exp: Experiment, c: RunContext, fold: int) -> Path:
+    """The folder of the family search of `exp` on `fold`: its curve store, checkpoints and search.json."""
+    return Path(c.cache_dir) / c.profile.name / c.dataset_hash / "_search" / _family_id(family(exp), c.profile) / \
+        f"fold{fold}"
 
 
 @dataclass
@@ -152,10 +165,11 @@ class _Family:
 
 
 def _family_search(exp: Experiment, c: RunContext, fold: int) -> _Family:
-    """The family search of `exp` on `fold`: read it when finished, else run, resume or join it."""
+    """The family search of `exp` on `fold`: read it when finished, else run or resume it."""
     members = family(exp)
-    fid = _family_id(members, c.profile)
-    folder = Path(c.cache_dir) / c.profile.name / c.dataset_hash / "_search" / fid / f"fold{fold}"
+    folder = search_dir(exp, c, fold)
+    fid = folder.parent.name
+    label = f"{exp.labels}/{exp.loss} fold {fold}"
     ds = c.dataset
     train_idx, dev_idx, _ = fold_indices(ds, c.profile, fold, c.cache_dir)
     cols = label_columns(ds, exp.labels)
@@ -163,52 +177,67 @@ def _family_search(exp: Experiment, c: RunContext, fold: int) -> _Family:
     Y = ds.Y[:, cols].tocsr() if cols.size != len(ds.codes) else ds.Y.tocsr()
     X = ds.X.tocsr()
     ctx = LabelContext.from_labels(codes, Y[train_idx])
-    rules = {e.output_rule: (None if e.output_rule == "identity" else outputs.make_output_rule(e.output_rule, ctx))
-             for e in members}
-    data = FamilyData.split(X[train_idx], Y[train_idx], X[dev_idx], Y[dev_idx], exp.loss, ctx, rules)
-    storage = c.storage or str(folder / "curves.db")
+    data = FamilyData.split(X[train_idx], Y[train_idx], X[dev_idx], Y[dev_idx], exp.loss, ctx,
+                            sorted({e.output_rule for e in members}))
     folder.mkdir(parents=True, exist_ok=True)
-    store = CurveStore(storage, f"{c.profile.name}-{c.dataset_hash}-{fid}-fold{fold}")
-    settings = TrainSettings(c.profile.learning_rate, c.profile.batch_size, c.profile.patience, c.device, c.precision)
-    fs = FamilySearch([Member(e.name, e.target, e.output_rule) for e in members], data, c.profile, store,
-                      iterations=search_iterations(exp, c.profile), seed_material=[c.profile.seed, fold],
-                      loss_space=losses.LOSS_SPACES.get(exp.loss, {}), settings=settings, progress=c.progress)
+    p = c.profile
+    settings = TrainSettings(p.learning_rate, p.batch_size, p.patience, c.device, c.precision, p.threads)
     f = folder / "search.json"
+
+    def make(store: CurveStore, run_nodes=None) -> FamilySearch:
+        return FamilySearch([Member(e.name, e.target, e.output_rule) for e in members], data, p, store,
+                            iterations=p.hyperband_iterations, seed_material=[p.seed, fold],
+                            loss_space=losses.LOSS_SPACES.get(exp.loss, {}), settings=settings, run_nodes=run_nodes,
+                            on_progress=lambda pr: c.board.update(label, pr))
 
     def finished() -> _Family | None:
         if not f.exists():
             return None
         try:
             saved = json.loads(f.read_text())
-            return _Family(fs, saved["results"], saved["meta"])
-        except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
+            results, meta = saved["results"], saved["meta"]
+            store = CurveStore(folder)
+            lost = [r["best"]["checkpoint"] for r in results.values()
+                    if store.record(r["best"]["checkpoint"].rsplit("@", 1)[0]) is None]
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
             logger.warning("search of %s fold %d: %s is damaged; the search is read again from its store", exp.name,
                            fold, f)
             f.unlink(missing_ok=True)
             return None
+        if lost:
+            logger.warning("search of %s fold %d: %s names network(s) that its store %s no longer holds (%s); the "
+                           "search is run again from what the store still holds", exp.name, fold, f,
+                           folder / CURVES_FILE, ", ".join(x[:12] for x in lost))
+            f.unlink(missing_ok=True)
+            return None
+        return _Family(make(store), results, meta)
 
     def search() -> _Family:
-        logger.info("searching %s fold %d (%d member(s): %s)", exp.labels + "/" + exp.loss, fold, len(members),
-                    ", ".join(e.name for e in members))
+        logger.info("searching %s (%d member(s): %s)", label, len(members), ", ".join(e.name for e in members))
+        store = CurveStore(folder)
+        run_nodes = None
+        if c.cluster.active:  # workers read the data from the cache folder
+            data_file = folder / "family_data.pkl"
+            data.save(data_file)
+            run_nodes = c.cluster.runner(data_file, store.checkpoint_dir)
+        fs = make(store, run_nodes)
         results = fs.run()
         recs = store.records()
         meta = {"family": fid, "members": [e.name for e in members], "search_s": fs.seconds,
                 "nodes_in_store": len(recs), "epochs_in_store": int(sum(len(r["epochs"]) for r in recs.values())),
                 "nodes_trained_here": fs.nodes_trained, "epochs_trained_here": fs.epochs_trained,
-                "workers": store.workers(), "iterations": fs.iterations}
+                "iterations": fs.iterations, "promotion": p.promotion, "threads": p.threads}
         atomic_write_text(f, json.dumps({"results": results, "meta": meta}, indent=1, default=jsonable))
+        (folder / "family_data.pkl").unlink(missing_ok=True)
+        c.board.done(label, f"search {label} ({len(members)} member(s)) done: {meta['nodes_in_store']} networks, "
+                            f"{meta['epochs_in_store']} epochs, {fs.seconds:.0f} s")
         return _Family(fs, results, meta)
 
     if (done := finished()) is not None:
         return done
-    if c.storage is not None:  # a shared store: workers on this cache must not wait for each other
-        fam = search()
-        with file_lock(folder / LOCK_FILE):
-            return finished() or fam
     with file_lock(folder / LOCK_FILE):
         if (done := finished()) is not None:  # another process finished it
             return done
-        store.release()  # we hold the lock: a node left running belongs to a dead process
         return search()
 
 
@@ -237,11 +266,8 @@ def train_fold(exp: Experiment, c: RunContext, fold: int) -> tuple[RunResult, to
         best = res["best"]
         params = dict(best["config"])
         model = build_mlp(ds.X.shape[1], int(cols.size), network_params(params))
-        try:
-            load_state(model, fam.search.checkpoint(best["checkpoint"]))
-            rows = fam.search.lineage(best["checkpoint"])
-        finally:
-            fam.search.store.dispose()  # one store per call: its connections are not kept
+        load_state(model, fam.search.checkpoint(best["checkpoint"]))
+        rows = fam.search.lineage(best["checkpoint"])
         model.eval()
         key = Member(exp.name, exp.target, exp.output_rule).key
         history = pd.DataFrame([{"epoch": r["epoch"], "loss": r["loss"], "val": r.get(f"val_{key}"),
@@ -314,68 +340,94 @@ def _run_fold(exp: Experiment, c: RunContext, fold: int, force: bool = False) ->
             except Damaged as e:
                 logger.warning("%s; recomputing it", e)
                 discard(folder, e)
-        wipe_if_stale(folder, keys, force)
-        atomic_write_text(folder / "key.json", json.dumps(keys))
         logger.info("running %s fold %d (profile %s, data %s)", exp.name, fold, c.profile.name, c.dataset_hash)
         if exp.parts:
             r, model = _derived_fold(exp, c, fold, parts), None
         else:
             r, model = train_fold(exp, c, fold)
+        wipe_if_stale(folder, keys, force)  # only now: a failed recomputation leaves the previous result as it was
+        atomic_write_text(folder / "key.json", json.dumps(keys))
         save_result(folder, r, keys, model)
         r.path = folder
         logger.info("%s fold %d done in %.1fs", exp.name, fold, r.timings.get("total_s", 0.0))
         return r
 
 
-def _context(profile, data, cache_dir, storage, progress, device, precision) -> RunContext:
+def _context(profile: str | Profile, data: str | Dataset, cache_dir: str | Path | None, progress: bool = False,
+             device: str | None = None, precision: str | None = None) -> RunContext:
     profile = get_profile(profile) if isinstance(profile, str) else profile
     cache_dir = Path(cache_dir) if cache_dir is not None else cache_root()
     ds = load_dataset(data, profile, cache_dir)
-    return RunContext(profile, ds, ds.content_hash(), cache_dir, storage, progress, device,
-                precision if precision is not None else profile.precision)
+    return RunContext(profile, ds, ds.content_hash(), cache_dir, progress, device,
+                      precision if precision is not None else profile.precision)
+
+
+def _with_parts(exps: list[Experiment]) -> list[Experiment]:
+    """The experiments and, before each, the parts it assembles (each once)."""
+    out: list[Experiment] = []
+    for e in exps:
+        for dep in _with_parts([get_experiment(d) for d in e.parts]) + [e]:
+            if dep not in out:
+                out.append(dep)
+    return out
+
+
+def run_many(names: list[str], profile: str | Profile = "default", data: str | Dataset = "synthetic",
+             folds: int | list[int] | None = None, cache_dir: str | Path | None = None, *,
+             workers: int | str | None = None, scheduler: str | None = None, force: bool = False,
+             progress: bool = True, device: str | None = None, precision: str | None = None
+             ) -> dict[str, list[RunResult]]:
+    """Run (or read from the cache) experiments on some folds (None: all); name -> one RunResult per fold.
+
+    data: a source string for `cacicd.data.sources.load_data` ("synthetic", an OMOP folder, ...) or a Dataset.
+    workers: None or 0 trains in this process, one network after another; N (or "auto") on a local Dask
+    cluster of N worker processes, every search of the run at once (`cacicd.experiments.cluster`);
+    scheduler: the address of an existing Dask cluster instead. Results do not depend on either: every
+    training runs with the profile's torch threads, wherever it runs.
+    precision: None for the profile's; "float32", "bfloat16" or "auto".
+    force: recompute the named experiments' results (their searches are read from the cache).
+    """
+    exps = [get_experiment(n) for n in names]
+    profile = get_profile(profile) if isinstance(profile, str) else profile
+    folds = check_folds(folds, profile)
+    n_workers = parse_workers(workers)
+    if n_workers == "auto":
+        n_workers = auto_workers(profile.threads)
+    c = _context(profile, data, cache_dir, progress, device, precision)
+    icd9.level_masks(c.dataset.codes)  # the hierarchy read once, before any thread needs it
+    todo = [(e, k) for e in _with_parts(exps) for k in folds]
+    done: dict[tuple[str, int], RunResult] = {}
+
+    def one(e: Experiment, k: int) -> None:
+        done[e.name, k] = _run_fold(e, c, k, force=force and e in exps)
+
+    with torch_threads(profile.threads), Cluster(n_workers, scheduler) as cluster:
+        c.cluster, c.board = cluster, Board(enabled=progress)
+        try:
+            searched: dict[Path, list[tuple[Experiment, int]]] = {}
+            for e, k in todo:
+                if e.model == "mlp" and not e.parts:
+                    searched.setdefault(search_dir(e, c, k), []).append((e, k))
+            if cluster.active and len(searched) > 1:  # every search at once: their nodes share the workers
+                with ThreadPoolExecutor(len(searched), thread_name_prefix="search") as pool:
+                    for fut in [pool.submit(lambda items: [one(e, k) for e, k in items], items)
+                                for items in searched.values()]:
+                        fut.result()
+            for e, k in todo:
+                if (e.name, k) not in done:
+                    one(e, k)
+        finally:
+            c.board.close()
+    return {e.name: [done[e.name, k] for k in folds] for e in exps}
 
 
 def run(name: str, profile: str | Profile = "default", data: str | Dataset = "synthetic",
-        folds: int | list[int] | None = None, cache_dir: str | Path | None = None, *, storage: str | None = None,
-        force: bool = False, progress: bool = True, device: str | None = None,
-        precision: str | None = None, threads: int | None = None) -> list[RunResult]:
+        folds: int | list[int] | None = None, cache_dir: str | Path | None = None, **kw) -> list[RunResult]:
     """Run (or read from the cache) experiment `name` on some folds (None: all); one RunResult per fold.
 
-    data: a source string for `cacicd.data.sources.load_data` ("synthetic", an OMOP folder, ...) or a Dataset.
-    storage: None for the family's SQLite store, or a PostgreSQL URL shared with `cacicd search` workers.
-    precision: None for the profile's; "float32", "bfloat16" or "auto".
-    threads: torch CPU threads while it runs (None: `cacicd.config.cpu_count()`); the caller's count is restored.
+    kw: workers, scheduler, force, progress, device, precision (see `run_many`).
     """
-    exp = get_experiment(name)
-    profile = get_profile(profile) if isinstance(profile, str) else profile
-    folds = check_folds(folds, profile)
-    c = _context(profile, data, cache_dir, storage, progress, device, precision)
-    with torch_threads(threads):
-        return [_run_fold(exp, c, int(k), force=force) for k in folds]
-
-
-def search_worker(name: str, storage: str, profile: str | Profile = "default", data: str | Dataset = "synthetic",
-                  fold: int = 0, cache_dir: str | Path | None = None, progress: bool = True,
-                  device: str | None = None, precision: str | None = None, threads: int | None = None) -> dict:
-    """Join the shared search of `name`'s family on `fold` in `storage` (PostgreSQL) until it is finished.
-
-    Start one per worker (process or machine); each trains the networks no other worker holds. Then
-    `run(name, ..., storage=storage)` reads the finished search. Returns {store, nodes, nodes_mine, workers}.
-    threads: as for `run`.
-    """
-    exp = get_experiment(name)
-    family(exp)  # refuses experiments without a search
-    profile = get_profile(profile) if isinstance(profile, str) else profile
-    [fold] = check_folds([fold], profile)
-    c = _context(profile, data, cache_dir, storage, progress, device, precision)
-    with torch_threads(threads):
-        fam = _family_search(exp, c, fold)
-    try:
-        workers = fam.search.store.workers()
-    finally:
-        fam.search.store.dispose()
-    return {"store": fam.search.store.store, "nodes": sum(workers.values()),
-            "nodes_mine": workers.get(fam.search.worker, 0), "workers": workers}
+    return run_many([name], profile, data, folds, cache_dir, **kw)[name]
 
 
 def status(profile: str | Profile = "default", data: str | Dataset = "synthetic",
@@ -413,7 +465,7 @@ def load(name: str, profile: str | Profile = "default", data: str | Dataset = "s
     exp = get_experiment(name)
     profile = get_profile(profile) if isinstance(profile, str) else profile
     folds = check_folds(folds, profile)
-    c = _context(profile, data, cache_dir, None, False, None, None)
+    c = _context(profile, data, cache_dir)
     out = []
     for k in folds:
         folder = fold_dir(c.cache_dir, c.profile, c.dataset_hash, exp.name, k)

@@ -6,7 +6,6 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from cacicd.config import Profile
 from cacicd.models.train import TARGETS
 
 
@@ -116,15 +115,3 @@ def family(exp: Experiment) -> list[Experiment]:
         raise ValueError(f"experiment {exp.name} has no search of its own (model {exp.model}, parts {exp.parts})")
     return [e for e in EXPERIMENTS.values()
             if e.model == "mlp" and not e.parts and e.labels == exp.labels and e.loss == exp.loss]
-
-
-def is_naive_family(exp: Experiment) -> bool:
-    """True for the plain-BCE all-codes searches (section 3.2's seven targets, roll-up, roll-down)."""
-    return exp.labels == "all" and exp.loss == "bce" and exp.model == "mlp" and not exp.parts
-
-
-def search_iterations(exp: Experiment, profile: Profile) -> int:
-    """Hyperband iterations of the search of `exp`: the naive family's, or the method searches'."""
-    if is_naive_family(exp) or profile.method_iterations is None:
-        return profile.hyperband_iterations
-    return profile.method_iterations

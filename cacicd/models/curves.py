@@ -1,178 +1,200 @@
-"""The store of learning curves that searches of one family share (SQLite file or PostgreSQL URL).
+"""The store of learning curves that the searches of one family share: a folder of plain files.
 
 A *node* is one training run of one configuration with one seed, from scratch or from a parent
 checkpoint (`"<node>@<epoch>"`). Its record holds, per epoch, the training loss and every member
-search's objective on the validation split and on dev; checkpoints (model weights at an epoch) are kept
-apart and deleted once no search needs them. Workers claim a node before training it (one row per node:
-state running/done, worker, heartbeat), so processes or machines sharing a store never train a node
-twice; a node left running by a dead worker is taken over once its heartbeat is older than `stale_s`.
+search's objective on the validation split and on dev. Records are lines of `curves.jsonl`, each
+carrying the SHA-256 of its text: only the search's driver appends to it, a later line of a node
+replaces an earlier one, and a damaged line (a cut write, a damaged disk) is dropped with a warning
+naming the file, so its node is trained again; every sound line is kept. Checkpoints (weights at an
+epoch) are files `checkpoints/<node>@<epoch>.<sha256[:16]>.pt`, of any size, written atomically by
+whichever process trained the node (workers of other machines see them through a shared cache
+folder), checked against their name when read, and deleted once no search needs them.
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import io
 import json
 import logging
-import random
-import time
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
 
-import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+import torch
+
+from cacicd.files import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
-_META = sa.MetaData()
-NODES = sa.Table(
-    "cacicd_nodes", _META,
-    sa.Column("store", sa.String(200), primary_key=True),
-    sa.Column("node", sa.String(64), primary_key=True),
-    sa.Column("state", sa.String(16), nullable=False),  # running | done
-    sa.Column("worker", sa.String(200), nullable=False),
-    sa.Column("heartbeat", sa.Float, nullable=False),
-    sa.Column("record", sa.Text),
-)
-CHECKPOINTS = sa.Table(
-    "cacicd_checkpoints", _META,
-    sa.Column("store", sa.String(200), primary_key=True),
-    sa.Column("ckpt", sa.String(80), primary_key=True),
-    sa.Column("data", sa.LargeBinary, nullable=False),
-)
+CURVES_FILE = "curves.jsonl"
+CHECKPOINT_DIR = "checkpoints"
+_HASH_CHARS = 16  # hex digits of a checkpoint file's SHA-256 in its name
 
 
-def engine_for(storage: str) -> sa.Engine:
-    """SQLAlchemy engine from an SQLite file path, an sqlite:/// URL or a postgresql:// URL (psycopg 3)."""
-    s = str(storage)
-    if s.startswith(("postgresql://", "postgres://")):
-        return sa.create_engine("postgresql+psycopg://" + s.split("://", 1)[1], pool_pre_ping=True)
-    if s.startswith("postgresql+psycopg://"):
-        return sa.create_engine(s, pool_pre_ping=True)
-    if not s.startswith("sqlite:///"):
-        s = f"sqlite:///{s}"
-    return sa.create_engine(s, connect_args={"timeout": 120})
+def _line(obj: dict) -> str:
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"))
+    return f"{hashlib.sha256(text.encode()).hexdigest()[:16]} {text}\n"
 
 
-def _retry(fn, attempts: int = 6):
-    """Call fn, retrying when workers race to create the same tables."""
-    for i in range(attempts):
-        try:
-            return fn()
-        except (IntegrityError, ProgrammingError, OperationalError):
-            if i == attempts - 1:
-                raise
-            time.sleep(0.3 + random.random())
+def _parse(line: str) -> dict | None:
+    """The object of a line written by `_line`, or None when the line is damaged."""
+    digest, _, text = line.rstrip("\n").partition(" ")
+    if len(digest) != 16 or hashlib.sha256(text.encode()).hexdigest()[:16] != digest:
+        return None
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        return None
+    return obj if isinstance(obj, dict) and isinstance(obj.get("node"), str) else None
+
+
+class _HashingWriter(io.RawIOBase):
+    """A binary file that also hashes what is written to it."""
+
+    def __init__(self, f):
+        self.f, self.sha = f, hashlib.sha256()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:
+        self.sha.update(b)
+        return self.f.write(b)
+
+
+def write_checkpoint(folder: str | Path, ckpt: str, model: torch.nn.Module) -> Path:
+    """Save a model's weights as `<folder>/<ckpt>.<sha256[:16]>.pt` (atomically, streamed: no copy in memory)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{ckpt}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            w = _HashingWriter(f)
+            torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, w)
+        path = folder / f"{ckpt}.{w.sha.hexdigest()[:_HASH_CHARS]}.pt"
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+        return path
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def checkpoint_files(folder: str | Path) -> dict[str, Path]:
+    """{checkpoint name: file} of the checkpoint files in `folder` (temporary files aside)."""
+    out = {}
+    for p in Path(folder).glob("*.pt"):
+        stem = p.name[:-3]
+        name, dot, digest = stem.rpartition(".")
+        if dot and len(digest) == _HASH_CHARS and "@" in name:
+            out[name] = p
+    return out
+
+
+def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor] | None:
+    """The state dict saved in a checkpoint file, or None when its bytes do not match the hash in its name."""
+    path = Path(path)
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 24), b""):
+            h.update(chunk)
+    if h.hexdigest()[:_HASH_CHARS] != path.name[:-3].rpartition(".")[2]:
+        logger.warning("checkpoint %s is damaged (its content does not match its name); it is rebuilt", path)
+        return None
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
 
 
 class CurveStore:
-    """Node records and checkpoints of one family search (`store` names it inside the database)."""
+    """Node records and checkpoint files of one family search, in `folder` (one writer: the search's driver)."""
 
-    def __init__(self, storage: str, store: str, stale_s: float = 120.0):
-        self.engine = engine_for(storage)
-        self.store, self.stale_s = store, stale_s
-        self.is_shared = self.engine.dialect.name != "sqlite"
-        _retry(lambda: _META.create_all(self.engine))
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.path = self.folder / CURVES_FILE
+        self.checkpoint_dir = self.folder / CHECKPOINT_DIR
+        self._records: dict[str, dict] = {}
+        self._load()
+
+    def _load(self) -> None:
+        if not self.path.exists():
+            return
+        raw = self.path.read_bytes()
+        lines = raw.split(b"\n")
+        tail = lines.pop()  # b"" when the file ends with a line break; else a line cut by a kill
+        bad = int(bool(tail))
+        for b in lines:
+            try:
+                obj = _parse(b.decode("utf-8"))
+            except UnicodeDecodeError:
+                obj = None
+            if obj is None:
+                bad += 1
+            else:
+                self._records[obj["node"]] = obj["record"]
+        if bad:
+            logger.warning("curve store %s: %d of %d line(s) damaged and dropped (%d network(s) kept); what they "
+                           "held is trained again", self.path, bad, len(lines) + int(bool(tail)), len(self._records))
+            self._rewrite()
+
+    def _rewrite(self) -> None:
+        atomic_write_text(self.path, "".join(_line({"node": k, "record": r}) for k, r in self._records.items()))
 
     def record(self, node: str) -> dict | None:
-        """The record of a finished node, else None."""
-        with self.engine.connect() as c:
-            row = c.execute(sa.select(NODES.c.record).where(NODES.c.store == self.store, NODES.c.node == node,
-                                                            NODES.c.state == "done")).first()
-        return json.loads(row[0]) if row else None
+        """The record of a trained node, else None."""
+        return self._records.get(node)
 
     def records(self) -> dict[str, dict]:
-        """Every finished node's record."""
-        with self.engine.connect() as c:
-            rows = c.execute(sa.select(NODES.c.node, NODES.c.record).where(NODES.c.store == self.store,
-                                                                         NODES.c.state == "done")).all()
-        return {n: json.loads(r) for n, r in rows}
+        """Every trained node's record."""
+        return dict(self._records)
 
-    def claim(self, node: str, worker: str) -> bool:
-        """Take `node` for training: True if it was free, stale, or done but to be extended by us."""
-        now = time.time()
-        with self.engine.begin() as c:
-            row = c.execute(sa.select(NODES.c.state, NODES.c.worker, NODES.c.heartbeat)
-                            .where(NODES.c.store == self.store, NODES.c.node == node)).first()
-            if row is None:
-                try:
-                    with c.begin_nested():
-                        c.execute(NODES.insert().values(store=self.store, node=node, state="running", worker=worker,
-                                                        heartbeat=now, record=None))
-                    return True
-                except IntegrityError:
-                    return False
-            state, owner, beat = row
-            if state == "running" and owner != worker and now - beat < self.stale_s:
-                return False
-            res = c.execute(NODES.update().where(NODES.c.store == self.store, NODES.c.node == node,
-                                                 NODES.c.state == state, NODES.c.heartbeat == beat)
-                            .values(state="running", worker=worker, heartbeat=now))
-            if state == "running" and owner != worker:
-                logger.info("node %s: taking over from %s (no heartbeat for %.0f s)", node, owner, now - beat)
-            return res.rowcount == 1
+    def put(self, record: dict) -> None:
+        """Append a trained node's record (replacing an earlier, shorter one of the same node)."""
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(_line({"node": record["node"], "record": record}))
+            f.flush()
+            os.fsync(f.fileno())
+        self._records[record["node"]] = record
 
-    def heartbeat(self, node: str, worker: str) -> None:
-        """Tell other workers that `node` is still being trained."""
-        with self.engine.begin() as c:
-            c.execute(NODES.update().where(NODES.c.store == self.store, NODES.c.node == node,
-                                           NODES.c.worker == worker).values(heartbeat=time.time()))
+    def checkpoint_path(self, ckpt: str) -> Path | None:
+        """The file of checkpoint `ckpt` ("<node>@<epoch>"), else None."""
+        return next(iter(sorted(self.checkpoint_dir.glob(f"{ckpt}.*.pt"))), None)
 
-    def finish(self, node: str, worker: str, record: dict, checkpoints: dict[str, bytes]) -> None:
-        """Save a trained node's record and checkpoints in one transaction (state done)."""
-        with self.engine.begin() as c:
-            for ckpt, data in checkpoints.items():
-                self._replace_checkpoint(c, ckpt, data)
-            c.execute(NODES.update().where(NODES.c.store == self.store, NODES.c.node == node)
-                      .values(state="done", worker=worker, heartbeat=time.time(), record=json.dumps(record)))
-
-    def release(self) -> int:
-        """Forget nodes left running (by a killed process of a local store); returns how many."""
-        with self.engine.begin() as c:
-            n = c.execute(NODES.delete().where(NODES.c.store == self.store, NODES.c.state == "running")).rowcount
-        if n:
-            logger.info("store %s: %d node(s) left running by a dead process will be trained again", self.store, n)
-        return n
-
-    def checkpoint(self, ckpt: str) -> bytes | None:
-        """The weights saved as `ckpt` ("<node>@<epoch>"), else None."""
-        with self.engine.connect() as c:
-            row = c.execute(sa.select(CHECKPOINTS.c.data).where(CHECKPOINTS.c.store == self.store,
-                                                                CHECKPOINTS.c.ckpt == ckpt)).first()
-        return bytes(row[0]) if row else None
-
-    def put_checkpoint(self, ckpt: str, data: bytes) -> None:
-        """Save (or replace) one checkpoint."""
-        with self.engine.begin() as c:
-            self._replace_checkpoint(c, ckpt, data)
-
-    def _replace_checkpoint(self, c: sa.Connection, ckpt: str, data: bytes) -> None:
-        """Within transaction `c`: the checkpoint `ckpt` is `data` (an older one of that name replaced)."""
-        c.execute(CHECKPOINTS.delete().where(CHECKPOINTS.c.store == self.store, CHECKPOINTS.c.ckpt == ckpt))
-        c.execute(CHECKPOINTS.insert().values(store=self.store, ckpt=ckpt, data=data))
+    def checkpoint(self, ckpt: str) -> dict[str, torch.Tensor] | None:
+        """The weights saved as `ckpt`, else None (absent, or damaged: then its file is removed)."""
+        p = self.checkpoint_path(ckpt)
+        if p is None:
+            return None
+        state = read_checkpoint(p)
+        if state is None:
+            p.unlink(missing_ok=True)
+        return state
 
     def checkpoint_names(self) -> set[str]:
         """Names of the checkpoints kept."""
-        with self.engine.connect() as c:
-            return set(c.execute(sa.select(CHECKPOINTS.c.ckpt).where(CHECKPOINTS.c.store == self.store)).scalars())
+        return set(checkpoint_files(self.checkpoint_dir))
 
-    def keep_checkpoints(self, keep: set[str]) -> int:
-        """Delete every checkpoint not in `keep`; returns how many were deleted."""
-        drop = sorted(self.checkpoint_names() - set(keep))
-        with self.engine.begin() as c:
-            for ckpt in drop:
-                c.execute(CHECKPOINTS.delete().where(CHECKPOINTS.c.store == self.store, CHECKPOINTS.c.ckpt == ckpt))
-        return len(drop)
+    def keep_checkpoints(self, keep: Iterable[str]) -> int:
+        """Delete every checkpoint file not named in `keep` (and leftovers of killed writers); returns how many."""
+        keep = set(keep)
+        n = 0
+        for name, p in checkpoint_files(self.checkpoint_dir).items():
+            if name not in keep:
+                p.unlink(missing_ok=True)
+                n += 1
+        for p in self.checkpoint_dir.glob(".*.tmp"):
+            p.unlink(missing_ok=True)
+        return n
 
     def compact(self) -> None:
-        """Give the room of deleted checkpoints back to the file system (SQLite VACUUM; PostgreSQL does it itself)."""
-        if not self.is_shared:
-            with self.engine.connect() as c:
-                c.exec_driver_sql("VACUUM")
-
-    def workers(self) -> dict[str, int]:
-        """worker -> number of finished nodes it trained."""
-        with self.engine.connect() as c:
-            rows = c.execute(sa.select(NODES.c.worker, sa.func.count()).where(NODES.c.store == self.store,
-                                                                             NODES.c.state == "done")
-                             .group_by(NODES.c.worker)).all()
-        return dict(rows)
-
-    def dispose(self) -> None:
-        """Close the connections."""
-        self.engine.dispose()
+        """Rewrite `curves.jsonl` with one line per node (the replaced lines dropped)."""
+        if self.path.exists():
+            self._rewrite()

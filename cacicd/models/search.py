@@ -10,45 +10,46 @@ seven naive target metrics, roll-up and roll-down all train plain BCE networks o
   training rows, which are not trained on), for at most the round's epochs;
 - the trial's score is the mean over executions of its best dev value (the objective); its checkpoint is
   the weights of the best dev epoch over all executions (keras-tuner's SaveBestEpoch);
-- round r > 0 continues the best `round_size` trials of round r - 1 from their checkpoints, with a fresh
-  optimizer, for `epochs(r) - epochs(r - 1)` epochs;
+- round r > 0 promotes the best `round_size` trials of round r - 1 and trains each for
+  `epochs(r) - epochs(r - 1)` epochs: from fresh weights and a fresh optimizer, as keras-tuner 1.1.2 (the
+  authors' pin) did (`promotion="restart"`, the profiles' default), or from the trial's checkpoint with a
+  fresh optimizer, as keras-tuner >= 1.2 does (`promotion="continue"`);
 - the analysed model is the checkpoint of the trial with the best score (not retrained).
 A node (one configuration, one seed, one starting point) is trained once for the whole family
 (`cacicd.models.curves.CurveStore`), with every member's objective recorded per epoch; each member reads the
-prefix its early stopping allows. Training is deterministic, so a family gives each member exactly what
-its search alone would give (tests/test_search.py).
+prefix its early stopping allows. Training is deterministic (given the profile's torch threads), so a
+family gives each member exactly what its search alone would give (tests/test_search.py), whichever
+process or machine trains a node: the search only says which nodes a round needs (`NodeJob`) and a
+`NodeRunner` trains them (in this process, or on Dask workers: `cacicd.experiments.cluster`).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
-import io
 import json
 import logging
 import math
 import os
-import socket
+import pickle
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
 from cacicd.config import Profile, SearchSpace
-from cacicd.models import hyperband, losses
-from cacicd.models.curves import CurveStore
+from cacicd.files import atomic_write_bytes
+from cacicd.models import hyperband, losses, outputs
+from cacicd.models.curves import CurveStore, checkpoint_files, read_checkpoint, write_checkpoint
 from cacicd.models.labels import LabelContext
-from cacicd.models.train import DeviceRows, Trainer, predict_proba, target_score
+from cacicd.models.train import DeviceRows, Trainer, predict_proba, target_score, torch_threads
 
 logger = logging.getLogger(__name__)
 VALIDATION_SPLIT = 0.05  # Keras validation_split of the authors' fit: the last 5 % of the training rows
 MAX_COLLISIONS = 20  # keras-tuner redraws a configuration already tried at most this often
-
-
-def worker_id() -> str:
-    """host:pid, the name of this process in a shared store."""
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -151,7 +152,7 @@ def read_curve(epochs: list[dict], key: str, budget: int, patience: int) -> Outc
 
 @dataclass
 class FamilyData:
-    """What the nodes of a family train and are judged on (one fold)."""
+    """What the nodes of a family train and are judged on (one fold); pickled for workers without its rules."""
 
     X_fit: sp.csr_matrix
     Y_fit: sp.csr_matrix
@@ -164,25 +165,53 @@ class FamilyData:
     rules: dict[str, Callable[[np.ndarray], np.ndarray] | None] = field(default_factory=dict)
 
     @classmethod
-    def split(cls, X_train, Y_train, X_dev, Y_dev, loss: str, ctx: LabelContext, rules: dict) -> "FamilyData":
+    def split(cls, X_train, Y_train, X_dev, Y_dev, loss: str, ctx: LabelContext,
+              rules: Iterable[str] = ("identity",)) -> "FamilyData":
         """Hold out the last VALIDATION_SPLIT of the training rows for early stopping (Keras validation_split)."""
         n_fit = int(math.floor(X_train.shape[0] * (1 - VALIDATION_SPLIT)))
         if n_fit < 1 or n_fit == X_train.shape[0]:
             raise ValueError(f"{X_train.shape[0]} training rows cannot give a {VALIDATION_SPLIT:.0%} validation split")
         X_train, Y_train = sp.csr_matrix(X_train), sp.csr_matrix(Y_train)
         return cls(X_train[:n_fit], Y_train[:n_fit], X_train[n_fit:], Y_train[n_fit:], sp.csr_matrix(X_dev),
-                   sp.csr_matrix(Y_dev), loss, ctx, rules)
+                   sp.csr_matrix(Y_dev), loss, ctx, _make_rules(rules, ctx))
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "rules": sorted(self.rules)}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, rules=_make_rules(state["rules"], state["ctx"]))
+
+    def save(self, path: str | Path) -> None:
+        """Write this data for workers (atomically)."""
+        atomic_write_bytes(path, pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def _make_rules(names: Iterable[str], ctx: LabelContext) -> dict:
+    return {n: None if n == "identity" else outputs.make_output_rule(n, ctx) for n in names}
+
+
+@functools.lru_cache(maxsize=4)
+def _family_data_file(path: str, size: int, mtime_ns: int) -> FamilyData:
+    with open(path, "rb") as f:
+        return pickle.load(f)
+
+
+def load_family_data(path: str | Path) -> FamilyData:
+    """The FamilyData a driver saved at `path` (the last few read are kept in memory)."""
+    st = os.stat(path)
+    return _family_data_file(str(path), st.st_size, st.st_mtime_ns)
 
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """Training settings of the profile, plus the device and precision of this run."""
+    """Training settings of the profile (torch threads per training included), plus this run's device and precision."""
 
     lr: float
     batch_size: int
     patience: int
     device: str | None = None
     precision: str = "auto"
+    threads: int = 1
 
 
 @dataclass(frozen=True)
@@ -197,21 +226,40 @@ class Node:
 
     @classmethod
     def make(cls, config: dict, execution: int, parent: str | None, seed_material: Sequence) -> "Node":
-        """The node of (config, execution, parent) under a family's seed material (profile seed, fold)."""
+        """The node of (config, execution, parent) under some seed material (profile seed, fold[, round])."""
         h = _hash([list(seed_material), config, execution, parent])
         return cls(h[:32], config, execution, parent, int(h[32:40], 16))
 
-
-def state_bytes(model: torch.nn.Module) -> bytes:
-    """A model's weights (state dict) as bytes."""
-    buf = io.BytesIO()
-    torch.save({k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, buf)
-    return buf.getvalue()
+    @classmethod
+    def of_record(cls, rec: dict) -> "Node":
+        """The node a record was trained for."""
+        return cls(rec["node"], rec["config"], rec["execution"], rec["parent"], rec["seed"])
 
 
-def load_state(model: torch.nn.Module, data: bytes) -> None:
-    """Load weights saved by `state_bytes`."""
-    model.load_state_dict(torch.load(io.BytesIO(data), map_location="cpu", weights_only=True))
+@dataclass(frozen=True)
+class NodeJob:
+    """A node to train until every reader (member key -> epoch budget) knows where it stops, and what it needs.
+
+    extra_epochs: epochs whose checkpoints are wanted whatever the readers; ancestors: the nodes of its
+    parent chain (to rebuild a parent checkpoint that is missing).
+    """
+
+    node: Node
+    members: tuple[Member, ...]
+    settings: TrainSettings
+    demands: tuple[tuple[str, int], ...]
+    extra_epochs: tuple[int, ...] = ()
+    ancestors: tuple[Node, ...] = ()
+
+    @property
+    def epochs_bound(self) -> int:
+        """Epochs this job trains at most."""
+        return max([b for _, b in self.demands] + list(self.extra_epochs), default=0)
+
+
+def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load weights read by `cacicd.models.curves.read_checkpoint` (or any state dict)."""
+    model.load_state_dict(state)
 
 
 def _scores(model, val_rows: DeviceRows, dev_rows: DeviceRows, data: FamilyData, members: Sequence[Member],
@@ -230,43 +278,79 @@ def _scores(model, val_rows: DeviceRows, dev_rows: DeviceRows, data: FamilyData,
     return val, dev
 
 
-def train_node(node: Node, data: FamilyData, members: Sequence[Member], settings: TrainSettings,
-               demands: dict[str, int], load_parent: Callable[[str], bytes], *, extra_epochs: Sequence[int] = (),
-               heartbeat: Callable[[], None] | None = None) -> tuple[dict, dict[str, bytes]]:
-    """Train `node` until every reader (member key -> epoch budget) knows where it stops.
+def _parent_state(ckpt: str, job: NodeJob, data: FamilyData, ckpt_dir: Path) -> dict[str, torch.Tensor]:
+    """The weights of checkpoint `ckpt` from its file, rebuilt by training its node again when missing or damaged."""
+    p = checkpoint_files(ckpt_dir).get(ckpt)
+    state = read_checkpoint(p) if p is not None else None
+    if state is not None:
+        return state
+    key, epoch = ckpt.rsplit("@", 1)
+    node = next((a for a in job.ancestors if a.key == key), None)
+    if node is None:
+        raise KeyError(f"checkpoint {ckpt} is missing from {ckpt_dir} and its node is unknown: it cannot be rebuilt")
+    logger.info("rebuilding checkpoint %s", ckpt)
+    train_node(NodeJob(node, job.members, job.settings, (), (int(epoch),), job.ancestors), data, ckpt_dir)
+    state = read_checkpoint(checkpoint_files(ckpt_dir)[ckpt])
+    if state is None:
+        raise RuntimeError(f"checkpoint {ckpt} rebuilt in {ckpt_dir} does not read back")
+    return state
 
-    Returns the node's record (per epoch: loss, seconds, val and dev objective of every member) and the
-    checkpoints of each reader's best dev epoch (and of `extra_epochs`), named '<node>@<epoch>'.
+
+def train_node(job: NodeJob, data: FamilyData, ckpt_dir: str | Path) -> dict:
+    """Train `job.node` until every reader knows where it stops; returns its record (per epoch: loss, seconds, val
+    and dev objective of every member).
+
+    The checkpoints of each reader's best dev epoch (and of `job.extra_epochs`) are left in `ckpt_dir` as files
+    '<node>@<epoch>.<sha>.pt' (written when the epoch is reached, deleted when no reader needs it any more).
     """
-    parent = load_parent(node.parent) if node.parent is not None else None  # first: a rebuild trains (RNG)
-    loss = losses.make_loss(data.loss, data.ctx, **loss_params(node.config))
-    trainer = Trainer(data.X_fit, data.Y_fit, data.X_val, data.Y_val, network_params(node.config), loss, "ndcg",
-                      lr=settings.lr, batch_size=settings.batch_size, patience=settings.patience, seed=node.seed,
-                      device=settings.device, precision=settings.precision)
-    if parent is not None:
-        load_state(trainer.model, parent)
-    dev_rows = DeviceRows(data.X_dev, trainer.device)  # the validation rows are the trainer's (trainer.X_dev)
-    epochs: list[dict] = []
-    snaps: dict[int, bytes] = {}
-    need_until = max(extra_epochs, default=0)
-    while True:
-        t0 = time.perf_counter()
-        tr_loss = trainer.train_epoch()
-        val, dev = _scores(trainer.model, trainer.X_dev, dev_rows, data, members, settings)
-        epochs.append({"epoch": len(epochs) + 1, "loss": float(tr_loss), "seconds": time.perf_counter() - t0,
-                       "val": val, "dev": dev})
-        outs = [read_curve(epochs, k, b, settings.patience) for k, b in demands.items()]
-        keep = {o.best_epoch for o in outs} | set(extra_epochs)
-        if len(epochs) in keep:
-            snaps[len(epochs)] = state_bytes(trainer.model)
-        snaps = {e: s for e, s in snaps.items() if e in keep}
-        if heartbeat is not None:
-            heartbeat()
-        if all(o.done for o in outs) and len(epochs) >= need_until:
-            break
-    record = {"node": node.key, "config": node.config, "execution": node.execution, "parent": node.parent,
-              "seed": node.seed, "epochs": epochs}
-    return record, {f"{node.key}@{e}": s for e, s in snaps.items()}
+    ckpt_dir = Path(ckpt_dir)
+    node, settings = job.node, job.settings
+    with torch_threads(settings.threads):
+        parent = _parent_state(node.parent, job, data, ckpt_dir) if node.parent is not None else None  # first: RNG
+        loss = losses.make_loss(data.loss, data.ctx, **loss_params(node.config))
+        trainer = Trainer(data.X_fit, data.Y_fit, data.X_val, data.Y_val, network_params(node.config), loss, "ndcg",
+                          lr=settings.lr, batch_size=settings.batch_size, patience=settings.patience, seed=node.seed,
+                          device=settings.device, precision=settings.precision)
+        if parent is not None:
+            load_state(trainer.model, parent)
+            del parent
+        dev_rows = DeviceRows(data.X_dev, trainer.device)  # the validation rows are the trainer's (trainer.X_dev)
+        epochs: list[dict] = []
+        files: dict[int, Path] = {}
+        extra = set(job.extra_epochs)
+        need_until = max(extra, default=0)
+        while True:
+            t0 = time.perf_counter()
+            tr_loss = trainer.train_epoch()
+            val, dev = _scores(trainer.model, trainer.X_dev, dev_rows, data, job.members, settings)
+            epochs.append({"epoch": len(epochs) + 1, "loss": float(tr_loss), "seconds": time.perf_counter() - t0,
+                           "val": val, "dev": dev})
+            outs = [read_curve(epochs, k, b, settings.patience) for k, b in job.demands]
+            keep = {o.best_epoch for o in outs} | extra
+            if len(epochs) in keep:
+                files[len(epochs)] = write_checkpoint(ckpt_dir, f"{node.key}@{len(epochs)}", trainer.model)
+            for e in [e for e in files if e not in keep]:
+                files.pop(e).unlink(missing_ok=True)
+            if all(o.done for o in outs) and len(epochs) >= need_until:
+                break
+    return {"node": node.key, "config": node.config, "execution": node.execution, "parent": node.parent,
+            "seed": node.seed, "epochs": epochs}
+
+
+def train_job(job: NodeJob, data_file: str, ckpt_dir: str) -> dict:
+    """A worker's task: train `job` on the FamilyData saved at `data_file`, checkpoints into `ckpt_dir`."""
+    return train_node(job, load_family_data(data_file), ckpt_dir)
+
+
+NodeRunner = Callable[[list[NodeJob]], Iterator[tuple[NodeJob, dict]]]  # trains jobs, yields (job, record) as done
+
+
+def in_process(data: FamilyData, ckpt_dir: str | Path) -> NodeRunner:
+    """A NodeRunner training one job after another in this process."""
+    def run(jobs: list[NodeJob]) -> Iterator[tuple[NodeJob, dict]]:
+        for job in jobs:
+            yield job, train_node(job, data, ckpt_dir)
+    return run
 
 
 # ---------------------------------------------------------------------------------------------
@@ -283,12 +367,13 @@ class Trial:
     initial_epoch: int
     epochs: int
     config: dict
-    parent: str | None
+    parent: str | None  # the checkpoint it continues ("continue" promotions), else None
     nodes: list[str]
     score: float
     checkpoint: str
     best_epoch: int  # keras-tuner's epoch label of the checkpoint: initial_epoch + local epoch
     best_dev: float
+    promoted_from: int | None = None  # index of the trial of the previous round it was promoted from
 
     def as_dict(self) -> dict:
         """JSON-ready."""
@@ -299,78 +384,106 @@ def _rank(x: float) -> float:
     return x if x is not None and math.isfinite(x) else -math.inf
 
 
+@dataclass
+class Progress:
+    """What a search reports as it goes: rounds, nodes and epochs done of those planned."""
+
+    rounds: int = 0
+    rounds_done: int = 0
+    nodes_planned: int = 0
+    nodes_done: int = 0
+    epochs_planned: int = 0
+    epochs_done: int = 0
+
+
 class FamilySearch:
-    """keras-tuner Hyperband for every member of a family at once, on one shared curve store."""
+    """keras-tuner Hyperband for every member of a family at once, on one shared curve store.
+
+    run_nodes: how nodes are trained (default: `in_process`; the engine passes Dask workers'); the search
+    alone writes the store. on_progress: called with the search's `Progress` after each round and node.
+    """
 
     def __init__(self, members: Sequence[Member], data: FamilyData, profile: Profile, store: CurveStore, *,
                  iterations: int, seed_material: Sequence, loss_space: dict | None, settings: TrainSettings,
-                 worker: str | None = None, poll_s: float = 1.0, progress: bool = False):
+                 run_nodes: NodeRunner | None = None, on_progress: Callable[[Progress], None] | None = None):
         if not members:
             raise ValueError("a family search needs at least one member")
-        self.members, self.data, self.profile, self.store = list(members), data, profile, store
+        self.members, self.data, self.profile, self.store = tuple(members), data, profile, store
         self.iterations, self.seed_material, self.loss_space = iterations, list(seed_material), loss_space
-        self.settings, self.worker, self.poll_s, self.progress = settings, worker or worker_id(), poll_s, progress
+        self.settings = settings
+        self.run_nodes = run_nodes or in_process(data, store.checkpoint_dir)
+        self.on_progress = on_progress or (lambda p: None)
+        self.progress = Progress()
         self.nodes_trained = 0
         self.epochs_trained = 0
-        self.seconds_training = 0.0
+        self.seconds = 0.0
 
     # -- nodes ---------------------------------------------------------------------------------
     def _covered(self, record: dict | None, demands: dict[str, int]) -> bool:
         return record is not None and all(read_curve(record["epochs"], k, b, self.settings.patience).done
                                           for k, b in demands.items())
 
-    def _train(self, node: Node, demands: dict[str, int]) -> None:
+    def _ancestors(self, node: Node) -> tuple[Node, ...]:
+        out, ckpt = [], node.parent
+        while ckpt is not None:
+            rec = self.store.record(ckpt.rsplit("@", 1)[0])
+            if rec is None:
+                break
+            out.append(Node.of_record(rec))
+            ckpt = rec["parent"]
+        return tuple(out)
+
+    def _job(self, node: Node, demands: dict[str, int], extra_epochs: tuple[int, ...] = ()) -> NodeJob:
         old = self.store.record(node.key)
         if old is not None:  # extend a shorter record: train again (deterministic) and keep what it served
             for m in self.members:
                 o = read_curve(old["epochs"], m.key, len(old["epochs"]), self.settings.patience)
                 demands.setdefault(m.key, o.n_read)
-        t0 = time.perf_counter()
-        record, ckpts = train_node(node, self.data, self.members, self.settings, demands, self.checkpoint,
-                                   heartbeat=lambda: self.store.heartbeat(node.key, self.worker))
-        self.store.finish(node.key, self.worker, record, ckpts)
-        self.nodes_trained += 1
-        self.epochs_trained += len(record["epochs"])
-        self.seconds_training += time.perf_counter() - t0
-        logger.debug("node %s (%s, execution %d) trained %d epochs", node.key[:8], describe(node.config),
-                     node.execution, len(record["epochs"]))
+        return NodeJob(node, self.members, self.settings, tuple(sorted(demands.items())), extra_epochs,
+                       self._ancestors(node))
 
-    def checkpoint(self, ckpt: str) -> bytes:
-        """The weights `ckpt` names; a deleted one is rebuilt by training its node again (deterministic)."""
-        data = self.store.checkpoint(ckpt)
-        if data is not None:
-            return data
+    def _ensure(self, nodes: dict[str, tuple[Node, dict[str, int]]], scheduled: tuple[int, int]) -> dict[str, dict]:
+        """Train every node of a round not yet in the store (through `run_nodes`); returns their records.
+
+        scheduled: (nodes, epochs) the round was planned at in `self.progress`, replaced by what it needs.
+        """
+        jobs = [self._job(node, dict(demands)) for key, (node, demands) in nodes.items()
+                if not self._covered(self.store.record(key), demands)]
+        p = self.progress
+        p.nodes_planned += len(nodes) - scheduled[0]
+        p.epochs_planned += sum(j.epochs_bound for j in jobs) - scheduled[1]
+        p.nodes_done += len(nodes) - len(jobs)
+        self.on_progress(p)
+        for job, record in self.run_nodes(jobs):
+            self.store.put(record)
+            n = len(record["epochs"])
+            self.nodes_trained += 1
+            self.epochs_trained += n
+            p.nodes_done += 1
+            p.epochs_done += n
+            p.epochs_planned -= job.epochs_bound - n  # early stopping ended it sooner
+            self.on_progress(p)
+            logger.debug("node %s (%s, execution %d) trained %d epochs", job.node.key[:8], describe(job.node.config),
+                         job.node.execution, n)
+        return {key: self.store.record(key) for key in nodes}
+
+    def checkpoint(self, ckpt: str) -> dict[str, torch.Tensor]:
+        """The weights `ckpt` names; a deleted or damaged one is rebuilt by training its node again (deterministic)."""
+        state = self.store.checkpoint(ckpt)
+        if state is not None:
+            return state
         key, epoch = ckpt.rsplit("@", 1)
         rec = self.store.record(key)
         if rec is None:
-            raise KeyError(f"checkpoint {ckpt}: node {key} has no record in store {self.store.store}")
-        node = Node(key, rec["config"], rec["execution"], rec["parent"], rec["seed"])
+            raise KeyError(f"checkpoint {ckpt}: node {key} has no record in {self.store.path}")
+        node = Node.of_record(rec)
         logger.info("rebuilding checkpoint %s", ckpt)
-        record, ckpts = train_node(node, self.data, self.members, self.settings, {}, self.checkpoint,
-                                   extra_epochs=[int(epoch)])
-        self.store.put_checkpoint(ckpt, ckpts[ckpt])
-        return ckpts[ckpt]
-
-    def _ensure(self, nodes: dict[str, tuple[Node, dict[str, int]]]) -> dict[str, dict]:
-        """Train (or wait for other workers to train) every node of a round; returns their records."""
-        records: dict[str, dict] = {}
-        pending = list(nodes)
-        while pending:
-            progressed = False
-            for key in pending:
-                node, demands = nodes[key]
-                rec = self.store.record(key)
-                if self._covered(rec, demands):
-                    records[key] = rec
-                    continue
-                if self.store.claim(key, self.worker):
-                    self._train(node, dict(demands))
-                    records[key] = self.store.record(key)
-                    progressed = True
-            pending = [k for k in pending if k not in records]
-            if pending and not progressed:
-                time.sleep(self.poll_s)
-        return records
+        train_node(NodeJob(node, self.members, self.settings, (), (int(epoch),), self._ancestors(node)), self.data,
+                   self.store.checkpoint_dir)
+        state = self.store.checkpoint(ckpt)
+        if state is None:
+            raise RuntimeError(f"checkpoint {ckpt} rebuilt in {self.store.checkpoint_dir} does not read back")
+        return state
 
     # -- the schedule ------------------------------------------------------------------------
     def _sample_round(self, rnd: hyperband.Round, tried: set[str]) -> list[dict]:
@@ -386,37 +499,46 @@ class FamilySearch:
                     break
         return cfgs
 
-    def run(self) -> dict[str, dict]:
-        """Run (or resume, or join) the search; returns member name -> result (best trial, every trial, costs)."""
-        from tqdm.auto import tqdm
+    def _material(self, rnd: hyperband.Round) -> list:
+        """Seed material of a round's nodes: a restarted promotion is a fresh initialisation of its own."""
+        if rnd.round == 0 or self.profile.promotion == "continue":
+            return self.seed_material
+        return [*self.seed_material, "restart", rnd.iteration, rnd.bracket, rnd.round]
 
+    def run(self) -> dict[str, dict]:
+        """Run (or resume) the search; returns member name -> result (best trial, every trial, costs)."""
         t_start = time.perf_counter()
         sched = hyperband.schedule(self.profile.max_epochs, self.profile.hyperband_factor, self.iterations)
         execs = max(1, int(self.profile.executions_per_trial))
+        continue_ = self.profile.promotion == "continue"
+        planned = [(r.size * execs, r.size * execs * (r.epochs - r.initial_epoch)) for r in sched]
+        self.progress = Progress(len(sched), 0, sum(n for n, _ in planned), 0, sum(e for _, e in planned), 0)
+        self.on_progress(self.progress)
         tried: set[str] = set()
         trials: dict[str, list[Trial]] = {m.name: [] for m in self.members}
         last: dict[str, list[Trial]] = {m.name: [] for m in self.members}
-        for rnd in tqdm(sched, desc="Hyperband rounds", leave=False, disable=not self.progress):
+        for rnd, scheduled in zip(sched, planned):
             budget = rnd.epochs - rnd.initial_epoch
+            material = self._material(rnd)
             if rnd.round == 0:
                 cfgs = self._sample_round(rnd, tried)
-                plan = {m.name: [(c, None) for c in cfgs] for m in self.members}
+                plan = {m.name: [(c, None, None) for c in cfgs] for m in self.members}
             else:
-                plan = {m.name: [(t.config, t.checkpoint) for t in
+                plan = {m.name: [(t.config, t.checkpoint if continue_ else None, t.index) for t in
                                  sorted(last[m.name], key=lambda t: -_rank(t.score))[:rnd.size]]
                         for m in self.members}
             nodes: dict[str, tuple[Node, dict[str, int]]] = {}
             for m in self.members:
-                for cfg, parent in plan[m.name]:
+                for cfg, parent, _ in plan[m.name]:
                     for e in range(execs):
-                        node = Node.make(cfg, e, parent, self.seed_material)
+                        node = Node.make(cfg, e, parent, material)
                         d = nodes.setdefault(node.key, (node, {}))[1]
                         d[m.key] = max(d.get(m.key, 0), budget)
-            records = self._ensure(nodes)
+            records = self._ensure(nodes, scheduled)
             for m in self.members:
                 this = []
-                for cfg, parent in plan[m.name]:
-                    keys = [Node.make(cfg, e, parent, self.seed_material).key for e in range(execs)]
+                for cfg, parent, source in plan[m.name]:
+                    keys = [Node.make(cfg, e, parent, material).key for e in range(execs)]
                     outs = [read_curve(records[k]["epochs"], m.key, budget, self.settings.patience) for k in keys]
                     best, ckpt, epoch = -math.inf, None, 0
                     for k, o in zip(keys, outs):
@@ -428,12 +550,15 @@ class FamilySearch:
                     score = float(np.mean(devs)) if all(math.isfinite(d) for d in devs) else float("nan")
                     this.append(Trial(len(trials[m.name]), rnd.iteration, rnd.bracket, rnd.round, rnd.initial_epoch,
                                       rnd.epochs, cfg, parent, keys, score, ckpt, rnd.initial_epoch + epoch,
-                                      float(best) if math.isfinite(best) else float("nan")))
+                                      float(best) if math.isfinite(best) else float("nan"), source))
                     trials[m.name].append(this[-1])
                 last[m.name] = this
-            keep = {t.checkpoint for m in self.members for t in last[m.name]}
-            keep |= {self.best(trials[m.name]).checkpoint for m in self.members if trials[m.name]}
+            keep = {self.best(trials[m.name]).checkpoint for m in self.members if trials[m.name]}
+            if continue_:  # the next round continues from these
+                keep |= {t.checkpoint for m in self.members for t in last[m.name]}
             self.store.keep_checkpoints(keep)
+            self.progress.rounds_done += 1
+            self.on_progress(self.progress)
         self.store.keep_checkpoints({self.best(trials[m.name]).checkpoint for m in self.members})
         self.store.compact()
         out = {}
@@ -459,6 +584,8 @@ class FamilySearch:
         while ckpt is not None:
             key, epoch = ckpt.rsplit("@", 1)
             rec = self.store.record(key)
+            if rec is None:
+                raise KeyError(f"checkpoint {ckpt}: node {key} has no record in {self.store.path}")
             chain.append((rec, int(epoch)))
             ckpt = rec["parent"]
         rows, offset = [], 0

@@ -48,7 +48,7 @@ AUTHORS_COLUMNS = ("value_authors", "sem_authors", "left_out")  # optional, on R
 _RE_METRIC = re.compile(r"^RE@\d+$", re.IGNORECASE)
 UNITS = ("%", "ratio", "count", "s", "bool")
 REL_TOL = 0.05
-PACKAGES = ("cacicd", "torch", "numpy", "scipy", "scikit-learn", "pandas", "sqlalchemy", "duckdb")
+PACKAGES = ("cacicd", "torch", "numpy", "scipy", "scikit-learn", "pandas", "dask", "duckdb")
 
 
 # ------------------------------------------------------------------------------------------------
