@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             st = E.status(args.profile, args.data, args.cache)
             print(st.pivot(index="experiment", columns="fold", values="state").to_string())
             print(st["state"].value_counts().to_string())
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, ConnectionError) as e:
         print(f"cacicd {args.cmd}: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -74,7 +74,8 @@ def worker_specs(n: int, gpus: list[str]) -> dict[str, dict]:
 class Cluster:
     """The Dask client of a run (started lazily), or None of it when nodes train in this process.
 
-    workers: local worker processes (None: none); scheduler: the address of an existing cluster (wins).
+    workers: local worker processes (None: none); scheduler: the address (tcp://HOST:8786) or scheduler file
+    of an existing cluster (wins).
     """
 
     def __init__(self, workers: int | None = None, scheduler: str | None = None):
@@ -104,8 +105,13 @@ class Cluster:
             self._levels[name] = lg.level
             lg.setLevel(max(lg.getEffectiveLevel(), logging.WARNING))
         if self.scheduler:
-            self._client = Client(self.scheduler)
             where = f"the Dask cluster at {self.scheduler}"
+            kw = {"scheduler_file": self.scheduler} if Path(self.scheduler).is_file() else {"address": self.scheduler}
+            try:
+                self._client = Client(timeout="30s", **kw)
+            except (OSError, TimeoutError) as e:
+                raise ConnectionError(f"cannot reach the Dask scheduler {self.scheduler} ({e}); start one "
+                                      "(`dask scheduler`) or give its address (tcp://HOST:8786) or scheduler file") from None
         else:
             gpus = visible_gpus()
             self._cluster = SpecCluster(
