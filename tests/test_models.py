@@ -154,3 +154,72 @@ def test_low_precision_copy_follows_the_weights():
     with pytest.raises(ValueError, match="dtype"):
         with low_precision(torch.float16):
             pass
+
+
+def _linears(m: MLP) -> list[nn.Linear]:
+    return [x for x in m.modules() if isinstance(x, nn.Linear)]
+
+
+def test_initialisation_is_keras_glorot_uniform_with_zero_biases():
+    """Every linear layer as Keras's Dense: weights U(-b, b), b = sqrt(6 / (fan_in + fan_out)), biases 0."""
+    torch.manual_seed(0)
+    m = MLP(300, 200, [400, 250], [0.0, 0.0])
+    layers = _linears(m)
+    assert [type(x).__name__ for x in layers] == ["SparseInputLinear", "MixedLinear", "MixedLinear"]
+    for lin in layers + [SparseInputLinear(500, 100), MixedLinear(100, 700)]:
+        fan_out, fan_in = lin.weight.shape
+        bound = (6 / (fan_in + fan_out)) ** 0.5
+        w = lin.weight.detach()
+        assert w.abs().max() <= bound
+        assert w.abs().max() > 0.99 * bound  # uses the whole range (not torch's 1/sqrt(fan_in))
+        assert float(w.var()) == pytest.approx(bound ** 2 / 3, rel=0.03)  # variance of U(-b, b)
+        assert float(w.mean()) == pytest.approx(0, abs=0.01 * bound)
+        assert lin.bias is not None and torch.count_nonzero(lin.bias) == 0
+
+
+def test_batchnorm_as_keras_and_no_bias_before_it():
+    """Hidden layers lose their bias under batchnorm (the authors' use_bias=not batchnorm); BatchNormalization
+    momentum 0.99 (torch 0.01) and epsilon 1e-3; the output keeps its bias; dense, sparse and bfloat16 paths run."""
+    torch.manual_seed(0)
+    m = build_mlp(10, 7, {"num_layers": 3, "units_0": 8, "dropout_0": 0.2, "units_1": 4, "dropout_1": 0.2,
+                          "batchnorm": True})
+    hidden = [x for x in m.hidden if isinstance(x, nn.Linear)]
+    assert [x.bias for x in hidden] == [None, None] and m.output.bias is not None
+    bns = [x for x in m.hidden if isinstance(x, nn.BatchNorm1d)]
+    assert len(bns) == 2 and all(b.momentum == 0.01 and b.eps == 1e-3 for b in bns)
+    assert all(x.bias is not None for x in _linears(build_mlp(10, 7, {"num_layers": 2, "units_0": 8})))
+    x = (torch.rand(6, 10) < 0.4).float()
+    with low_precision(torch.bfloat16):  # MixedLinear without a bias: training (autograd) and inference
+        m(_csr(x)).sum().backward()
+        assert m.hidden[4].weight.grad is not None and m.output.bias.grad is not None
+        m.eval()
+        with torch.no_grad():
+            low = m(_csr(x)).float()
+    torch.testing.assert_close(m(x), m(_csr(x)))
+    torch.testing.assert_close(low, m(x), rtol=0.05, atol=0.05)
+
+
+def test_saved_batchnorm_model_reloads(tmp_path):
+    """A model without hidden biases goes through state_dict, results.save_result and RunResult.load_model."""
+    import pandas as pd
+
+    from cacicd.experiments.results import RunResult, save_result
+
+    torch.manual_seed(1)
+    m = MLP(12, 5, [6, 3], [0.1, 0.1], batchnorm=True)
+    assert "hidden.0.bias" not in m.state_dict() and "hidden.1.running_var" in m.state_dict()
+    with torch.no_grad():
+        for b in (x for x in m.hidden if isinstance(x, nn.BatchNorm1d)):
+            b.running_mean.uniform_(-1, 1)
+            b.running_var.uniform_(0.5, 2)
+    again = MLP(12, 5, **m.config)
+    again.load_state_dict(m.state_dict())
+    r = RunResult("x", "smoke", 0, "h", [f"c{i}" for i in range(5)], np.arange(3), np.zeros((3, 5), np.float32),
+                  pd.DataFrame(), pd.DataFrame())
+    save_result(tmp_path, r, {"experiment": "x", "profile": "smoke", "fold": 0, "dataset_hash": "h"}, m)
+    r.path = tmp_path
+    loaded = r.load_model()
+    x = torch.rand(4, 12)
+    m.eval()
+    torch.testing.assert_close(loaded(x), m(x))
+    torch.testing.assert_close(again.eval()(x), m(x))

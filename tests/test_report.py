@@ -195,17 +195,21 @@ def test_metric_table_rows_scale_and_labels(paper):
 
 def test_hyperparameter_tables():
     hp = report.hyperparameter_table([
-        ("naive_auroc_macro", 0, {"num_layers": 3, "units_0": 3840, "dropout_0": 0.72, "units_1": 256,
-                                  "dropout_1": 0.1, "batchnorm": True}),
+        ("naive_auroc_macro", 0, {"num_layers": 3, "units": 3840, "dropout": 0.72, "batchnorm": True}),
         ("per_level_ndcg", 1, {"level_chapter_ndcg": {"num_layers": 1}}),
-    ])
-    assert len(hp) == 7 and "level_chapter_ndcg.num_layers" in set(hp.parameter)
+        ("focal_ndcg", 2, {"num_layers": 1, "units": 512, "dropout": 0.31, "batchnorm": False, "loss_gamma": 2.5}),
+    ])  # best_params as the engine saves them: the search's configuration (one units value, one dropout rate)
+    assert len(hp) == 10 and "level_chapter_ndcg.num_layers" in set(hp.parameter)
     s10 = report.table_s10_rows(hp)
     got = {(r.model, r.metric): r.value for r in s10.itertuples()}
     assert got == {("macro-AUROC-tuned naive multitask [fold 0]", "batch normalization"): 1.0,
                    ("macro-AUROC-tuned naive multitask [fold 0]", "number of layers"): 3.0,
                    ("macro-AUROC-tuned naive multitask [fold 0]", "number of units"): 3840.0,
-                   ("macro-AUROC-tuned naive multitask [fold 0]", "dropout rate"): 0.72}
+                   ("macro-AUROC-tuned naive multitask [fold 0]", "dropout rate"): 0.72,
+                   **{(f"{report.experiment_label('focal_ndcg')} [fold 2]", k): v for k, v in (
+                       ("batch normalization", 0.0), ("number of layers", 1.0), ("number of units", 512.0),
+                       ("dropout rate", 0.31))}}
+    assert s10["value"].notna().all()
     paper = report.load_paper_values()
     c = report.compare(paper, s10.assign(table="s10"))
     hit = c[(c["item"] == "Table S10") & (c["status"] != "not regenerated")]

@@ -68,6 +68,62 @@ def test_sampling_shares_units_and_dropout_and_follows_the_space():
     assert S.loss_params({"num_layers": 1, "loss_gamma": 2.0}) == {"gamma": 2.0}
 
 
+def _tuner_grid_probabilities(n: int) -> np.ndarray:
+    """keras-tuner 1.1.2's Int on a grid of n values: u -> low + u (high - low), rounded to the nearest value,
+    so a value takes an interval of u of width 1 / (n - 1), the two end values half of one."""
+    p = np.full(n, 1.0 / (n - 1))
+    p[[0, -1]] /= 2
+    return p
+
+
+def test_tuner_value_rounds_to_the_nearest_grid_value_as_keras_tuner_1_1_2():
+    assert S.tuner_value(0.0, 1, 8, 1) == 1 and S.tuner_value(0.9999, 1, 8, 1) == 8
+    assert S.tuner_value(0.5 / 7 - 1e-9, 1, 8, 1) == 1 and S.tuner_value(0.5 / 7 + 1e-9, 1, 8, 1) == 2
+    assert S.tuner_value(1.5 / 7 + 1e-9, 1, 8, 1) == 3  # 1 + u * 7 = 2.5+ -> 3
+    assert S.tuner_value(0.5 / 23 - 1e-9, 256, 6144, 256) == 256 and S.tuner_value(0.5 / 23 + 1e-9, 256, 6144,
+                                                                                    256) == 512
+    assert S.tuner_value(0.25, 0.0, 0.8) == pytest.approx(0.2)  # Float without step: linear
+    assert S.tuner_value(0.5, 1e-15, 5e-6, log=True) == pytest.approx(1e-15 * (5e-6 / 1e-15) ** 0.5)
+    assert S.tuner_choice(0.4999, (False, True)) is False and S.tuner_choice(0.5, (False, True)) is True
+    # the expected probabilities by hand: 8 layer counts, 24 unit counts (ends at half weight)
+    np.testing.assert_allclose(_tuner_grid_probabilities(8), [1 / 14] + [1 / 7] * 6 + [1 / 14])
+    np.testing.assert_allclose(_tuner_grid_probabilities(24), [1 / 46] + [1 / 23] * 22 + [1 / 46])
+
+
+def _chi2_p(values: list[int], grid: list[int], probs: np.ndarray) -> float:
+    from scipy import stats
+
+    counts = np.array([np.sum(np.asarray(values) == g) for g in grid])
+    assert counts.sum() == len(values)  # nothing off the grid
+    return float(stats.chisquare(counts, probs * len(values)).pvalue)
+
+
+def test_sampling_follows_keras_tuner_1_1_2_distribution():
+    """100,000 configurations of the paper's space: num_layers and units against keras-tuner's end-at-half-weight
+    probabilities (chi-square), dropout uniform, batchnorm half the time, a log-sampled loss parameter uniform in
+    log; the default profile's smaller space likewise."""
+    from scipy import stats
+
+    space = SearchSpace()
+    assert (space.num_layers, space.units) == ((1, 8), (256, 6144, 256))
+    n = 100_000
+    cfgs = [S.sample_config(space, {"lam": ("loguniform", 1e-15, 5e-6)}, [7, k]) for k in range(n)]
+    layers, units = [c["num_layers"] for c in cfgs], [c["units"] for c in cfgs]
+    assert _chi2_p(layers, list(range(1, 9)), _tuner_grid_probabilities(8)) > 0.01
+    assert _chi2_p(units, list(range(256, 6145, 256)), _tuner_grid_probabilities(24)) > 0.01
+    # the uniform alternative is rejected: the ends really are at half weight
+    assert _chi2_p(layers, list(range(1, 9)), np.full(8, 1 / 8)) < 1e-6
+    assert stats.kstest([c["dropout"] for c in cfgs], stats.uniform(0, 0.8).cdf).pvalue > 0.01
+    assert abs(np.mean([c["batchnorm"] for c in cfgs]) - 0.5) < 0.01
+    lam = np.log([c["loss_lam"] for c in cfgs])
+    assert stats.kstest(lam, stats.uniform(np.log(1e-15), np.log(5e-6) - np.log(1e-15)).cdf).pvalue > 0.01
+    small = get_profile("default").space
+    assert (small.num_layers, small.units) == ((1, 3), (128, 1024, 128))
+    cfgs = [S.sample_config(small, None, [8, k]) for k in range(20_000)]
+    assert _chi2_p([c["num_layers"] for c in cfgs], [1, 2, 3], np.array([0.25, 0.5, 0.25])) > 0.01
+    assert _chi2_p([c["units"] for c in cfgs], list(range(128, 1025, 128)), _tuner_grid_probabilities(8)) > 0.01
+
+
 def _epochs(val, dev):
     return [{"val": {"k": v}, "dev": {"k": d}} for v, d in zip(val, dev)]
 

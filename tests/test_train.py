@@ -295,3 +295,54 @@ def test_dense_input_path_matches_sparse(data):
     a = predict_proba(model, ds.X[te], precision="float32", sparse_input=True)
     b = predict_proba(model, ds.X[te], precision="float32", sparse_input=False)
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def _keras_adam_reference(w0: np.ndarray, grads: list[np.ndarray], lr: float, eps: float = 1e-7,
+                          b1: float = 0.9, b2: float = 0.999) -> np.ndarray:
+    """Keras 2.9 Adam (optimizer_v2 adam.py): w -= lr sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)."""
+    w, m, v = w0.copy(), np.zeros_like(w0), np.zeros_like(w0)
+    for t, g in enumerate(grads, 1):
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        w = w - lr * np.sqrt(1 - b2 ** t) / (1 - b1 ** t) * m / (np.sqrt(v) + eps)
+    return w
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_adam_steps_as_keras(fused):
+    """KerasAdam = Keras's Adam (epsilon 1e-7 added before the bias correction), on gradients from 1e-8 to 1;
+    torch's own Adam with the same epsilon differs where gradients are tiny."""
+    from cacicd.models.train import KerasAdam
+
+    rng = np.random.default_rng(0)
+    scales = 10.0 ** rng.integers(-8, 1, 64)
+    w0 = np.zeros(64)  # Adam's step does not depend on the weights: the result is the update, in full precision
+    grads = [rng.normal(size=64) * scales for _ in range(30)]
+    dtype = torch.float32 if fused else torch.float64
+
+    def run(opt_cls, **kw):
+        w = torch.nn.Parameter(torch.tensor(w0, dtype=dtype))
+        opt = opt_cls([w], lr=2e-4, **kw)
+        for g in grads:
+            w.grad = torch.tensor(g, dtype=dtype)
+            opt.step()
+        return w.detach().double().numpy(), opt
+
+    want = _keras_adam_reference(w0, grads, 2e-4)
+    got, opt = run(KerasAdam, fused=fused)
+    assert opt.defaults["eps"] == 1e-7 and opt.param_groups[0]["keras_step"] == 30
+    np.testing.assert_allclose(got, want, rtol=1e-5 if fused else 1e-12)
+    plain, _ = run(torch.optim.Adam, eps=1e-7, fused=fused)
+    assert np.abs(plain - want).max() > 0.1 * np.abs(want).max()  # torch's placement: visibly not Keras
+
+
+def test_trainer_uses_keras_adam(data):
+    from cacicd.models import losses
+    from cacicd.models.train import KerasAdam, Trainer
+
+    ds, tr, dv, _ = data
+    loss = losses.make_loss("bce", LabelContext.from_labels(ds.codes, ds.Y[tr]))
+    t = Trainer(ds.X[tr], ds.Y[tr], ds.X[dv], ds.Y[dv], PARAMS, loss, "ndcg", batch_size=64, device="cpu")
+    assert isinstance(t.optimizer, KerasAdam) and t.optimizer.defaults["eps"] == 1e-7
+    t.step()
+    assert t.optimizer.param_groups[0]["keras_step"] == -(-len(tr) // 64)  # one Keras step a batch

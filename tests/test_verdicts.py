@@ -119,16 +119,26 @@ def _hp(rows):
 
 
 def test_model_shape_and_shallow_wide():
-    hp = _hp([("naive_ndcg", 0, "num_layers", 3), ("naive_ndcg", 0, "units_0", 2000),
-              ("naive_ndcg", 0, "units_1", 3000), ("naive_ndcg", 0, "dropout_0", 0.6),
-              ("naive_ndcg", 1, "num_layers", 5), ("naive_ndcg", 1, "units_0", 2500),
-              ("naive_ndcg", 1, "dropout_0", 0.6), ("focal_ndcg", 0, "num_layers", 9)])
+    """The search's shared `units` / `dropout` (best_params as the engine saves them), through
+    `report.hyperparameter_table`; means over the models with a hidden layer; no NaN where a number exists."""
+    from cacicd.paper import report
+
+    hp = report.hyperparameter_table([
+        ("naive_ndcg", 0, {"num_layers": 3, "units": 2000, "dropout": 0.6, "batchnorm": True}),
+        ("naive_ndcg", 1, {"num_layers": 5, "units": 3000, "dropout": 0.5, "batchnorm": False}),
+        ("naive_f1_micro", 0, {"num_layers": 1, "units": 6144, "dropout": 0.1, "batchnorm": False}),  # no hidden layer
+        ("focal_ndcg", 0, {"num_layers": 9, "units": 256, "dropout": 0.0, "batchnorm": False, "loss_gamma": 2.0}),
+        ("per_level_ndcg", 0, {"level_chapter_ndcg": {"num_layers": 2, "units": 512, "dropout": 0.2}})])
+    shape = V.model_shape(hp, ["naive_ndcg", "naive_f1_micro", "per_level_ndcg"])
+    assert shape == {"n": 3, "n_hidden": 2, "share_2_3_layers": pytest.approx(1 / 3), "mean_units": 2500.0,
+                     "mean_dropout": pytest.approx(0.55)}  # 2, 4 and 0 hidden layers; the composite has its own
     shape = V.model_shape(hp, ["naive_ndcg"])
-    assert shape["n"] == 2 and shape["share_2_3_layers"] == 0.5  # 2 and 4 hidden layers
-    assert shape["mean_units"] == 2500 and shape["mean_dropout"] == pytest.approx(0.6)
+    assert shape["share_2_3_layers"] == 0.5 and all(np.isfinite(v) for v in shape.values())
     assert V.shallow_wide(shape, True) is True
     assert V.shallow_wide(shape, False) is None
     assert V.shallow_wide(dict(shape, mean_units=500.0), True) is False
+    lr = V.model_shape(hp, ["naive_f1_micro"])
+    assert (lr["n"], lr["n_hidden"], lr["share_2_3_layers"]) == (1, 0, 0.0) and V.shallow_wide(lr, True) is False
     assert V.shallow_wide(V.model_shape(hp, ["nothing"]), True) is None
 
 

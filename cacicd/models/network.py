@@ -6,6 +6,13 @@ cost follows the number of prescribed ingredients, not n_inputs; its weight is s
 (`weight.t()` is contiguous) so each bag reads whole rows. `state_dict` keys and shapes are those of
 plain nn.Linear layers.
 
+Layers and initialisation are those of the authors' Keras 2.9 builder (keras_extra
+`sequential_multilabel_model`): Glorot-uniform weights and zero biases (`KerasLinear`, Keras Dense's
+defaults); a hidden layer has no bias when batch normalisation follows it (`use_bias=not batchnorm`);
+BatchNormalization with Keras's momentum 0.99 (torch's momentum is 1 - that: 0.01) and epsilon 1e-3.
+Keras keeps the batches' biased variance in its moving variance, torch the unbiased one (a factor
+B / (B - 1), 128/127 at batch 128, used at inference only): left as torch does it.
+
 Mixed precision: inside `low_precision(torch.bfloat16)` the other linear layers (`MixedLinear`)
 multiply in bfloat16 with float32 master weights and float32 weight gradients, through persistent
 bfloat16 copies of the weights and gradient buffers (no large allocation per step). In training
@@ -39,7 +46,26 @@ def low_precision(dtype: torch.dtype = torch.bfloat16) -> Iterator[None]:
         _COMPUTE_DTYPE.reset(token)
 
 
-class SparseInputLinear(nn.Linear):
+KERAS_BN_MOMENTUM = 0.99  # Keras BatchNormalization defaults (torch: momentum = 1 - 0.99)
+KERAS_BN_EPSILON = 1e-3
+
+
+class KerasLinear(nn.Linear):
+    """nn.Linear initialised as a Keras Dense layer: Glorot-uniform weight, zero bias."""
+
+    def reset_parameters(self) -> None:
+        """Weight ~ U(-b, b) with b = sqrt(6 / (in + out)) (glorot_uniform), bias 0 (zeros)."""
+        nn.init.xavier_uniform_(self.weight)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+
+def keras_batchnorm(n: int) -> nn.BatchNorm1d:
+    """BatchNorm1d with Keras's BatchNormalization defaults (momentum 0.99, epsilon 1e-3)."""
+    return nn.BatchNorm1d(n, eps=KERAS_BN_EPSILON, momentum=round(1 - KERAS_BN_MOMENTUM, 6))
+
+
+class SparseInputLinear(KerasLinear):
     """nn.Linear that also takes a torch sparse CSR batch (B, in): an embedding-bag of the active inputs."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True):
@@ -97,7 +123,7 @@ class _MixedLinearFn(torch.autograd.Function):
         return grad_x, None, grad_b, None
 
 
-class MixedLinear(nn.Linear):
+class MixedLinear(KerasLinear):
     """nn.Linear that multiplies in bfloat16 inside `low_precision(torch.bfloat16)`.
 
     With autograd on, the output and the weight's gradient are float32; with it off (inference) the
@@ -150,6 +176,7 @@ class MLP(nn.Module):
     """(len(units)) hidden blocks Linear → [BatchNorm] → ReLU → [Dropout], then `output` = Linear(n_labels).
 
     With no hidden block (num_layers = 1) it is logistic regression. forward returns logits (B, n_labels).
+    As the authors' Keras builder: Glorot-uniform weights, zero biases, no hidden bias under batchnorm.
     """
 
     def __init__(self, n_inputs: int, n_labels: int, units: Sequence[int] = (), dropout: Sequence[float] = (),
@@ -167,9 +194,10 @@ class MLP(nn.Module):
         blocks: list[nn.Module] = []
         width = n_inputs
         for i, (u, d) in enumerate(zip(units, dropout)):
-            blocks.append(SparseInputLinear(width, u) if i == 0 else MixedLinear(width, u))
+            linear = SparseInputLinear if i == 0 else MixedLinear
+            blocks.append(linear(width, u, bias=not batchnorm))  # batchnorm's shift replaces the bias
             if batchnorm:
-                blocks.append(nn.BatchNorm1d(u))
+                blocks.append(keras_batchnorm(u))
             blocks.append(nn.ReLU())
             if d > 0:
                 blocks.append(nn.Dropout(d))

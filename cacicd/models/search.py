@@ -55,22 +55,44 @@ MAX_COLLISIONS = 20  # keras-tuner redraws a configuration already tried at most
 # ---------------------------------------------------------------------------------------------
 # configurations
 
+def tuner_value(u: float, low: float, high: float, step: float | None = None, log: bool = False) -> float:
+    """keras-tuner 1.1.2's Int/Float value of a uniform draw u in [0, 1) (`cumulative_prob_to_value`).
+
+    u maps linearly (log: geometrically) onto [low, high]; with a step, the value is rounded to the nearest
+    grid value low, low + step, ... <= high (ties to the lower one), so the two end values of a grid have
+    half the probability of the others. keras-tuner's Int has step 1 unless one is given.
+    """
+    value = low * (high / low) ** u if log else low + u * (high - low)
+    if step is None:
+        return float(value)
+    grid = np.arange(low, high + 1e-7, step)
+    return float(grid[int(np.abs(grid - value).argmin())])
+
+
+def tuner_choice(u: float, values: Sequence):
+    """keras-tuner 1.1.2's Choice (and Boolean: True when u >= 0.5) of a uniform draw u in [0, 1)."""
+    return values[min(int(math.floor(u * len(values))), len(values) - 1)]
+
+
 def sample_config(space: SearchSpace, loss_space: dict | None, key: Sequence[int]) -> dict:
-    """A random configuration drawn from (seed material) `key`: num_layers, units, dropout, batchnorm, loss_*."""
+    """A random configuration drawn from (seed material) `key` as keras-tuner 1.1.2 draws the authors' space.
+
+    num_layers (Int, step 1), units (Int with a step), dropout (Float), batchnorm (Boolean) and the loss's
+    parameters (Float, 'loguniform' as sampling="log", 'uniform' as linear): one uniform draw each through
+    `tuner_value` / `tuner_choice`.
+    """
     rng = np.random.default_rng(np.random.SeedSequence([int(k) for k in key]))
     lo, hi = space.num_layers
     ulo, uhi, ustep = space.units
-    cfg = {"num_layers": int(rng.integers(lo, hi + 1)),
-           "units": int(ulo + ustep * rng.integers(0, (uhi - ulo) // ustep + 1)),
-           "dropout": float(rng.uniform(*space.dropout)),
-           "batchnorm": bool(space.batchnorm[int(rng.integers(len(space.batchnorm)))])}
+    bn = (False, True) if set(space.batchnorm) == {False, True} else tuple(space.batchnorm)  # Boolean's order
+    cfg = {"num_layers": int(tuner_value(rng.random(), lo, hi, 1)),
+           "units": int(tuner_value(rng.random(), ulo, uhi, ustep)),
+           "dropout": tuner_value(rng.random(), *space.dropout),
+           "batchnorm": bool(tuner_choice(rng.random(), bn))}
     for name, (kind, low, high) in sorted((loss_space or {}).items()):
-        if kind == "loguniform":
-            cfg[f"loss_{name}"] = float(math.exp(rng.uniform(math.log(low), math.log(high))))
-        elif kind == "uniform":
-            cfg[f"loss_{name}"] = float(rng.uniform(low, high))
-        else:
+        if kind not in ("loguniform", "uniform"):
             raise ValueError(f"loss parameter {name!r}: unknown kind {kind!r} (loguniform or uniform)")
+        cfg[f"loss_{name}"] = tuner_value(rng.random(), low, high, log=kind == "loguniform")
     return cfg
 
 

@@ -526,9 +526,10 @@ TABLE_S8 = {"naive_auroc_micro": [("auroc_micro", "micro AUROC", "%")],
 TABLE_S4_MODELS = {"naive_f1_micro": "μF1-tuned all codes", "cherry_f1_micro": "μF1-tuned cherry-picked",
                    "naive_auprc_micro": "adaptive threshold (μAUPRC-tuned)"}
 TABLE_S9 = {**TABLE_S7, **TABLE_S8}  # per stay type: the columns of Tables S7 and S8 (model label + " [<type> stays]")
-# Table S10: the paper's four columns; units/dropout are those of the first hidden layer
+# Table S10: the paper's four columns, from the search's configuration (one units value and one dropout rate
+# shared by every hidden layer, as keras-tuner recorded them, also for a model without a hidden layer)
 TABLE_S10 = (("batchnorm", "batch normalization", "bool"), ("num_layers", "number of layers", "count"),
-             ("units_0", "number of units", "count"), ("dropout_0", "dropout rate", "ratio"))
+             ("units", "number of units", "count"), ("dropout", "dropout rate", "ratio"))
 
 
 def top_frequent_mask(counts: np.ndarray, mask: np.ndarray, n: int = 50) -> np.ndarray:

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from cacicd.config import cpu_count
 from cacicd.models.network import low_precision
-from cacicd.models.train import resolve_precision, to_tensor, use_sparse_input
+from cacicd.models.train import KerasAdam, resolve_precision, to_tensor, use_sparse_input
 
 logger = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ def time_training_epochs(model: nn.Module, X, Y, epochs: int = 1, batch_size: in
         raise ValueError(f"X has {X.shape[0]} rows but Y has {Y.shape[0]}")
     device = torch.device(device) if device is not None else next(model.parameters()).device
     m = copy.deepcopy(model).to(device).train()
-    opt = torch.optim.Adam(m.parameters(), lr=lr)
+    opt = KerasAdam(m.parameters(), lr=lr)  # the training's optimizer
     loss_fn = nn.BCEWithLogitsLoss()
     sparse = use_sparse_input(m, device)
     rng = np.random.default_rng(seed)

@@ -143,17 +143,24 @@ def all_hold(verdicts: Sequence[bool | None]) -> bool | None:
 def model_shape(hp: pd.DataFrame, experiments: Sequence[str]) -> dict:
     """Hidden layers, units and dropout of some experiments' best models: n, share with 2-3 hidden layers, means.
 
-    hp: `report.hyperparameter_table` (experiment, fold, parameter, value); num_layers counts the output layer.
+    hp: `report.hyperparameter_table` (experiment, fold, parameter, value) of the search's configurations:
+    num_layers (counting the output layer) and one `units` and one `dropout` shared by every hidden layer.
+    The means are over the n_hidden models with a hidden layer (a logistic regression has neither).
     """
     top = hp[hp["experiment"].isin(list(experiments))]
     wide = top.pivot_table(index=["experiment", "fold"], columns="parameter", values="value", aggfunc="first")
-    hidden = wide["num_layers"].astype(float) - 1 if "num_layers" in wide.columns else pd.Series(dtype=float)
-    units = wide.filter(like="units_").astype(float)
-    drop = wide.filter(like="dropout_").astype(float)
-    return {"n": len(hidden),
+
+    def column(name: str) -> pd.Series:
+        return (pd.to_numeric(wide[name], errors="coerce") if name in wide.columns
+                else pd.Series(np.nan, index=wide.index, dtype=float))
+
+    hidden = (column("num_layers") - 1).dropna()
+    deep = hidden.index[hidden >= 1]
+    units, drop = column("units").loc[deep].dropna(), column("dropout").loc[deep].dropna()
+    return {"n": len(hidden), "n_hidden": len(deep),
             "share_2_3_layers": float(hidden.between(2, 3).mean()) if len(hidden) else float("nan"),
-            "mean_units": float(np.nanmean(units.to_numpy())) if units.size else float("nan"),
-            "mean_dropout": float(np.nanmean(drop.to_numpy())) if drop.size else float("nan")}
+            "mean_units": float(units.mean()) if len(units) else float("nan"),
+            "mean_dropout": float(drop.mean()) if len(drop) else float("nan")}
 
 
 def space_reaches(num_layers: Sequence[int], units: Sequence[int], dropout: Sequence[float],
