@@ -221,6 +221,33 @@ def test_same_dataset_bit_for_bit_as_the_csv_folder(pg_url, schemas, synthetic_f
 
 
 @pytest.mark.postgres
+def test_url_without_schema_reads_the_sessions_current_schema(pg_url, schemas, synthetic_folder, tmp_path):
+    """No ?schema=: the session's current schema (public, or what the role's search_path names), not pg_catalog."""
+    import psycopg
+
+    with psycopg.connect(pg_url) as con:
+        if con.execute("SELECT to_regclass('public.person') IS NOT NULL").fetchone()[0]:
+            pytest.skip("schema public of the test database already holds an OMOP table")
+    prof = get_profile("smoke")
+    csv = data.load_data(str(synthetic_folder), prof, tmp_path / "cache_csv").content_hash()
+    try:
+        _load_into(pg_url, synthetic_folder, "public")
+        bare = pg_url.split("?")[0]
+        db = data.load_data(bare, prof, tmp_path / "cache_pg")
+        assert db.report["tables"]["person"] == "public.person" and db.content_hash() == csv
+        assert data.load_data(_with(bare, schema="public"), prof, tmp_path / "cache_pg").content_hash() == csv
+    finally:
+        _execute(pg_url, *[f"DROP TABLE IF EXISTS public.{t}" for t in omop.SCHEMA])
+    s = schemas("path")  # a search_path naming another schema first (libpq's options= parameter)
+    _load_into(pg_url, synthetic_folder, s)
+    db = data.load_data(_with(bare, options=f"-csearch_path%3D{s}"), prof, tmp_path / "cache_path")
+    assert db.report["tables"]["person"] == f"{s}.person" and db.content_hash() == csv
+    with pytest.raises(DataError, match=r"the session has no current schema .*name the schema of the OMOP tables "
+                                        r"with \?schema="):
+        data.load_data(_with(bare, options="-csearch_path%3Dno_such_schema"), prof, tmp_path / "cache_pg")
+
+
+@pytest.mark.postgres
 def test_tiny_folder_with_loose_types_and_options(pg_url, schemas, tmp_path):
     """Hand-built edge cases (NULL months, 64-bit ids, absent optional columns), ids and codes as text."""
     folder = write_tables(tmp_path / "tiny", tiny_tables())
