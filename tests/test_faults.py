@@ -357,3 +357,48 @@ def test_no_icd9_code_or_no_drug_is_refused_unless_allowed(tmp_path):
     assert ds.features == ["sex", "age"] and len(ds.codes) > 0
     with pytest.raises(DataError, match=r"allow_no_drugs='maybe': expected true or false"):
         data.load_data(f"{nodrug}?allow_no_drugs=maybe", prof, tmp_path / "cache")
+
+
+# ---------------------------------------------------------------- issue 25: empty drug or condition tables
+
+
+def _empty(rows: list[dict]):
+    import pandas as pd
+
+    return pd.DataFrame(columns=list(rows[0]))
+
+
+@pytest.mark.parametrize("kind", ["omop", "mimic3"])
+def test_empty_drug_table_is_refused_unless_allow_no_drugs(tmp_path, kind):
+    from test_mimic3 import tiny_mimic3
+
+    prof = get_profile("smoke")
+    if kind == "omop":
+        t = tiny_tables()
+        t["drug_exposure"] = _empty(t["drug_exposure"])
+        t["concept_ancestor"] = _empty(t["concept_ancestor"])  # an export without drugs may lack the vocabulary too
+        src = str(write_tables(tmp_path / "o", t))
+    else:
+        t = tiny_mimic3()
+        t["prescriptions"] = _empty(t["prescriptions"])
+        src = f"mimic3:{write_tables(tmp_path / 'm', t)}"
+    with pytest.raises(DataError, match=r"no stay has a drug feature \(drug_rows 0: its table has no row\).*"
+                                        r"allow_no_drugs=true"):
+        data.load_data(src, prof, tmp_path / "cache")
+    ds = data.load_data(f"{src}?allow_no_drugs=true", prof, tmp_path / "cache")
+    assert ds.features == ["sex", "age"] and ds.report["drug_rows"] == 0 and len(ds.codes) > 0
+
+
+def test_empty_condition_table_is_refused_unless_allow_no_icd9(tmp_path):
+    prof = get_profile("smoke")
+    t = tiny_tables()
+    t["condition_occurrence"] = _empty(t["condition_occurrence"])
+    src = str(write_tables(tmp_path / "o", t))
+    with pytest.raises(DataError, match=r"no stay has an ICD-9-CM diagnosis code \(condition_rows 0: its table has no row\)"):
+        data.load_data(src, prof, tmp_path / "cache")
+    assert data.load_data(f"{src}?allow_no_icd9=true", prof, tmp_path / "cache").codes == []
+    t = tiny_tables()
+    t["visit_occurrence"] = _empty(t["visit_occurrence"])  # no stay at all: refused whatever the options
+    with pytest.raises(DataError, match=r"visit_occurrence.csv: table visit_occurrence is empty \(0 rows\)"):
+        data.load_data(f"{write_tables(tmp_path / 'v', t)}?allow_no_drugs=true&allow_no_icd9=true", prof,
+                       tmp_path / "cache")

@@ -270,6 +270,22 @@ def test_tiny_folder_with_loose_types_and_options(pg_url, schemas, tmp_path):
     assert_same(want, pg.load_pg(_with(pg_url, schema=s)))
 
 
+@pytest.mark.postgres
+def test_empty_drug_table_is_refused_unless_allow_no_drugs(pg_url, schemas, tmp_path):
+    folder = write_tables(tmp_path / "tiny", tiny_tables())
+    s = schemas("nodrug")
+    _load_into(pg_url, folder, s)
+    _execute(pg_url, f"DELETE FROM {s}.drug_exposure", f"DELETE FROM {s}.concept_ancestor")
+    url, prof = _with(pg_url, schema=s), get_profile("smoke")
+    with pytest.raises(DataError, match=r"no stay has a drug feature \(drug_rows 0: its table has no row\)"):
+        data.load_data(url, prof, tmp_path / "cache")
+    ds = data.load_data(_with(url, allow_no_drugs="true"), prof, tmp_path / "cache")
+    assert ds.features == ["sex", "age"] and ds.report["drug_rows"] == 0 and len(ds.codes) > 0
+    _execute(pg_url, f"DELETE FROM {s}.visit_detail", f"DELETE FROM {s}.visit_occurrence")
+    with pytest.raises(DataError, match=rf"table {s}.visit_occurrence is empty \(0 rows\)"):
+        data.load_data(_with(url, allow_no_drugs="true"), prof, tmp_path / "cache")
+
+
 # Each bad input: (name, SQL that damages the copy in schema {s}, URL change, expected message).
 BAD_INPUTS = [
     ("unreachable server", [], lambda u, s: u.replace(u.split("@")[1].split("/")[0], f"127.0.0.1:{_closed_port()}"),

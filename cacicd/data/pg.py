@@ -432,7 +432,7 @@ def prepare(q: PgQuery, src: PgSource) -> dict[str, str]:
         raise DataError(f"{src}: missing table(s) {', '.join(f'{where[t]}.{t}' for t in missing)}; expected the OMOP "
                         f"CDM tables {', '.join(omop.REQUIRED_TABLES)} in schema {schema} "
                         f"(found there: {', '.join(present[:30]) or 'no table'})")
-    for table in omop.REQUIRED_TABLES + omop.VOCAB_TABLES:
+    for table in omop.NONEMPTY_TABLES:
         if table in found:
             empty = q.fetch_df(f"SELECT NOT EXISTS (SELECT 1 FROM {table}) AS empty", f"{src}: reading {found[table]}")
             if bool(empty["empty"][0]):

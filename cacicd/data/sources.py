@@ -114,6 +114,8 @@ def check_usable(ds: Dataset, allow_no_icd9: bool = False, allow_no_drugs: bool 
     r = ds.report or {}
 
     def counts(prefixes):
+        if r.get(prefixes[0]) == 0:
+            return f"{prefixes[0]} 0: its table has no row"
         items = [(k, v) for k, v in r.items() if k.startswith(prefixes) and isinstance(v, (int, np.integer)) and v]
         return "; ".join(f"{k} {v:,}" for k, v in items) or "no counts in the loader's report"
 
@@ -124,8 +126,9 @@ def check_usable(ds: Dataset, allow_no_icd9: bool = False, allow_no_drugs: bool 
                         "(e.g. DIR?allow_no_icd9=true) to load it anyway")
     if ds.X[:, 2:].nnz == 0 and not allow_no_drugs:
         raise DataError(f"{ds.source}: no stay has a drug feature ({counts(('drug_rows', 'drug_concepts'))}), "
-                        "so the models would see sex and age only. Check the drug options (drug_type_concept_id, ingredient_mapping), or add "
-                        "allow_no_drugs=true to the source's options (e.g. DIR?allow_no_drugs=true) to proceed")
+                        "so the models would see sex and age only. Check the drug table, the vocabulary tables and "
+                        "the drug options (drug_type_concept_id, ingredient_mapping), or add allow_no_drugs=true to the "
+                        "source's options (e.g. DIR?allow_no_drugs=true) to proceed")
     return ds
 
 
