@@ -402,3 +402,48 @@ def test_empty_condition_table_is_refused_unless_allow_no_icd9(tmp_path):
     with pytest.raises(DataError, match=r"visit_occurrence.csv: table visit_occurrence is empty \(0 rows\)"):
         data.load_data(f"{write_tables(tmp_path / 'v', t)}?allow_no_drugs=true&allow_no_icd9=true", prof,
                        tmp_path / "cache")
+
+
+# ---------------------------------------------------------------- issue 25: option values checked before any work
+
+
+@pytest.mark.parametrize("source, pattern", [
+    ("synthetic?age_encoding=author", r"option age_encoding='author': expected one of float, authors"),
+    ("synthetic?ingredient_mapping=ancestors", r"option ingredient_mapping='ancestors': expected one of "
+                                               r"concept_ancestor, drug_concept"),
+    ("synthetic?drug_type_concept_id=written", r"option drug_type_concept_id='written': expected a concept id, "
+                                               r"comma-separated concept ids or none"),
+    ("synthetic?visit_concept_id=9201,x", r"option visit_concept_id='9201,x'"),
+    ("synthetic?allow_no_drugs=maybe", r"allow_no_drugs='maybe': expected true or false"),
+    ("mimic3:{folder}?drug_types=MAIN,SIDE", r"option drug_types='MAIN,SIDE': expected none or comma-separated "
+                                             r"PRESCRIPTIONS drug types among MAIN, BASE, ADDITIVE"),
+    ("postgresql://alice:pw@h/db?schema=omop&ingredient_mapping=x", r"'postgresql://alice@h/db\?schema=omop&"
+                                                                    r"ingredient_mapping=x': option ingredient_mapping"),
+    ("postgresql://h/db?age_encoding=bool", r"option age_encoding='bool'"),
+])
+def test_option_values_checked_before_any_work(fake_repo, tmp_path, capsys, source, pattern):  # noqa: F811
+    _, ran, out = fake_repo
+    source = source.format(folder=tmp_path)
+    with pytest.raises(DataError, match=pattern):
+        data.check_source(source)
+    assert runner.run_all("smoke", data=source, out=str(out), cache_dir=str(tmp_path / "c")) == 2
+    err = capsys.readouterr().err
+    assert re.search(pattern, err) and err.count("\n") == 1 and ":pw@" not in err
+    assert cli.main(["data", "--profile", "smoke", "--data", source, "--cache", str(tmp_path / "c")]) == 2
+    assert re.search(pattern, capsys.readouterr().err)
+    assert not out.exists() and ran == [] and not (tmp_path / "c").exists()
+
+
+def test_good_option_values_pass(tmp_path):
+    from cacicd.data import mimic3
+    from test_mimic3 import tiny_mimic3
+
+    for s in ("synthetic?age_encoding=authors&ingredient_mapping=drug_concept&drug_type_concept_id=none",
+              "synthetic?visit_concept_id=9201,262&allow_no_drugs=yes", "postgresql://h/db?drug_type_concept_id=38000177"):
+        data.check_source(s)
+    for v in ("main,BASE", "ADDITIVE", None, ["MAIN"]):
+        data.check_option_values("mimic3", {"drug_types": v}, "mimic3:x")
+    folder = write_tables(tmp_path / "m", tiny_mimic3())
+    both = data.load_data(f"mimic3:{folder}?drug_types=main,BASE", get_profile("smoke"), tmp_path / "c")
+    assert both.features == mimic3.load_mimic3(folder, drug_types=["MAIN", "BASE"]).features
+    assert len(both.features) > len(mimic3.load_mimic3(folder, drug_types="MAIN").features)

@@ -255,7 +255,7 @@ def test_age_encoding_option_of_every_source(tmp_path, tiny_omop):
     assert data.parse_source("synthetic?age_encoding=authors") == ("synthetic", "", {"age_encoding": "authors"})
     assert data.parse_source("postgresql://u@db/omop?schema=omop&age_encoding=authors") == (
         "postgresql", "postgresql://u@db/omop?schema=omop", {"age_encoding": "authors"})
-    with pytest.raises(ValueError, match="unknown age_encoding 'bool'; choose one of float, authors"):
+    with pytest.raises(ValueError, match="option age_encoding='bool': expected one of float, authors"):
         data.load_data(f"{tiny_omop}?age_encoding=bool", prof, tmp_path / "cache")
 
 

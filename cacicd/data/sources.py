@@ -12,7 +12,8 @@ Sources (strings):
 Loader options may follow a folder or URL (or "synthetic") as a query string, e.g.
 "omop:/data/mimic-iv-omop?ingredient_mapping=drug_concept&drug_type_concept_id=none" (integers,
 comma-separated integer lists, "none" for None, other values as text); an unknown option is
-refused with the list of known ones. Two options of every source (`FLAGS`, true or false) accept a
+refused with the list of known ones, and a value of the wrong type or outside its set with what is
+expected (`check_source`, before any work). Two options of every source (`FLAGS`, true or false) accept a
 dataset that is otherwise refused: allow_no_icd9 (no stay has an ICD-9-CM code) and allow_no_drugs
 (no stay has a drug feature, leaving sex and age only).
 Every source also takes
@@ -33,7 +34,7 @@ import numpy as np
 from cacicd.config import Profile
 from cacicd.data import mimic3, omop, pg, synthetic
 from cacicd.data.dataset import AGE_ENCODINGS, DEFAULT_AGE_ENCODING, Dataset
-from cacicd.data.omop.schema import DataError
+from cacicd.data.omop.schema import INGREDIENT_MAPPINGS, DataError
 from cacicd.data.options import FLAGS, OWN_OPTIONS, parse_flag, parse_value
 from cacicd.data.splits import Split, load_splits, make_splits, save_splits
 from cacicd.files import file_lock
@@ -87,9 +88,41 @@ def parse_source(source: str) -> tuple[str, str, dict]:
     return kind, s, {k: parse_value(v) for k, v in items}
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def check_option_values(kind: str, options: dict, source: str) -> None:
+    """Refuse (DataError naming the first) an option value outside its closed set or of the wrong type."""
+    for name, v in options.items():
+        if name in FLAGS:
+            parse_flag(name, v)
+            continue
+        if name == "age_encoding":
+            ok, want = v in AGE_ENCODINGS, f"one of {', '.join(AGE_ENCODINGS)}"
+        elif name == "ingredient_mapping":
+            ok, want = v in INGREDIENT_MAPPINGS, f"one of {', '.join(INGREDIENT_MAPPINGS)}"
+        elif name in ("drug_type_concept_id", "visit_concept_id"):
+            ok = v is None or _is_int(v) or (isinstance(v, (list, tuple)) and all(map(_is_int, v)))
+            want = "a concept id, comma-separated concept ids or none"
+        elif name == "drug_types" and kind == "mimic3":
+            items = v.split(",") if isinstance(v, str) else v
+            ok = v is None or (isinstance(items, (list, tuple)) and all(str(t).strip().upper() in mimic3.DRUG_TYPES
+                                                                         for t in items))
+            want = f"none or comma-separated PRESCRIPTIONS drug types among {', '.join(mimic3.DRUG_TYPES)}"
+        else:
+            continue
+        if not ok:
+            shown = pg.redact(source) if kind == "postgresql" else source
+            raise DataError(f"data source {shown!r}: option {name}={v!r}: expected {want}")
+
+
 def check_source(source: str) -> tuple[str, str, dict]:
-    """`parse_source`, and for a folder that it exists and holds the required tables (nothing is read)."""
+    """`parse_source` with every option value checked; for a folder, that it exists and holds the required tables."""
     kind, where, opts = parse_source(source)
+    check_option_values(kind, opts, source)
+    if kind == "postgresql":
+        check_option_values(kind, pg.parse_url(where).options, source)
     if kind in ("omop", "mimic3"):
         path = Path(where).expanduser()
         if not path.is_dir():
@@ -137,11 +170,9 @@ def load_data(source: str, profile: Profile, cache_dir: str | Path, **options) -
     cache_dir = Path(cache_dir)
     kind, where, opts = check_source(source)
     opts.update(options)
+    check_option_values(kind, opts, source)
     flags = {k: parse_flag(k, opts.pop(k)) for k in FLAGS if k in opts}
     age = opts.pop("age_encoding", DEFAULT_AGE_ENCODING)
-    if age not in AGE_ENCODINGS:
-        raise DataError(f"data source {source!r}: unknown age_encoding {age!r}; choose one of "
-                        f"{', '.join(AGE_ENCODINGS)}")
     return check_usable(_load(kind, where, profile, cache_dir, opts), **flags).with_age_encoding(age)
 
 
