@@ -7,7 +7,7 @@ import sys
 
 import pandas as pd
 
-from cacicd.config import PRECISIONS, cache_root, get_profile
+from cacicd.config import PRECISIONS, StrictParser, cache_root, get_profile
 from cacicd.experiments import engine as E
 
 
@@ -37,7 +37,7 @@ def _folds(s: str | None) -> list[int] | None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    ap = argparse.ArgumentParser(prog="cacicd", description="Computer-assisted ICD-9-CM coding: the paper's experiments.")
+    ap = StrictParser(prog="cacicd", description="Computer-assisted ICD-9-CM coding: the paper's experiments.")
     ap.add_argument("-v", "--verbose", action="count", default=0, help="-v info, -vv debug logging")
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("list", help="the declared experiments, one line each")

@@ -1,7 +1,6 @@
 """Execute the paper's notebooks in order with papermill, skipping those whose inputs did not change."""
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
@@ -17,7 +16,7 @@ from jupyter_client import AsyncKernelManager
 from traitlets import Dict
 from traitlets.config import Config
 
-from cacicd.config import cache_root, get_profile
+from cacicd.config import StrictParser, cache_root, get_profile
 from cacicd.data.pg import split_password
 from cacicd.data.sources import check_source, parse_source
 from cacicd.files import atomic_write_text, file_record
@@ -254,12 +253,13 @@ def run_all(profile: str, data: str = "synthetic", out: str | None = None, only:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line of run_all.sh."""
-    ap = argparse.ArgumentParser(prog="run_all.sh", description=__doc__)
+    ap = StrictParser(prog="run_all.sh", description=__doc__)
     ap.add_argument("--profile", default="default", help="smoke, default or paper")
     ap.add_argument("--data", default="synthetic",
                     help="synthetic (default), an OMOP CDM folder, mimic3:PATH or postgresql://…")
     ap.add_argument("--out", default=None, help="write DIR/notebooks, DIR/figures, DIR/tables")
-    ap.add_argument("--only", nargs="+", default=None, metavar="NAME", help="run only these notebooks")
+    ap.add_argument("--only", nargs="+", action="extend", default=None, metavar="NAME",
+                    help="run only these notebooks (repeatable)")
     ap.add_argument("--force", action="store_true", help="rerun notebooks that are up to date")
     ap.add_argument("--cache", default=None, help="cache folder (default: $CACICD_CACHE or ./cache)")
     a = ap.parse_args(argv)

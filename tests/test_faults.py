@@ -447,3 +447,51 @@ def test_good_option_values_pass(tmp_path):
     both = data.load_data(f"mimic3:{folder}?drug_types=main,BASE", get_profile("smoke"), tmp_path / "c")
     assert both.features == mimic3.load_mimic3(folder, drug_types=["MAIN", "BASE"]).features
     assert len(both.features) > len(mimic3.load_mimic3(folder, drug_types="MAIN").features)
+
+
+# ---------------------------------------------------------------- issue 25: a repeated option is never dropped
+
+
+def _all_actions(parser) -> list:
+    import argparse
+
+    out = []
+    for a in parser._actions:
+        if isinstance(a, argparse._SubParsersAction):
+            for sub in a.choices.values():
+                out += _all_actions(sub)
+        else:
+            out.append((parser.prog, a))
+    return out
+
+
+def test_repeated_only_accumulates_and_single_valued_options_refuse_a_repetition(fake_repo, capsys):  # noqa: F811
+    import argparse
+
+    from cacicd.config import Once
+
+    _, ran, out = fake_repo
+    assert runner.main(["--profile", "smoke", "--out", str(out), "--only", "00_a", "--only", "01_b"]) == 0
+    assert ran == ["00_a", "01_b"]
+    ran.clear()
+    assert runner.main(["--profile", "smoke", "--out", str(out), "--only", "00_a", "01_b", "--force"]) == 0
+    assert ran == ["00_a", "01_b"]
+    for argv in (["--profile", "smoke", "--profile", "default"], ["--data", "synthetic", "--data", "x"],
+                 ["--out", "a", "--out", "b"], ["--cache", "a", "--cache", "b"]):
+        with pytest.raises(SystemExit) as e:
+            runner.main(argv)
+        assert e.value.code == 2 and f"{argv[0]} given more than once" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["run", "dummy", "--profile", "smoke", "--fold", "0", "--fold", "1"])
+    assert "--fold given more than once" in capsys.readouterr().err
+    # every option of both entry points either refuses a repetition or means something repeated
+    harmless = (argparse._HelpAction, argparse._StoreTrueAction, argparse._CountAction, argparse._ExtendAction)
+    actions = _all_actions(cli.build_parser())
+    assert len(actions) > 20
+    for prog, a in actions:
+        if a.option_strings:
+            assert isinstance(a, (Once, *harmless)), (prog, a.option_strings, type(a))
+            if isinstance(a, Once):
+                with pytest.raises(SystemExit):
+                    a(argparse.ArgumentParser(prog=prog), argparse.Namespace(_once_given={a.dest}), "x")
+    assert ran == ["00_a", "01_b"]
