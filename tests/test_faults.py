@@ -56,7 +56,8 @@ def test_damaged_metrics_refused_by_load_recomputed_by_run(ds, tmp_path, caplog)
     f = r0.path / "test_metrics.csv"
     _cut(f, len(before) // 2)
     with pytest.raises(Damaged, match=rf"dummy fold 0 is damaged: {re.escape(str(f))} is [0-9,]+ bytes, [0-9,]+ "
-                                      r"when written; .cacicd run dummy --fold 0. recomputes it"):
+                                      rf"when written; .cacicd run dummy --profile tiny --fold 0 --data random "
+                                      rf"--cache {re.escape(str(tmp_path))}. recomputes it"):
         E.load("dummy", TINY, ds, cache_dir=tmp_path)
     st = E.status(TINY, ds, tmp_path).set_index(["experiment", "fold"])["state"]
     assert st["dummy", 0] == "damaged" and st["dummy", 1] == "done"
@@ -126,7 +127,8 @@ def test_truncated_scores_and_damaged_model_or_search(ds, tmp_path, caplog, monk
     assert np.array_equal(r1.scores, r0.scores) and r1.best_params == r0.best_params
     assert (r1.path / "model.pt").read_bytes() == model0
     _flip(r1.path / "model.pt")
-    with pytest.raises(Damaged, match=r"naive_ndcg fold 0 is damaged: .*model.pt differs"):
+    with pytest.raises(Damaged, match=r"naive_ndcg fold 0 is damaged: .*model.pt differs.*`cacicd run naive_ndcg "
+                                      rf"--profile tiny --fold 0 --data random --cache {re.escape(str(tmp_path))}`"):
         r1.load_model()
 
 
@@ -495,3 +497,35 @@ def test_repeated_only_accumulates_and_single_valued_options_refuse_a_repetition
                 with pytest.raises(SystemExit):
                     a(argparse.ArgumentParser(prog=prog), argparse.Namespace(_once_given={a.dest}), "x")
     assert ran == ["00_a", "01_b"]
+
+
+# ---------------------------------------------------------------- issue 25: the recompute hint names profile, data, cache
+
+
+def test_recompute_hint_carries_profile_data_and_cache(tmp_path, capsys, monkeypatch):
+    import shlex
+
+    from cacicd.experiments.results import rerun_command
+
+    cache, src = tmp_path / "cache", "synthetic?age_encoding=authors"
+    args = ["--profile", "smoke", "--data", src, "--cache", str(cache), "--fold", "0"]
+    assert cli.main(["run", "dummy", *args]) == 0
+    [folder] = cache.glob("smoke/*/dummy/fold0")
+    _cut(folder / "test_metrics.csv", 10)
+    capsys.readouterr()
+    assert cli.main(["evaluate", "dummy", *args]) == 2
+    err = capsys.readouterr().err
+    hint = f"`cacicd run dummy --profile smoke --fold 0 --data '{src}' --cache {cache}` recomputes it"
+    assert hint in err
+    assert cli.main(shlex.split(hint.split("`")[1])[1:]) == 0  # the command given does recompute it
+    assert cli.main(["evaluate", "dummy", *args]) == 0
+    r = E.load("dummy", "smoke", src, 0, cache)[0]
+    assert r.source == src and E.run("dummy", "smoke", src, 0, cache)[0].source == src
+    # defaults are left out; a password never shown; a dataset tells its source as far as it can
+    monkeypatch.setenv("CACICD_CACHE", str(cache))
+    assert rerun_command("x", "default", 1, "synthetic", cache) == "`cacicd run x --profile default --fold 1`"
+    assert rerun_command("x", "smoke", 0, "postgresql://u:pw@h/db?schema=s", None) == (
+        "`cacicd run x --profile smoke --fold 0 --data 'postgresql://u@h/db?schema=s'`")
+    assert data.source_string("postgresql://u:pw@h/db") == "postgresql://u@h/db"
+    ds = E.load_dataset(src, get_profile("smoke"), cache)
+    assert data.source_string(ds) == src and data.source_string(ds.with_age_encoding("float")) == "synthetic"

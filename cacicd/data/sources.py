@@ -190,6 +190,17 @@ def _load(kind: str, where: str, profile: Profile, cache_dir: Path, opts: dict) 
     return ds
 
 
+def source_string(data: str | Dataset) -> str | None:
+    """The source string (password removed) that loads `data` again; for a Dataset, as far as it tells (None: unknown)."""
+    if isinstance(data, Dataset):
+        if not data.source:
+            return None
+        s = "synthetic" if data.source.startswith("synthetic:") else data.source
+        age = str((data.report or {}).get("age_encoding", DEFAULT_AGE_ENCODING)).split(":")[0]
+        return s if age == DEFAULT_AGE_ENCODING else s + ("&" if "?" in s else "?") + f"age_encoding={age}"
+    return pg.redact(data) if str(data).strip().startswith(pg.SCHEMES) else str(data)
+
+
 def splits_key(dataset: Dataset, profile: Profile) -> str:
     """Cache key of a dataset's splits: its content hash and the profile fields that shape splits."""
     fields = {"data": dataset.content_hash(), "n_folds": profile.n_folds, "fraction": profile.split_fraction,

@@ -38,7 +38,7 @@ from cacicd import icd9
 from cacicd.config import Profile, cache_root, get_profile
 from cacicd.data import splits
 from cacicd.data.dataset import Dataset
-from cacicd.data.sources import get_splits, load_data
+from cacicd.data.sources import get_splits, load_data, source_string
 from cacicd.evaluation import metrics
 from cacicd.files import Damaged, atomic_write_text, file_lock, jsonable
 from cacicd.models import losses, outputs
@@ -52,7 +52,7 @@ from cacicd.models.train import predict_proba, torch_threads
 from cacicd.experiments.registry import (EXPERIMENTS, LABEL_SETS, RESULT_VERSION, Experiment, family,
                                         get_experiment, search_iterations)
 from cacicd.experiments.results import (LOCK_FILE, RESULT_FILE, RunResult, cached_meta, discard,
-                                       fold_dir, load_result, profile_key, result_keys, save_result,
+                                       fold_dir, load_result, profile_key, rerun_command, result_keys, save_result,
                                        wipe_if_stale)
 
 logger = logging.getLogger(__name__)
@@ -351,7 +351,10 @@ def run(name: str, profile: str | Profile = "default", data: str | Dataset = "sy
     folds = check_folds(folds, profile)
     c = _context(profile, data, cache_dir, storage, progress, device, precision)
     with torch_threads(threads):
-        return [_run_fold(exp, c, int(k), force=force) for k in folds]
+        out = [_run_fold(exp, c, int(k), force=force) for k in folds]
+    for r in out:
+        r.source = source_string(data)
+    return out
 
 
 def search_worker(name: str, storage: str, profile: str | Profile = "default", data: str | Dataset = "synthetic",
@@ -420,8 +423,10 @@ def load(name: str, profile: str | Profile = "default", data: str | Dataset = "s
         try:
             meta = cached_meta(folder, result_keys(exp, c.profile, c.dataset_hash, k))
         except Damaged as e:
-            raise Damaged(f"{e}; `cacicd run {name} --fold {k}` recomputes it", e.paths) from None
+            hint = rerun_command(name, c.profile.name, k, data, c.cache_dir, c.dataset_hash)
+            raise Damaged(f"{e}; {hint} recomputes it", e.paths) from None
         if meta is None:
             raise FileNotFoundError(f"no current cached result for {name} fold {k} in {folder}; run it first")
         out.append(load_result(folder, meta, c.dataset.codes))
+        out[-1].source = source_string(data)
     return out
