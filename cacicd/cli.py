@@ -9,6 +9,7 @@ import pandas as pd
 
 from cacicd.config import PRECISIONS, StrictParser, cache_root, get_profile
 from cacicd.experiments import engine as E
+from cacicd.files import folder_error
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -110,6 +111,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"store {out['store']}: {out['nodes']} networks trained, {out['nodes_mine']} by this worker")
     except (ValueError, FileNotFoundError) as e:
         print(f"cacicd {args.cmd}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a read-only cache, or a cache path that is a file: one line, not a traceback
+        cache = getattr(args, "cache", None)
+        print(f"cacicd {args.cmd}: error: {folder_error(e, cache or cache_root(), '--cache' if cache else 'the cache')}",
+              file=sys.stderr)
         return 2
     return 0
 

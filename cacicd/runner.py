@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from traitlets.config import Config
 from cacicd.config import StrictParser, cache_root, get_profile
 from cacicd.data.pg import split_password
 from cacicd.data.sources import check_source, parse_source
-from cacicd.files import atomic_write_text, file_record
+from cacicd.files import atomic_write_text, file_record, unwritable
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
@@ -139,21 +138,6 @@ def absolute_source(data: str) -> str:
     return prefix + str(Path(loc).resolve()) + s[len(prefix) + len(loc):]
 
 
-def _unwritable(folder: Path) -> str | None:
-    """Why `folder` cannot be created or written to (its nearest existing ancestor is tried), or None."""
-    p = folder
-    while not p.exists() and p != p.parent:
-        p = p.parent
-    if not p.is_dir():
-        return f"{p} is not a folder"
-    try:
-        with tempfile.TemporaryFile(dir=p):
-            pass
-    except OSError as e:
-        return f"cannot write in {p} ({e.strerror or e})"
-    return None
-
-
 def check_arguments(profile: str, data: str, out: str | None, only: list[str] | None,
                     cache_dir: str | None) -> list[str]:
     """One line per bad argument (profile, data source, notebook names, output and cache folders); nothing is made."""
@@ -171,14 +155,14 @@ def check_arguments(profile: str, data: str, out: str | None, only: list[str] | 
     if unknown:
         errors.append(f"unknown notebook(s) {', '.join(unknown)}; known: {', '.join(names)}")
     if out:
-        if why := _unwritable(Path(out).resolve()):
+        if why := unwritable(Path(out).resolve()):
             errors.append(f"--out {out}: {why}")
     elif not errors:
         dirs = OutputDirs.for_run(profile, out)
         errors += [f"output folder {d}: {why}" for d in (dirs.notebooks, dirs.figures, dirs.tables)
-                   if (why := _unwritable(d))]
+                   if (why := unwritable(d))]
     cache = Path(cache_dir).resolve() if cache_dir else cache_root()
-    if why := _unwritable(cache):
+    if why := unwritable(cache):
         errors.append(f"{'--cache' if cache_dir else 'cache folder'} {cache}: {why}")
     return errors
 

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import re
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -268,14 +269,14 @@ def test_read_only_out_is_refused(fake_repo, tmp_path, monkeypatch, capsys):  # 
     ro = tmp_path / "ro"
     ro.mkdir()
     if os.geteuid() == 0:  # root writes anywhere: a read-only mount, as the OS would answer
-        real = runner.tempfile.TemporaryFile
+        real = tempfile.TemporaryFile
 
         def denied(*a, dir=None, **k):
             if Path(dir) == ro:
                 raise PermissionError(13, "Permission denied")
             return real(*a, dir=dir, **k)
 
-        monkeypatch.setattr(runner.tempfile, "TemporaryFile", denied)
+        monkeypatch.setattr(tempfile, "TemporaryFile", denied)
     else:
         ro.chmod(0o555)
     try:
@@ -502,14 +503,26 @@ def test_repeated_only_accumulates_and_single_valued_options_refuse_a_repetition
 # ---------------------------------------------------------------- issue 25: the recompute hint names profile, data, cache
 
 
-def test_recompute_hint_carries_profile_data_and_cache(tmp_path, capsys, monkeypatch):
+SMOKE_SOURCE = "synthetic?age_encoding=authors"
+
+
+@pytest.fixture(scope="module")
+def smoke_cache(tmp_path_factory) -> Path:
+    """A cache holding the smoke profile's dataset of SMOKE_SOURCE and dummy fold 0 (copy it to change it)."""
+    cache = tmp_path_factory.mktemp("smoke") / "cache"
+    assert cli.main(["run", "dummy", "--profile", "smoke", "--data", SMOKE_SOURCE, "--cache", str(cache), "--fold", "0"]) == 0
+    return cache
+
+
+def test_recompute_hint_carries_profile_data_and_cache(smoke_cache, tmp_path, capsys, monkeypatch):
     import shlex
+    import shutil
 
     from cacicd.experiments.results import rerun_command
 
-    cache, src = tmp_path / "cache", "synthetic?age_encoding=authors"
+    cache, src = tmp_path / "cache", SMOKE_SOURCE
+    shutil.copytree(smoke_cache, cache)
     args = ["--profile", "smoke", "--data", src, "--cache", str(cache), "--fold", "0"]
-    assert cli.main(["run", "dummy", *args]) == 0
     [folder] = cache.glob("smoke/*/dummy/fold0")
     _cut(folder / "test_metrics.csv", 10)
     capsys.readouterr()
@@ -529,3 +542,92 @@ def test_recompute_hint_carries_profile_data_and_cache(tmp_path, capsys, monkeyp
     assert data.source_string("postgresql://u:pw@h/db") == "postgresql://u@h/db"
     ds = E.load_dataset(src, get_profile("smoke"), cache)
     assert data.source_string(ds) == src and data.source_string(ds.with_age_encoding("float")) == "synthetic"
+
+
+# ---------------------------------------------------------------- issue 25: a read-only cache, a cache that is a file
+
+_CLI_CALLS = """
+import contextlib, io, json, sys
+from cacicd import cli
+out = []
+for argv in json.loads(sys.argv[1]):
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        try:
+            rc = cli.main(argv)
+        except BaseException as e:  # a traceback is what must not happen
+            rc, err = repr(e), io.StringIO(repr(e))
+    out.append([rc, err.getvalue()])
+print(json.dumps(out))
+"""
+
+
+def _read_only_cli(cache: Path, calls: list[list[str]]) -> list:
+    """(rc, stderr) of each `cacicd` call on `cache` made read-only: by its modes, or for root by dropping the
+    capability that lets root write anywhere (setpriv), as a read-only mount would answer."""
+    import shutil
+    import subprocess
+    import sys
+
+    for p in [cache, *cache.rglob("*")]:
+        p.chmod(p.stat().st_mode & ~0o222)
+    prefix = []
+    if os.geteuid() == 0:
+        if not shutil.which("setpriv"):
+            pytest.skip("running as root without setpriv: no way to make a folder read-only")
+        caps = "-dac_override,-dac_read_search,-fowner"
+        prefix = ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}", "--"]
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), str(root / "tests")]))
+    try:
+        r = subprocess.run([*prefix, sys.executable, "-c", _CLI_CALLS, json.dumps(calls)], capture_output=True,
+                           text=True, env=env, cwd=root, timeout=600)
+    finally:
+        for p in [cache, *cache.rglob("*")]:
+            p.chmod(p.stat().st_mode | 0o200)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout.splitlines()[-1])
+
+
+def test_read_only_cache_serves_what_it_holds_and_refuses_the_rest_in_one_line(smoke_cache, tmp_path):
+    import shutil
+
+    cache = tmp_path / "ro"
+    shutil.copytree(smoke_cache, cache)
+    base = ["--profile", "smoke", "--data", SMOKE_SOURCE, "--cache", str(cache)]
+    got = _read_only_cli(cache, [["evaluate", "dummy", *base, "--fold", "0"], ["status", *base], ["data", *base],
+                                 ["run", "dummy", *base, "--fold", "0"], ["run", "dummy", *base, "--fold", "1"],
+                                 ["data", "--profile", "default", "--cache", str(cache)]])
+    for rc, err in got[:4]:
+        assert rc == 0 and "Traceback" not in err, err
+    for (rc, err), folder in zip(got[4:], [cache / "smoke", cache / "synthetic"]):
+        assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+        assert re.search(rf"cannot write in {re.escape(str(folder))}\S* \((Permission denied|Read-only file system)\): "
+                         rf"--cache {re.escape(str(cache))} must be a folder this user can write in", err), err
+
+
+def test_cache_path_that_is_a_file_is_one_line(tmp_path, capsys, monkeypatch):
+    f = tmp_path / "afile"
+    f.write_text("x")
+    for argv in (["data"], ["evaluate", "dummy", "--fold", "0"], ["status"], ["run", "dummy", "--fold", "0"]):
+        assert cli.main([*argv, "--profile", "smoke", "--cache", str(f)]) == 2
+        err = capsys.readouterr().err
+        assert err == f"cacicd {argv[0]}: error: {f} is not a folder: --cache {f} must be a folder this user can write " \
+                      "in, for what it does not hold yet\n"
+    monkeypatch.setenv("CACICD_CACHE", str(f / "below"))
+    assert cli.main(["data", "--profile", "smoke"]) == 2
+    assert f"{f} is not a folder: the cache {f / 'below'} must be" in capsys.readouterr().err
+
+
+def test_cache_files_and_folders_follow_the_umask(tmp_path):
+    from cacicd.files import atomic_write_text
+
+    old = os.umask(0o002)  # a group sharing a cache
+    try:
+        atomic_write_text(tmp_path / "a" / "f.txt", "x")
+        folder = synthetic.default_folder(50, seed=1, root=tmp_path / "syn")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a" / "f.txt").stat().st_mode & 0o777 == 0o664
+    assert folder.stat().st_mode & 0o777 == 0o775
+    assert {p.stat().st_mode & 0o777 for p in folder.iterdir()} == {0o664}

@@ -208,6 +208,20 @@ def splits_key(dataset: Dataset, profile: Profile) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _saved_splits(folder: Path, splits: list[Split]) -> tuple[list[Split] | None, str | None]:
+    """(the saved splits, None) when they equal `splits`; (None, why) when damaged; (None, None) when absent."""
+    if not (folder / "splits.json").exists():
+        return None, None
+    try:
+        saved = load_splits(folder)
+    except (ValueError, KeyError, TypeError, FileNotFoundError) as e:  # JSONDecodeError is a ValueError
+        return None, str(e)
+    if [(s.fold, s.seed, s.dev.tolist(), s.test.tolist()) for s in saved] == [
+            (s.fold, s.seed, s.dev.tolist(), s.test.tolist()) for s in splits]:
+        return saved, None
+    return None, "they differ from the splits drawn from the profile's seed"
+
+
 def get_splits(dataset: Dataset, profile: Profile, cache_dir: str | Path) -> list[Split]:
     """The profile's Monte-Carlo splits of the dataset, saved to cache_dir/splits/<key>.
 
@@ -215,18 +229,16 @@ def get_splits(dataset: Dataset, profile: Profile, cache_dir: str | Path) -> lis
     ones are rewritten with a warning naming the folder, never read as is.
     """
     folder = Path(cache_dir) / "splits" / splits_key(dataset, profile)
+    splits = make_splits(dataset.visit_ids, profile.n_folds, profile.split_fraction, profile.seed,
+                         dataset.person_ids if profile.group_by_person else None)
+    saved, _ = _saved_splits(folder, splits)
+    if saved is not None:  # read without the lock (a read-only cache): checked against the splits drawn
+        return saved
     with file_lock(folder.parent / f"{folder.name}.lock"):
-        splits = make_splits(dataset.visit_ids, profile.n_folds, profile.split_fraction, profile.seed,
-                             dataset.person_ids if profile.group_by_person else None)
-        if (folder / "splits.json").exists():
-            try:
-                saved = load_splits(folder)
-                why = "they differ from the splits drawn from the profile's seed"
-                if [(s.fold, s.seed, s.dev.tolist(), s.test.tolist()) for s in saved] == [
-                        (s.fold, s.seed, s.dev.tolist(), s.test.tolist()) for s in splits]:
-                    return saved
-            except (ValueError, KeyError, TypeError, FileNotFoundError) as e:  # JSONDecodeError is a ValueError
-                why = str(e)
+        saved, why = _saved_splits(folder, splits)
+        if saved is not None:
+            return saved
+        if why is not None:
             log.warning("split files in %s are damaged (%s); rewriting them", folder, why)
         save_splits(splits, folder)
         log.info("saved %d splits in %s", len(splits), folder)

@@ -79,7 +79,7 @@ from cacicd import icd9
 from cacicd.config import PAPER_STAYS, cache_root
 from cacicd.data.omop.schema import FEMALE, MALE, PRESCRIPTION_WRITTEN
 from cacicd.data.stays import NEWBORN_SERVICES, SURGICAL_SERVICES
-from cacicd.files import check_files, file_lock, record_files
+from cacicd.files import check_files, created_mode, file_lock, record_files
 
 logger = logging.getLogger(__name__)
 
@@ -849,6 +849,7 @@ def default_folder(n_stays: int, seed: int = 0, root: str | Path | None = None, 
             logger.warning("synthetic data %s is damaged: %s; regenerating it", final, damage)
         tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{final.name}."))
         try:
+            tmp.chmod(created_mode(folder=True))  # mkdtemp makes it 0700, private to its owner
             write_omop(tmp, n_stays, seed, fmt)
             files = record_files(tmp, [p.name for p in tmp.iterdir() if p.is_file()])
             (tmp / ".complete").write_text(json.dumps({"files": files}, indent=1))
