@@ -78,7 +78,7 @@ def input_key(name: str, profile: str, data: str, upstream: list[str]) -> str:
 
 
 class KernelManagerWithEnv(AsyncKernelManager):
-    """A kernel manager whose kernels get `extra_env` on top of this process's environment (left as it is)."""
+    """A kernel manager whose kernels get `extra_env` on top of this process's environment, and no SIGINT at shutdown."""
 
     extra_env = Dict(config=True, help="environment variables added to the kernel's")
 
@@ -86,6 +86,14 @@ class KernelManagerWithEnv(AsyncKernelManager):
         """Start the kernel with `extra_env` added to its environment."""
         kw["env"] = {**kw.get("env", os.environ), **self.extra_env}
         return await super().start_kernel(**kw)
+
+    async def _async_interrupt_kernel(self) -> None:
+        """Interrupt the kernel, except on its way out (a finished kernel would log a KeyboardInterrupt)."""
+        # jupyter_client 8 interrupts (SIGINT) before every shutdown; a kernel that does not answer the
+        # shutdown request is still killed after `shutdown_wait_time`, and timeouts interrupt as before.
+        if self.shutting_down:
+            return
+        await super()._async_interrupt_kernel()
 
 
 def kernel_config(env: dict[str, str] | None = None) -> Config:
