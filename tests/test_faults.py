@@ -631,3 +631,52 @@ def test_cache_files_and_folders_follow_the_umask(tmp_path):
     assert (tmp_path / "a" / "f.txt").stat().st_mode & 0o777 == 0o664
     assert folder.stat().st_mode & 0o777 == 0o775
     assert {p.stat().st_mode & 0o777 for p in folder.iterdir()} == {0o664}
+
+
+# ---------------------------------------------------------------- issue 25: no warning that is not the user's problem
+
+
+def test_synthetic_data_raise_no_unknown_code_warning_real_data_still_do(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="cacicd.data.omop"):
+        ds = omop.load_omop(synthetic.write_omop(tmp_path / "syn", n_stays=1000, seed=0))  # version 2: 61010, 62630
+    assert ds.report["codes_unknown_icd9"] == 0 and ds.report["condition_rows_icd9_unknown"] == 0
+    assert "unknown to ICD-9-CM" not in caplog.text
+    with caplog.at_level(logging.WARNING, logger="cacicd.data.omop"):
+        omop.load_omop(write_tables(tmp_path / "tiny", tiny_tables()))
+    assert "1 distinct code(s) unknown to ICD-9-CM dropped: 99999" in caplog.text
+
+
+def test_kernels_are_shut_down_without_an_interrupt(monkeypatch):
+    """jupyter_client sends SIGINT before every shutdown; a finished kernel then logged a KeyboardInterrupt."""
+    import asyncio
+    import signal
+
+    from jupyter_client import AsyncKernelManager
+
+    sent = []
+    real = AsyncKernelManager._async_signal_kernel
+
+    async def spy(self, signum):
+        sent.append(signal.Signals(signum).name)
+        return await real(self, signum)
+
+    monkeypatch.setattr(AsyncKernelManager, "_async_signal_kernel", spy)
+
+    async def one(cls) -> list[str]:
+        km = cls(kernel_name="python3", config=runner.kernel_config())
+        await km.start_kernel()
+        kc = km.client()
+        kc.start_channels()
+        try:
+            await kc.wait_for_ready(timeout=60)
+            await kc.execute_interactive("x = 1", timeout=60)
+            if cls is runner.KernelManagerWithEnv:
+                await km.interrupt_kernel()  # an interrupt asked for (a timeout) still reaches the kernel
+        finally:
+            kc.stop_channels()
+            await km.shutdown_kernel()
+        return sent[:]
+
+    assert asyncio.run(one(AsyncKernelManager)) == ["SIGINT"]  # what jupyter_client does, the cause
+    sent.clear()
+    assert asyncio.run(one(runner.KernelManagerWithEnv)) == ["SIGINT"]  # the asked-for one only
