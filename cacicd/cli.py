@@ -7,8 +7,9 @@ import sys
 
 import pandas as pd
 
-from cacicd.config import PRECISIONS, cache_root, get_profile
+from cacicd.config import PRECISIONS, StrictParser, cache_root, get_profile
 from cacicd.experiments import engine as E
+from cacicd.files import folder_error
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -40,7 +41,7 @@ def _folds(s: str | None) -> list[int] | None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    ap = argparse.ArgumentParser(prog="cacicd", description="Computer-assisted ICD-9-CM coding: the paper's experiments.")
+    ap = StrictParser(prog="cacicd", description="Computer-assisted ICD-9-CM coding: the paper's experiments.")
     ap.add_argument("-v", "--verbose", action="count", default=0, help="-v info, -vv debug logging")
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("list", help="the declared experiments, one line each")
@@ -107,6 +108,11 @@ def main(argv: list[str] | None = None) -> int:
             print(st["state"].value_counts().to_string())
     except (ValueError, FileNotFoundError, ConnectionError) as e:
         print(f"cacicd {args.cmd}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a read-only cache, or a cache path that is a file: one line, not a traceback
+        cache = getattr(args, "cache", None)
+        print(f"cacicd {args.cmd}: error: {folder_error(e, cache or cache_root(), '--cache' if cache else 'the cache')}",
+              file=sys.stderr)
         return 2
     return 0
 

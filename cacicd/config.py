@@ -1,6 +1,8 @@
-"""One configuration object per profile: smoke (CI, minutes), default (synthetic, the main job), paper."""
+"""One configuration object per profile: smoke (CI, minutes), default (synthetic, the main job), paper; the
+entry points' argument parser."""
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
 from dataclasses import dataclass, field
@@ -141,3 +143,29 @@ def cache_root() -> Path:
         return Path(os.environ["CACICD_CACHE"]).resolve()
     root = project_root()
     return (root / "cache") if root is not None else Path("cache").resolve()
+
+
+class Once(argparse.Action):
+    """Store an option's value, refusing the option given twice (argparse would silently keep the last)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        given = vars(namespace).setdefault("_once_given", set())
+        if self.dest in given:
+            parser.error(f"{'/'.join(self.option_strings)} given more than once; give it once")
+        given.add(self.dest)
+        setattr(namespace, self.dest, values)
+
+
+class StrictParser(argparse.ArgumentParser):
+    """The entry points' argument parser: a single-valued option (argparse's store action) given twice is refused."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.register("action", None, Once)
+        self.register("action", "store", Once)
+
+    def parse_known_args(self, args=None, namespace=None):
+        """argparse's, without the record of the options given."""
+        ns, rest = super().parse_known_args(args, namespace)
+        vars(ns).pop("_once_given", None)
+        return ns, rest

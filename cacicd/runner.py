@@ -1,13 +1,11 @@
 """Execute the paper's notebooks in order with papermill, skipping those whose inputs did not change."""
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,12 +15,12 @@ from jupyter_client import AsyncKernelManager
 from traitlets import Dict
 from traitlets.config import Config
 
-from cacicd.config import cache_root, get_profile
+from cacicd.config import StrictParser, cache_root, get_profile
 from cacicd.data.pg import split_password
 from cacicd.data.sources import check_source, parse_source
 from cacicd.experiments import engine
 from cacicd.experiments.cluster import parse_workers
-from cacicd.files import atomic_write_text, file_record
+from cacicd.files import atomic_write_text, file_record, unwritable
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,7 +85,7 @@ def input_key(name: str, profile: str, data: str, upstream: list[str]) -> str:
 
 
 class KernelManagerWithEnv(AsyncKernelManager):
-    """A kernel manager whose kernels get `extra_env` on top of this process's environment (left as it is)."""
+    """A kernel manager whose kernels get `extra_env` on top of this process's environment, and no SIGINT at shutdown."""
 
     extra_env = Dict(config=True, help="environment variables added to the kernel's")
 
@@ -95,6 +93,14 @@ class KernelManagerWithEnv(AsyncKernelManager):
         """Start the kernel with `extra_env` added to its environment."""
         kw["env"] = {**kw.get("env", os.environ), **self.extra_env}
         return await super().start_kernel(**kw)
+
+    async def _async_interrupt_kernel(self) -> None:
+        """Interrupt the kernel, except on its way out (a finished kernel would log a KeyboardInterrupt)."""
+        # jupyter_client 8 interrupts (SIGINT) before every shutdown; a kernel that does not answer the
+        # shutdown request is still killed after `shutdown_wait_time`, and timeouts interrupt as before.
+        if self.shutting_down:
+            return
+        await super()._async_interrupt_kernel()
 
 
 def kernel_config(env: dict[str, str] | None = None) -> Config:
@@ -147,21 +153,6 @@ def absolute_source(data: str) -> str:
     return prefix + str(Path(loc).resolve()) + s[len(prefix) + len(loc):]
 
 
-def _unwritable(folder: Path) -> str | None:
-    """Why `folder` cannot be created or written to (its nearest existing ancestor is tried), or None."""
-    p = folder
-    while not p.exists() and p != p.parent:
-        p = p.parent
-    if not p.is_dir():
-        return f"{p} is not a folder"
-    try:
-        with tempfile.TemporaryFile(dir=p):
-            pass
-    except OSError as e:
-        return f"cannot write in {p} ({e.strerror or e})"
-    return None
-
-
 def check_arguments(profile: str, data: str, out: str | None, only: list[str] | None,
                     cache_dir: str | None, workers: str | int | None = None) -> list[str]:
     """One line per bad argument (profile, data source, notebook names, output and cache folders, workers);
@@ -184,14 +175,14 @@ def check_arguments(profile: str, data: str, out: str | None, only: list[str] | 
     if unknown:
         errors.append(f"unknown notebook(s) {', '.join(unknown)}; known: {', '.join(names)}")
     if out:
-        if why := _unwritable(Path(out).resolve()):
+        if why := unwritable(Path(out).resolve()):
             errors.append(f"--out {out}: {why}")
     elif not errors:
         dirs = OutputDirs.for_run(profile, out)
         errors += [f"output folder {d}: {why}" for d in (dirs.notebooks, dirs.figures, dirs.tables)
-                   if (why := _unwritable(d))]
+                   if (why := unwritable(d))]
     cache = Path(cache_dir).resolve() if cache_dir else cache_root()
-    if why := _unwritable(cache):
+    if why := unwritable(cache):
         errors.append(f"{'--cache' if cache_dir else 'cache folder'} {cache}: {why}")
     return errors
 
@@ -288,12 +279,13 @@ def run_all(profile: str, data: str = "synthetic", out: str | None = None, only:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line of run_all.sh."""
-    ap = argparse.ArgumentParser(prog="run_all.sh", description=__doc__)
+    ap = StrictParser(prog="run_all.sh", description=__doc__)
     ap.add_argument("--profile", default="default", help="smoke, default or paper")
     ap.add_argument("--data", default="synthetic",
                     help="synthetic (default), an OMOP CDM folder, mimic3:PATH or postgresql://…")
     ap.add_argument("--out", default=None, help="write DIR/notebooks, DIR/figures, DIR/tables")
-    ap.add_argument("--only", nargs="+", default=None, metavar="NAME", help="run only these notebooks")
+    ap.add_argument("--only", nargs="+", action="extend", default=None, metavar="NAME",
+                    help="run only these notebooks (repeatable)")
     ap.add_argument("--force", action="store_true", help="rerun notebooks that are up to date")
     ap.add_argument("--cache", default=None, help="cache folder (default: $CACICD_CACHE or ./cache)")
     ap.add_argument("--workers", default="auto",

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import re
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -56,7 +57,8 @@ def test_damaged_metrics_refused_by_load_recomputed_by_run(ds, tmp_path, caplog)
     f = r0.path / "test_metrics.csv"
     _cut(f, len(before) // 2)
     with pytest.raises(Damaged, match=rf"dummy fold 0 is damaged: {re.escape(str(f))} is [0-9,]+ bytes, [0-9,]+ "
-                                      r"when written; .cacicd run dummy --fold 0. recomputes it"):
+                                      rf"when written; .cacicd run dummy --profile tiny --fold 0 --data random "
+                                      rf"--cache {re.escape(str(tmp_path))}. recomputes it"):
         E.load("dummy", TINY, ds, cache_dir=tmp_path)
     st = E.status(TINY, ds, tmp_path).set_index(["experiment", "fold"])["state"]
     assert st["dummy", 0] == "damaged" and st["dummy", 1] == "done"
@@ -126,7 +128,8 @@ def test_truncated_scores_and_damaged_model_or_search(ds, tmp_path, caplog, monk
     assert np.array_equal(r1.scores, r0.scores) and r1.best_params == r0.best_params
     assert (r1.path / "model.pt").read_bytes() == model0
     _flip(r1.path / "model.pt")
-    with pytest.raises(Damaged, match=r"naive_ndcg fold 0 is damaged: .*model.pt differs"):
+    with pytest.raises(Damaged, match=r"naive_ndcg fold 0 is damaged: .*model.pt differs.*`cacicd run naive_ndcg "
+                                      rf"--profile tiny --fold 0 --data random --cache {re.escape(str(tmp_path))}`"):
         r1.load_model()
 
 
@@ -266,14 +269,14 @@ def test_read_only_out_is_refused(fake_repo, tmp_path, monkeypatch, capsys):  # 
     ro = tmp_path / "ro"
     ro.mkdir()
     if os.geteuid() == 0:  # root writes anywhere: a read-only mount, as the OS would answer
-        real = runner.tempfile.TemporaryFile
+        real = tempfile.TemporaryFile
 
         def denied(*a, dir=None, **k):
             if Path(dir) == ro:
                 raise PermissionError(13, "Permission denied")
             return real(*a, dir=dir, **k)
 
-        monkeypatch.setattr(runner.tempfile, "TemporaryFile", denied)
+        monkeypatch.setattr(tempfile, "TemporaryFile", denied)
     else:
         ro.chmod(0o555)
     try:
@@ -357,3 +360,323 @@ def test_no_icd9_code_or_no_drug_is_refused_unless_allowed(tmp_path):
     assert ds.features == ["sex", "age"] and len(ds.codes) > 0
     with pytest.raises(DataError, match=r"allow_no_drugs='maybe': expected true or false"):
         data.load_data(f"{nodrug}?allow_no_drugs=maybe", prof, tmp_path / "cache")
+
+
+# ---------------------------------------------------------------- issue 25: empty drug or condition tables
+
+
+def _empty(rows: list[dict]):
+    import pandas as pd
+
+    return pd.DataFrame(columns=list(rows[0]))
+
+
+@pytest.mark.parametrize("kind", ["omop", "mimic3"])
+def test_empty_drug_table_is_refused_unless_allow_no_drugs(tmp_path, kind):
+    from test_mimic3 import tiny_mimic3
+
+    prof = get_profile("smoke")
+    if kind == "omop":
+        t = tiny_tables()
+        t["drug_exposure"] = _empty(t["drug_exposure"])
+        t["concept_ancestor"] = _empty(t["concept_ancestor"])  # an export without drugs may lack the vocabulary too
+        src = str(write_tables(tmp_path / "o", t))
+    else:
+        t = tiny_mimic3()
+        t["prescriptions"] = _empty(t["prescriptions"])
+        src = f"mimic3:{write_tables(tmp_path / 'm', t)}"
+    with pytest.raises(DataError, match=r"no stay has a drug feature \(drug_rows 0: its table has no row\).*"
+                                        r"allow_no_drugs=true"):
+        data.load_data(src, prof, tmp_path / "cache")
+    ds = data.load_data(f"{src}?allow_no_drugs=true", prof, tmp_path / "cache")
+    assert ds.features == ["sex", "age"] and ds.report["drug_rows"] == 0 and len(ds.codes) > 0
+
+
+def test_empty_condition_table_is_refused_unless_allow_no_icd9(tmp_path):
+    prof = get_profile("smoke")
+    t = tiny_tables()
+    t["condition_occurrence"] = _empty(t["condition_occurrence"])
+    src = str(write_tables(tmp_path / "o", t))
+    with pytest.raises(DataError, match=r"no stay has an ICD-9-CM diagnosis code \(condition_rows 0: its table has no row\)"):
+        data.load_data(src, prof, tmp_path / "cache")
+    assert data.load_data(f"{src}?allow_no_icd9=true", prof, tmp_path / "cache").codes == []
+    t = tiny_tables()
+    t["visit_occurrence"] = _empty(t["visit_occurrence"])  # no stay at all: refused whatever the options
+    with pytest.raises(DataError, match=r"visit_occurrence.csv: table visit_occurrence is empty \(0 rows\)"):
+        data.load_data(f"{write_tables(tmp_path / 'v', t)}?allow_no_drugs=true&allow_no_icd9=true", prof,
+                       tmp_path / "cache")
+
+
+# ---------------------------------------------------------------- issue 25: option values checked before any work
+
+
+@pytest.mark.parametrize("source, pattern", [
+    ("synthetic?age_encoding=author", r"option age_encoding='author': expected one of float, authors"),
+    ("synthetic?ingredient_mapping=ancestors", r"option ingredient_mapping='ancestors': expected one of "
+                                               r"concept_ancestor, drug_concept"),
+    ("synthetic?drug_type_concept_id=written", r"option drug_type_concept_id='written': expected a concept id, "
+                                               r"comma-separated concept ids or none"),
+    ("synthetic?visit_concept_id=9201,x", r"option visit_concept_id='9201,x'"),
+    ("synthetic?allow_no_drugs=maybe", r"allow_no_drugs='maybe': expected true or false"),
+    ("mimic3:{folder}?drug_types=MAIN,SIDE", r"option drug_types='MAIN,SIDE': expected none or comma-separated "
+                                             r"PRESCRIPTIONS drug types among MAIN, BASE, ADDITIVE"),
+    ("postgresql://alice:pw@h/db?schema=omop&ingredient_mapping=x", r"'postgresql://alice@h/db\?schema=omop&"
+                                                                    r"ingredient_mapping=x': option ingredient_mapping"),
+    ("postgresql://h/db?age_encoding=bool", r"option age_encoding='bool'"),
+])
+def test_option_values_checked_before_any_work(fake_repo, tmp_path, capsys, source, pattern):  # noqa: F811
+    _, ran, out = fake_repo
+    source = source.format(folder=tmp_path)
+    with pytest.raises(DataError, match=pattern):
+        data.check_source(source)
+    assert runner.run_all("smoke", data=source, out=str(out), cache_dir=str(tmp_path / "c")) == 2
+    err = capsys.readouterr().err
+    assert re.search(pattern, err) and err.count("\n") == 1 and ":pw@" not in err
+    assert cli.main(["data", "--profile", "smoke", "--data", source, "--cache", str(tmp_path / "c")]) == 2
+    assert re.search(pattern, capsys.readouterr().err)
+    assert not out.exists() and ran == [] and not (tmp_path / "c").exists()
+
+
+def test_good_option_values_pass(tmp_path):
+    from cacicd.data import mimic3
+    from test_mimic3 import tiny_mimic3
+
+    for s in ("synthetic?age_encoding=authors&ingredient_mapping=drug_concept&drug_type_concept_id=none",
+              "synthetic?visit_concept_id=9201,262&allow_no_drugs=yes", "postgresql://h/db?drug_type_concept_id=38000177"):
+        data.check_source(s)
+    for v in ("main,BASE", "ADDITIVE", None, ["MAIN"]):
+        data.check_option_values("mimic3", {"drug_types": v}, "mimic3:x")
+    folder = write_tables(tmp_path / "m", tiny_mimic3())
+    both = data.load_data(f"mimic3:{folder}?drug_types=main,BASE", get_profile("smoke"), tmp_path / "c")
+    assert both.features == mimic3.load_mimic3(folder, drug_types=["MAIN", "BASE"]).features
+    assert len(both.features) > len(mimic3.load_mimic3(folder, drug_types="MAIN").features)
+
+
+# ---------------------------------------------------------------- issue 25: a repeated option is never dropped
+
+
+def _all_actions(parser) -> list:
+    import argparse
+
+    out = []
+    for a in parser._actions:
+        if isinstance(a, argparse._SubParsersAction):
+            for sub in a.choices.values():
+                out += _all_actions(sub)
+        else:
+            out.append((parser.prog, a))
+    return out
+
+
+def test_repeated_only_accumulates_and_single_valued_options_refuse_a_repetition(fake_repo, capsys):  # noqa: F811
+    import argparse
+
+    from cacicd.config import Once
+
+    _, ran, out = fake_repo
+    assert runner.main(["--profile", "smoke", "--out", str(out), "--only", "00_a", "--only", "01_b"]) == 0
+    assert ran == ["00_a", "01_b"]
+    ran.clear()
+    assert runner.main(["--profile", "smoke", "--out", str(out), "--only", "00_a", "01_b", "--force"]) == 0
+    assert ran == ["00_a", "01_b"]
+    for argv in (["--profile", "smoke", "--profile", "default"], ["--data", "synthetic", "--data", "x"],
+                 ["--out", "a", "--out", "b"], ["--cache", "a", "--cache", "b"]):
+        with pytest.raises(SystemExit) as e:
+            runner.main(argv)
+        assert e.value.code == 2 and f"{argv[0]} given more than once" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["run", "dummy", "--profile", "smoke", "--fold", "0", "--fold", "1"])
+    assert "--fold given more than once" in capsys.readouterr().err
+    # every option of both entry points either refuses a repetition or means something repeated
+    harmless = (argparse._HelpAction, argparse._StoreTrueAction, argparse._CountAction, argparse._ExtendAction)
+    actions = _all_actions(cli.build_parser())
+    assert len(actions) > 20
+    for prog, a in actions:
+        if a.option_strings:
+            assert isinstance(a, (Once, *harmless)), (prog, a.option_strings, type(a))
+            if isinstance(a, Once):
+                with pytest.raises(SystemExit):
+                    a(argparse.ArgumentParser(prog=prog), argparse.Namespace(_once_given={a.dest}), "x")
+    assert ran == ["00_a", "01_b"]
+
+
+# ---------------------------------------------------------------- issue 25: the recompute hint names profile, data, cache
+
+
+SMOKE_SOURCE = "synthetic?age_encoding=authors"
+
+
+@pytest.fixture(scope="module")
+def smoke_cache(tmp_path_factory) -> Path:
+    """A cache holding the smoke profile's dataset of SMOKE_SOURCE and dummy fold 0 (copy it to change it)."""
+    cache = tmp_path_factory.mktemp("smoke") / "cache"
+    assert cli.main(["run", "dummy", "--profile", "smoke", "--data", SMOKE_SOURCE, "--cache", str(cache), "--fold", "0"]) == 0
+    return cache
+
+
+def test_recompute_hint_carries_profile_data_and_cache(smoke_cache, tmp_path, capsys, monkeypatch):
+    import shlex
+    import shutil
+
+    from cacicd.experiments.results import rerun_command
+
+    cache, src = tmp_path / "cache", SMOKE_SOURCE
+    shutil.copytree(smoke_cache, cache)
+    args = ["--profile", "smoke", "--data", src, "--cache", str(cache), "--fold", "0"]
+    [folder] = cache.glob("smoke/*/dummy/fold0")
+    _cut(folder / "test_metrics.csv", 10)
+    capsys.readouterr()
+    assert cli.main(["evaluate", "dummy", *args]) == 2
+    err = capsys.readouterr().err
+    hint = f"`cacicd run dummy --profile smoke --fold 0 --data '{src}' --cache {cache}` recomputes it"
+    assert hint in err
+    assert cli.main(shlex.split(hint.split("`")[1])[1:]) == 0  # the command given does recompute it
+    assert cli.main(["evaluate", "dummy", *args]) == 0
+    r = E.load("dummy", "smoke", src, 0, cache)[0]
+    assert r.source == src and E.run("dummy", "smoke", src, 0, cache)[0].source == src
+    # defaults are left out; a password never shown; a dataset tells its source as far as it can
+    monkeypatch.setenv("CACICD_CACHE", str(cache))
+    assert rerun_command("x", "default", 1, "synthetic", cache) == "`cacicd run x --profile default --fold 1`"
+    assert rerun_command("x", "smoke", 0, "postgresql://u:pw@h/db?schema=s", None) == (
+        "`cacicd run x --profile smoke --fold 0 --data 'postgresql://u@h/db?schema=s'`")
+    assert data.source_string("postgresql://u:pw@h/db") == "postgresql://u@h/db"
+    ds = E.load_dataset(src, get_profile("smoke"), cache)
+    assert data.source_string(ds) == src and data.source_string(ds.with_age_encoding("float")) == "synthetic"
+
+
+# ---------------------------------------------------------------- issue 25: a read-only cache, a cache that is a file
+
+_CLI_CALLS = """
+import contextlib, io, json, sys
+from cacicd import cli
+out = []
+for argv in json.loads(sys.argv[1]):
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        try:
+            rc = cli.main(argv)
+        except BaseException as e:  # a traceback is what must not happen
+            rc, err = repr(e), io.StringIO(repr(e))
+    out.append([rc, err.getvalue()])
+print(json.dumps(out))
+"""
+
+
+def _read_only_cli(cache: Path, calls: list[list[str]]) -> list:
+    """(rc, stderr) of each `cacicd` call on `cache` made read-only: by its modes, or for root by dropping the
+    capability that lets root write anywhere (setpriv), as a read-only mount would answer."""
+    import shutil
+    import subprocess
+    import sys
+
+    for p in [cache, *cache.rglob("*")]:
+        p.chmod(p.stat().st_mode & ~0o222)
+    prefix = []
+    if os.geteuid() == 0:
+        if not shutil.which("setpriv"):
+            pytest.skip("running as root without setpriv: no way to make a folder read-only")
+        caps = "-dac_override,-dac_read_search,-fowner"
+        prefix = ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}", "--"]
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), str(root / "tests")]))
+    try:
+        r = subprocess.run([*prefix, sys.executable, "-c", _CLI_CALLS, json.dumps(calls)], capture_output=True,
+                           text=True, env=env, cwd=root, timeout=600)
+    finally:
+        for p in [cache, *cache.rglob("*")]:
+            p.chmod(p.stat().st_mode | 0o200)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout.splitlines()[-1])
+
+
+def test_read_only_cache_serves_what_it_holds_and_refuses_the_rest_in_one_line(smoke_cache, tmp_path):
+    import shutil
+
+    cache = tmp_path / "ro"
+    shutil.copytree(smoke_cache, cache)
+    base = ["--profile", "smoke", "--data", SMOKE_SOURCE, "--cache", str(cache)]
+    got = _read_only_cli(cache, [["evaluate", "dummy", *base, "--fold", "0"], ["status", *base], ["data", *base],
+                                 ["run", "dummy", *base, "--fold", "0"], ["run", "dummy", *base, "--fold", "1"],
+                                 ["data", "--profile", "default", "--cache", str(cache)]])
+    for rc, err in got[:4]:
+        assert rc == 0 and "Traceback" not in err, err
+    for (rc, err), folder in zip(got[4:], [cache / "smoke", cache / "synthetic"]):
+        assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+        assert re.search(rf"cannot write in {re.escape(str(folder))}\S* \((Permission denied|Read-only file system)\): "
+                         rf"--cache {re.escape(str(cache))} must be a folder this user can write in", err), err
+
+
+def test_cache_path_that_is_a_file_is_one_line(tmp_path, capsys, monkeypatch):
+    f = tmp_path / "afile"
+    f.write_text("x")
+    for argv in (["data"], ["evaluate", "dummy", "--fold", "0"], ["status"], ["run", "dummy", "--fold", "0"]):
+        assert cli.main([*argv, "--profile", "smoke", "--cache", str(f)]) == 2
+        err = capsys.readouterr().err
+        assert err == f"cacicd {argv[0]}: error: {f} is not a folder: --cache {f} must be a folder this user can write " \
+                      "in, for what it does not hold yet\n"
+    monkeypatch.setenv("CACICD_CACHE", str(f / "below"))
+    assert cli.main(["data", "--profile", "smoke"]) == 2
+    assert f"{f} is not a folder: the cache {f / 'below'} must be" in capsys.readouterr().err
+
+
+def test_cache_files_and_folders_follow_the_umask(tmp_path):
+    from cacicd.files import atomic_write_text
+
+    old = os.umask(0o002)  # a group sharing a cache
+    try:
+        atomic_write_text(tmp_path / "a" / "f.txt", "x")
+        folder = synthetic.default_folder(50, seed=1, root=tmp_path / "syn")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a" / "f.txt").stat().st_mode & 0o777 == 0o664
+    assert folder.stat().st_mode & 0o777 == 0o775
+    assert {p.stat().st_mode & 0o777 for p in folder.iterdir()} == {0o664}
+
+
+# ---------------------------------------------------------------- issue 25: no warning that is not the user's problem
+
+
+def test_synthetic_data_raise_no_unknown_code_warning_real_data_still_do(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="cacicd.data.omop"):
+        ds = omop.load_omop(synthetic.write_omop(tmp_path / "syn", n_stays=1000, seed=0))  # version 2: 61010, 62630
+    assert ds.report["codes_unknown_icd9"] == 0 and ds.report["condition_rows_icd9_unknown"] == 0
+    assert "unknown to ICD-9-CM" not in caplog.text
+    with caplog.at_level(logging.WARNING, logger="cacicd.data.omop"):
+        omop.load_omop(write_tables(tmp_path / "tiny", tiny_tables()))
+    assert "1 distinct code(s) unknown to ICD-9-CM dropped: 99999" in caplog.text
+
+
+def test_kernels_are_shut_down_without_an_interrupt(monkeypatch):
+    """jupyter_client sends SIGINT before every shutdown; a finished kernel then logged a KeyboardInterrupt."""
+    import asyncio
+    import signal
+
+    from jupyter_client import AsyncKernelManager
+
+    sent = []
+    real = AsyncKernelManager._async_signal_kernel
+
+    async def spy(self, signum):
+        sent.append(signal.Signals(signum).name)
+        return await real(self, signum)
+
+    monkeypatch.setattr(AsyncKernelManager, "_async_signal_kernel", spy)
+
+    async def one(cls) -> list[str]:
+        km = cls(kernel_name="python3", config=runner.kernel_config())
+        await km.start_kernel()
+        kc = km.client()
+        kc.start_channels()
+        try:
+            await kc.wait_for_ready(timeout=60)
+            await kc.execute_interactive("x = 1", timeout=60)
+            if cls is runner.KernelManagerWithEnv:
+                await km.interrupt_kernel()  # an interrupt asked for (a timeout) still reaches the kernel
+        finally:
+            kc.stop_channels()
+            await km.shutdown_kernel()
+        return sent[:]
+
+    assert asyncio.run(one(AsyncKernelManager)) == ["SIGINT"]  # what jupyter_client does, the cause
+    sent.clear()
+    assert asyncio.run(one(runner.KernelManagerWithEnv)) == ["SIGINT"]  # the asked-for one only

@@ -157,8 +157,8 @@ BAD = {
                          r"visit_occurrence.csv: column visit_start_date: 1 value\(s\) are not dates .*2000-13-45"),
     "missing start date": (_set("visit_occurrence", 2, "visit_start_date", None),
                            r"visit_occurrence.csv: column visit_start_date: 1 empty value"),
-    "empty table": (_alter("condition_occurrence", lambda rows: pd.DataFrame(columns=list(rows[0]))),
-                    r"condition_occurrence.csv: table condition_occurrence is empty \(0 rows\)"),
+    "empty table": (_alter("person", lambda rows: pd.DataFrame(columns=list(rows[0]))),
+                    r"person.csv: table person is empty \(0 rows\)"),
     "duplicated visit ids": (_set("visit_occurrence", 1, "visit_occurrence_id", 10),
                              r"column visit_occurrence_id: 1 id\(s\) appear more than once \(e.g. 10\)"),
     "duplicated person ids": (_set("person", 2, "person_id", 1), r"person: column person_id: 1 id\(s\) appear"),
@@ -255,7 +255,7 @@ def test_age_encoding_option_of_every_source(tmp_path, tiny_omop):
     assert data.parse_source("synthetic?age_encoding=authors") == ("synthetic", "", {"age_encoding": "authors"})
     assert data.parse_source("postgresql://u@db/omop?schema=omop&age_encoding=authors") == (
         "postgresql", "postgresql://u@db/omop?schema=omop", {"age_encoding": "authors"})
-    with pytest.raises(ValueError, match="unknown age_encoding 'bool'; choose one of float, authors"):
+    with pytest.raises(ValueError, match="option age_encoding='bool': expected one of float, authors"):
         data.load_data(f"{tiny_omop}?age_encoding=bool", prof, tmp_path / "cache")
 
 

@@ -221,6 +221,33 @@ def test_same_dataset_bit_for_bit_as_the_csv_folder(pg_url, schemas, synthetic_f
 
 
 @pytest.mark.postgres
+def test_url_without_schema_reads_the_sessions_current_schema(pg_url, schemas, synthetic_folder, tmp_path):
+    """No ?schema=: the session's current schema (public, or what the role's search_path names), not pg_catalog."""
+    import psycopg
+
+    with psycopg.connect(pg_url) as con:
+        if con.execute("SELECT to_regclass('public.person') IS NOT NULL").fetchone()[0]:
+            pytest.skip("schema public of the test database already holds an OMOP table")
+    prof = get_profile("smoke")
+    csv = data.load_data(str(synthetic_folder), prof, tmp_path / "cache_csv").content_hash()
+    try:
+        _load_into(pg_url, synthetic_folder, "public")
+        bare = pg_url.split("?")[0]
+        db = data.load_data(bare, prof, tmp_path / "cache_pg")
+        assert db.report["tables"]["person"] == "public.person" and db.content_hash() == csv
+        assert data.load_data(_with(bare, schema="public"), prof, tmp_path / "cache_pg").content_hash() == csv
+    finally:
+        _execute(pg_url, *[f"DROP TABLE IF EXISTS public.{t}" for t in omop.SCHEMA])
+    s = schemas("path")  # a search_path naming another schema first (libpq's options= parameter)
+    _load_into(pg_url, synthetic_folder, s)
+    db = data.load_data(_with(bare, options=f"-csearch_path%3D{s}"), prof, tmp_path / "cache_path")
+    assert db.report["tables"]["person"] == f"{s}.person" and db.content_hash() == csv
+    with pytest.raises(DataError, match=r"the session has no current schema .*name the schema of the OMOP tables "
+                                        r"with \?schema="):
+        data.load_data(_with(bare, options="-csearch_path%3Dno_such_schema"), prof, tmp_path / "cache_pg")
+
+
+@pytest.mark.postgres
 def test_tiny_folder_with_loose_types_and_options(pg_url, schemas, tmp_path):
     """Hand-built edge cases (NULL months, 64-bit ids, absent optional columns), ids and codes as text."""
     folder = write_tables(tmp_path / "tiny", tiny_tables())
@@ -241,6 +268,22 @@ def test_tiny_folder_with_loose_types_and_options(pg_url, schemas, tmp_path):
     want = omop.load_omop(write_tables(tmp_path / "tiny2", t))
     assert want.stay_type[list(want.visit_ids).index(11)] == "unknown"
     assert_same(want, pg.load_pg(_with(pg_url, schema=s)))
+
+
+@pytest.mark.postgres
+def test_empty_drug_table_is_refused_unless_allow_no_drugs(pg_url, schemas, tmp_path):
+    folder = write_tables(tmp_path / "tiny", tiny_tables())
+    s = schemas("nodrug")
+    _load_into(pg_url, folder, s)
+    _execute(pg_url, f"DELETE FROM {s}.drug_exposure", f"DELETE FROM {s}.concept_ancestor")
+    url, prof = _with(pg_url, schema=s), get_profile("smoke")
+    with pytest.raises(DataError, match=r"no stay has a drug feature \(drug_rows 0: its table has no row\)"):
+        data.load_data(url, prof, tmp_path / "cache")
+    ds = data.load_data(_with(url, allow_no_drugs="true"), prof, tmp_path / "cache")
+    assert ds.features == ["sex", "age"] and ds.report["drug_rows"] == 0 and len(ds.codes) > 0
+    _execute(pg_url, f"DELETE FROM {s}.visit_detail", f"DELETE FROM {s}.visit_occurrence")
+    with pytest.raises(DataError, match=rf"table {s}.visit_occurrence is empty \(0 rows\)"):
+        data.load_data(_with(url, allow_no_drugs="true"), prof, tmp_path / "cache")
 
 
 # Each bad input: (name, SQL that damages the copy in schema {s}, URL change, expected message).

@@ -36,6 +36,11 @@ def cache_key(files: dict[str, Path], options: dict, kind: str) -> str:
 def cached(cache_dir: str | Path, key: str, build: Callable[[], Dataset]) -> Dataset:
     """The dataset stored under cache_dir/key, built by `build()` and saved when absent."""
     folder = Path(cache_dir) / key
+    if (folder / "meta.json").exists():  # read without the lock (a read-only cache): meta.json is written last
+        try:
+            return Dataset.load(folder)
+        except Exception:  # damaged, or being replaced: looked at again under the lock
+            pass
     with file_lock(Path(cache_dir) / f"{key}.lock"):
         if (folder / "meta.json").exists():
             try:

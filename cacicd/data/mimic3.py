@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 LOADER_VERSION = "mimic3-1"
 OPTIONS: dict[str, object] = {"drug_types": None}  # the loader options and their defaults
+DRUG_TYPES = ("MAIN", "BASE", "ADDITIVE")  # the values of PRESCRIPTIONS.drug_type in MIMIC-III
 SURGICAL_CAREUNITS = ("SICU", "CSRU", "TSICU")
 
 SCHEMA: dict[str, tuple[Col, ...]] = {
@@ -143,7 +144,7 @@ def _type_filter(drug_types: Sequence[str] | None) -> str:
     if drug_types is None:
         return "TRUE"
     if isinstance(drug_types, str):
-        drug_types = [drug_types]
+        drug_types = drug_types.split(",")
     vals = sql_list(str(t).upper() for t in drug_types)
     return f"upper(trim(p.drug_type)) IN ({vals})"
 

@@ -198,8 +198,15 @@ def _one_line(e: BaseException) -> str:
 # ---------------------------------------------------------------- connection and queries
 
 
+CURRENT_SCHEMA = "cacicd.current_schema"  # the session's current schema, kept before search_path is narrowed
+
+
 def connect(src: PgSource):
-    """A read-only psycopg connection; connection failures become a DataError without the password."""
+    """A read-only psycopg connection; connection failures become a DataError without the password.
+
+    The session's own current_schema() (what a URL without ?schema= reads) is kept in the session
+    setting `CURRENT_SCHEMA` before search_path is narrowed to pg_catalog.
+    """
     kw = dict(src.conninfo)
     if "connect_timeout" not in kw and not os.environ.get("PGCONNECT_TIMEOUT"):
         kw["connect_timeout"] = str(DEFAULT_CONNECT_TIMEOUT)
@@ -211,6 +218,7 @@ def connect(src: PgSource):
     try:
         con.read_only = True
         with con.cursor() as cur:
+            cur.execute("SELECT set_config(%s, coalesce(current_schema(), ''), false)", (CURRENT_SCHEMA,))
             for name, value in (("search_path", "pg_catalog, pg_temp"), ("DateStyle", "ISO, YMD"),
                                 ("TimeZone", "UTC"), ("IntervalStyle", "postgres"),
                                 ("cursor_tuple_fraction", "1")):
@@ -386,7 +394,11 @@ def prepare(q: PgQuery, src: PgSource) -> dict[str, str]:
 
     Returns {table: "schema.table"} of the OMOP tables found.
     """
-    schema = src.schema or str(q.fetch_df("SELECT current_schema() AS s", f"{src}: reading current_schema()")["s"][0])
+    schema = src.schema or str(q.fetch_df("SELECT current_setting(%s) AS s", f"{src}: reading current_schema()",
+                                          (CURRENT_SCHEMA,))["s"][0])
+    if not schema:
+        raise DataError(f"{src}: the session has no current schema (no schema of its search_path exists); "
+                        "name the schema of the OMOP tables with ?schema=")
     vocab = src.vocab_schema or schema
     q.schemas = (schema, vocab)
     schemas = q.fetch_df("SELECT nspname FROM pg_catalog.pg_namespace ORDER BY 1", f"{src}: listing schemas")["nspname"].tolist()
@@ -420,7 +432,7 @@ def prepare(q: PgQuery, src: PgSource) -> dict[str, str]:
         raise DataError(f"{src}: missing table(s) {', '.join(f'{where[t]}.{t}' for t in missing)}; expected the OMOP "
                         f"CDM tables {', '.join(omop.REQUIRED_TABLES)} in schema {schema} "
                         f"(found there: {', '.join(present[:30]) or 'no table'})")
-    for table in omop.REQUIRED_TABLES + omop.VOCAB_TABLES:
+    for table in omop.NONEMPTY_TABLES:
         if table in found:
             empty = q.fetch_df(f"SELECT NOT EXISTS (SELECT 1 FROM {table}) AS empty", f"{src}: reading {found[table]}")
             if bool(empty["empty"][0]):

@@ -12,7 +12,8 @@ Sources (strings):
 Loader options may follow a folder or URL (or "synthetic") as a query string, e.g.
 "omop:/data/mimic-iv-omop?ingredient_mapping=drug_concept&drug_type_concept_id=none" (integers,
 comma-separated integer lists, "none" for None, other values as text); an unknown option is
-refused with the list of known ones. Two options of every source (`FLAGS`, true or false) accept a
+refused with the list of known ones, and a value of the wrong type or outside its set with what is
+expected (`check_source`, before any work). Two options of every source (`FLAGS`, true or false) accept a
 dataset that is otherwise refused: allow_no_icd9 (no stay has an ICD-9-CM code) and allow_no_drugs
 (no stay has a drug feature, leaving sex and age only).
 Every source also takes
@@ -33,7 +34,7 @@ import numpy as np
 from cacicd.config import Profile
 from cacicd.data import mimic3, omop, pg, synthetic
 from cacicd.data.dataset import AGE_ENCODINGS, DEFAULT_AGE_ENCODING, Dataset
-from cacicd.data.omop.schema import DataError
+from cacicd.data.omop.schema import INGREDIENT_MAPPINGS, DataError
 from cacicd.data.options import FLAGS, OWN_OPTIONS, parse_flag, parse_value
 from cacicd.data.splits import Split, load_splits, make_splits, save_splits
 from cacicd.files import file_lock
@@ -87,9 +88,41 @@ def parse_source(source: str) -> tuple[str, str, dict]:
     return kind, s, {k: parse_value(v) for k, v in items}
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def check_option_values(kind: str, options: dict, source: str) -> None:
+    """Refuse (DataError naming the first) an option value outside its closed set or of the wrong type."""
+    for name, v in options.items():
+        if name in FLAGS:
+            parse_flag(name, v)
+            continue
+        if name == "age_encoding":
+            ok, want = v in AGE_ENCODINGS, f"one of {', '.join(AGE_ENCODINGS)}"
+        elif name == "ingredient_mapping":
+            ok, want = v in INGREDIENT_MAPPINGS, f"one of {', '.join(INGREDIENT_MAPPINGS)}"
+        elif name in ("drug_type_concept_id", "visit_concept_id"):
+            ok = v is None or _is_int(v) or (isinstance(v, (list, tuple)) and all(map(_is_int, v)))
+            want = "a concept id, comma-separated concept ids or none"
+        elif name == "drug_types" and kind == "mimic3":
+            items = v.split(",") if isinstance(v, str) else v
+            ok = v is None or (isinstance(items, (list, tuple)) and all(str(t).strip().upper() in mimic3.DRUG_TYPES
+                                                                         for t in items))
+            want = f"none or comma-separated PRESCRIPTIONS drug types among {', '.join(mimic3.DRUG_TYPES)}"
+        else:
+            continue
+        if not ok:
+            shown = pg.redact(source) if kind == "postgresql" else source
+            raise DataError(f"data source {shown!r}: option {name}={v!r}: expected {want}")
+
+
 def check_source(source: str) -> tuple[str, str, dict]:
-    """`parse_source`, and for a folder that it exists and holds the required tables (nothing is read)."""
+    """`parse_source` with every option value checked; for a folder, that it exists and holds the required tables."""
     kind, where, opts = parse_source(source)
+    check_option_values(kind, opts, source)
+    if kind == "postgresql":
+        check_option_values(kind, pg.parse_url(where).options, source)
     if kind in ("omop", "mimic3"):
         path = Path(where).expanduser()
         if not path.is_dir():
@@ -114,6 +147,8 @@ def check_usable(ds: Dataset, allow_no_icd9: bool = False, allow_no_drugs: bool 
     r = ds.report or {}
 
     def counts(prefixes):
+        if r.get(prefixes[0]) == 0:
+            return f"{prefixes[0]} 0: its table has no row"
         items = [(k, v) for k, v in r.items() if k.startswith(prefixes) and isinstance(v, (int, np.integer)) and v]
         return "; ".join(f"{k} {v:,}" for k, v in items) or "no counts in the loader's report"
 
@@ -124,8 +159,9 @@ def check_usable(ds: Dataset, allow_no_icd9: bool = False, allow_no_drugs: bool 
                         "(e.g. DIR?allow_no_icd9=true) to load it anyway")
     if ds.X[:, 2:].nnz == 0 and not allow_no_drugs:
         raise DataError(f"{ds.source}: no stay has a drug feature ({counts(('drug_rows', 'drug_concepts'))}), "
-                        "so the models would see sex and age only. Check the drug options (drug_type_concept_id, ingredient_mapping), or add "
-                        "allow_no_drugs=true to the source's options (e.g. DIR?allow_no_drugs=true) to proceed")
+                        "so the models would see sex and age only. Check the drug table, the vocabulary tables and "
+                        "the drug options (drug_type_concept_id, ingredient_mapping), or add allow_no_drugs=true to the "
+                        "source's options (e.g. DIR?allow_no_drugs=true) to proceed")
     return ds
 
 
@@ -134,11 +170,9 @@ def load_data(source: str, profile: Profile, cache_dir: str | Path, **options) -
     cache_dir = Path(cache_dir)
     kind, where, opts = check_source(source)
     opts.update(options)
+    check_option_values(kind, opts, source)
     flags = {k: parse_flag(k, opts.pop(k)) for k in FLAGS if k in opts}
     age = opts.pop("age_encoding", DEFAULT_AGE_ENCODING)
-    if age not in AGE_ENCODINGS:
-        raise DataError(f"data source {source!r}: unknown age_encoding {age!r}; choose one of "
-                        f"{', '.join(AGE_ENCODINGS)}")
     return check_usable(_load(kind, where, profile, cache_dir, opts), **flags).with_age_encoding(age)
 
 
@@ -156,11 +190,36 @@ def _load(kind: str, where: str, profile: Profile, cache_dir: Path, opts: dict) 
     return ds
 
 
+def source_string(data: str | Dataset) -> str | None:
+    """The source string (password removed) that loads `data` again; for a Dataset, as far as it tells (None: unknown)."""
+    if isinstance(data, Dataset):
+        if not data.source:
+            return None
+        s = "synthetic" if data.source.startswith("synthetic:") else data.source
+        age = str((data.report or {}).get("age_encoding", DEFAULT_AGE_ENCODING)).split(":")[0]
+        return s if age == DEFAULT_AGE_ENCODING else s + ("&" if "?" in s else "?") + f"age_encoding={age}"
+    return pg.redact(data) if str(data).strip().startswith(pg.SCHEMES) else str(data)
+
+
 def splits_key(dataset: Dataset, profile: Profile) -> str:
     """Cache key of a dataset's splits: its content hash and the profile fields that shape splits."""
     fields = {"data": dataset.content_hash(), "n_folds": profile.n_folds, "fraction": profile.split_fraction,
               "seed": profile.seed, "group_by_person": profile.group_by_person}
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _saved_splits(folder: Path, splits: list[Split]) -> tuple[list[Split] | None, str | None]:
+    """(the saved splits, None) when they equal `splits`; (None, why) when damaged; (None, None) when absent."""
+    if not (folder / "splits.json").exists():
+        return None, None
+    try:
+        saved = load_splits(folder)
+    except (ValueError, KeyError, TypeError, FileNotFoundError) as e:  # JSONDecodeError is a ValueError
+        return None, str(e)
+    if [(s.fold, s.seed, s.dev.tolist(), s.test.tolist()) for s in saved] == [
+            (s.fold, s.seed, s.dev.tolist(), s.test.tolist()) for s in splits]:
+        return saved, None
+    return None, "they differ from the splits drawn from the profile's seed"
 
 
 def get_splits(dataset: Dataset, profile: Profile, cache_dir: str | Path) -> list[Split]:
@@ -170,18 +229,16 @@ def get_splits(dataset: Dataset, profile: Profile, cache_dir: str | Path) -> lis
     ones are rewritten with a warning naming the folder, never read as is.
     """
     folder = Path(cache_dir) / "splits" / splits_key(dataset, profile)
+    splits = make_splits(dataset.visit_ids, profile.n_folds, profile.split_fraction, profile.seed,
+                         dataset.person_ids if profile.group_by_person else None)
+    saved, _ = _saved_splits(folder, splits)
+    if saved is not None:  # read without the lock (a read-only cache): checked against the splits drawn
+        return saved
     with file_lock(folder.parent / f"{folder.name}.lock"):
-        splits = make_splits(dataset.visit_ids, profile.n_folds, profile.split_fraction, profile.seed,
-                             dataset.person_ids if profile.group_by_person else None)
-        if (folder / "splits.json").exists():
-            try:
-                saved = load_splits(folder)
-                why = "they differ from the splits drawn from the profile's seed"
-                if [(s.fold, s.seed, s.dev.tolist(), s.test.tolist()) for s in saved] == [
-                        (s.fold, s.seed, s.dev.tolist(), s.test.tolist()) for s in splits]:
-                    return saved
-            except (ValueError, KeyError, TypeError, FileNotFoundError) as e:  # JSONDecodeError is a ValueError
-                why = str(e)
+        saved, why = _saved_splits(folder, splits)
+        if saved is not None:
+            return saved
+        if why is not None:
             log.warning("split files in %s are damaged (%s); rewriting them", folder, why)
         save_splits(splits, folder)
         log.info("saved %d splits in %s", len(splits), folder)

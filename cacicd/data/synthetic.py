@@ -47,9 +47,10 @@ independent of n_stays) and returned by `planted_signal(seed)`:
   leaves outside V30-V39 (1,028 of 1,071), 25 % of the other leaves.
 * Newborn liveborn codes V30-V39 (`code_class == "newborn"`): one per newborn stay, informative
   through age 0 only.
-* A tiny fraction `INVALID_RATE` of diagnosis rows carries a code that is not in ICD-9-CM
-  (a valid leaf with a stray trailing "0", e.g. "42731" -> "427310"), so the loader has something
-  to report; `N_NO_DIAGNOSIS_PAPER` stays (scaled) have no diagnosis at all.
+* Every diagnosis code is a leaf of the 2015 hierarchy, so the loader's warning about codes unknown
+  to ICD-9-CM is left to real data (version 2 gave 3 in 10,000 (stay, code) pairs a stray trailing
+  "0": 4 stays of 1,000, 19 of 7,000, 192 of 58,976 (seed 0) now carry the leaf itself);
+  `N_NO_DIAGNOSIS_PAPER` stays (scaled) have no diagnosis at all.
 * ETL facts reproduced: one ICD-9 code maps to 1-3 standard "SNOMED-like" concepts, so condition
   rows repeat per (visit, code); drug rows of type 38000180 (inpatient administration, ICU-like
   infusions) mix with prescriptions (38000177); some rows have drug_concept_id 0; some rows point
@@ -79,11 +80,11 @@ from cacicd import icd9
 from cacicd.config import PAPER_STAYS, cache_root
 from cacicd.data.omop.schema import FEMALE, MALE, PRESCRIPTION_WRITTEN
 from cacicd.data.stays import NEWBORN_SERVICES, SURGICAL_SERVICES
-from cacicd.files import check_files, file_lock, record_files
+from cacicd.files import check_files, created_mode, file_lock, record_files
 
 logger = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 TABLES: tuple[str, ...] = (
     "person", "visit_occurrence", "visit_detail", "drug_exposure",
     "condition_occurrence", "concept", "concept_ancestor",
@@ -127,7 +128,6 @@ SIGNAL_EV_FRACTION = 0.10
 UNUSED_EV_FRACTION = 0.5
 NOSIG_RATE = 2.37  # no-signal codes drawn per stay (Poisson), before duplicates (2.6 before the drug-linked codes)
 NOSIG_SHARES = (0.24, 0.435, 0.325)  # of those: E, V, billing codes (E and V scaled down by the drug-linked ones)
-INVALID_RATE = 3e-4
 P_NO_DRUG_NEWBORN, P_NO_DRUG_OTHER = 0.50, 0.095
 
 # Drug classes: synthetic ingredients drawn from the problems of some home chapters (prescribed with them) and
@@ -421,7 +421,7 @@ def planted_signal(seed: int = 0) -> dict:
     undotted codes), "code_class" (code -> class), "problems" (list of dicts: chapter, newborn, codes,
     code_p, ingredients (concept ids), ingredient_names, ingredient_p), "drug_links" (code -> class,
     ingredients (concept ids), p_with, p_without), "drug_classes" (class -> ingredient concept ids),
-    "ingredient_ids" (name -> concept id), "invalid_rule", "invalid_rate".
+    "ingredient_ids" (name -> concept id).
     """
     w = build_world(seed)
     cls = {str(c): str(k) for c, k in zip(w.leaves, w.code_class) if k != "unused"}
@@ -450,8 +450,6 @@ def planted_signal(seed: int = 0) -> dict:
         "code_class": cls,
         "problems": probs,
         "ingredient_ids": {str(n): INGREDIENT_BASE + i for i, n in enumerate(w.ingredient_names)},
-        "invalid_rule": "a valid ICD-9-CM leaf followed by a stray '0'",
-        "invalid_rate": INVALID_RATE,
     }
 
 
@@ -574,7 +572,7 @@ def _stays(n: int, seed: int) -> dict:
     nodx = rng.choice(n, size=n_nodx, replace=False)
     keep = ~np.isin(code_stay, nodx)
     code_stay, code_leaf = code_stay[keep], code_leaf[keep]
-    invalid = rng.random(len(code_stay)) < INVALID_RATE
+    rng.random(len(code_stay))  # version 2 drew its invalid codes here: kept, so every later draw is the same
 
     # ingredients: background + problems + noise; written prescriptions
     ing_stay, ing_idx = [ps], [pi]
@@ -595,18 +593,18 @@ def _stays(n: int, seed: int) -> dict:
     no_drug = rng.random(n) < np.where(newborn, P_NO_DRUG_NEWBORN, P_NO_DRUG_OTHER)
     keep = ~no_drug[ing_stay]
     ing_stay, ing_idx = ing_stay[keep], ing_idx[keep]
-    code_stay, code_leaf, invalid = _add_drug_linked(w, n, newborn, nodx, ing_stay, ing_idx, code_stay, code_leaf,
-                                                     invalid, np.random.default_rng([seed, 4, n]))
+    code_stay, code_leaf = _add_drug_linked(w, n, newborn, nodx, ing_stay, ing_idx, code_stay, code_leaf,
+                                            np.random.default_rng([seed, 4, n]))
     return dict(
         n=n, stype=stype, person=person, female=female, birth=birth, start=start, los=los,
-        code_stay=code_stay, code_leaf=code_leaf, invalid=invalid, ing_stay=ing_stay, ing_idx=ing_idx,
+        code_stay=code_stay, code_leaf=code_leaf, ing_stay=ing_stay, ing_idx=ing_idx,
         rng=rng, world=w,
     )
 
 
 def _add_drug_linked(w: World, n: int, newborn: np.ndarray, nodx: np.ndarray, ing_stay: np.ndarray,
-                     ing_idx: np.ndarray, code_stay: np.ndarray, code_leaf: np.ndarray, invalid: np.ndarray,
-                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                     ing_idx: np.ndarray, code_stay: np.ndarray, code_leaf: np.ndarray,
+                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """The stays' codes plus the drug-linked E/V codes their prescriptions imply (adult stays with a diagnosis)."""
     owner = np.full(N_INGREDIENTS, -1, dtype=np.int64)
     for k, ings in enumerate(w.class_ingredients):
@@ -624,9 +622,8 @@ def _add_drug_linked(w: World, n: int, newborn: np.ndarray, nodx: np.ndarray, in
     r, c = r[new], c[new]
     stay = np.concatenate([code_stay, r])
     leaf = np.concatenate([code_leaf, w.linked_codes[c]])
-    inv = np.concatenate([invalid, rng.random(len(r)) < INVALID_RATE])
     order = np.lexsort((leaf, stay))
-    return stay[order], leaf[order], inv[order]
+    return stay[order], leaf[order]
 
 
 _EPOCH = np.datetime64("2100-01-01", "D")
@@ -731,20 +728,19 @@ def _drug_table(s: dict, w: World, rng: np.random.Generator, person_id, start, l
 
 
 def _condition_table(s: dict, w: World, rng: np.random.Generator, person_id, start) -> pa.Table:
-    """condition_occurrence: one row per (visit, code, standard concept); rare invalid codes."""
-    cst, leaf, invalid = s["code_stay"], s["code_leaf"], s["invalid"]
+    """condition_occurrence: one row per (visit, code, standard concept)."""
+    cst, leaf = s["code_stay"], s["code_leaf"]
     # shuffle codes inside each stay, so the first (primary) code is not always the smallest
     order = np.lexsort((rng.random(len(cst)), cst))
-    cst, leaf, invalid = cst[order], leaf[order], invalid[order]
+    cst, leaf = cst[order], leaf[order]
     first = np.r_[True, cst[1:] != cst[:-1]]
     code = w.leaves[leaf].astype(object)
-    code[invalid] = np.char.add(code[invalid].astype(str), "0").astype(object)
-    reps = np.where(invalid, 1, w.n_snomed[leaf])
+    reps = w.n_snomed[leaf]
     r_st, r_leaf, r_code = np.repeat(cst, reps), np.repeat(leaf, reps), np.repeat(code, reps)
-    r_inv, r_first = np.repeat(invalid, reps), np.repeat(first, reps)
+    r_first = np.repeat(first, reps)
     k = np.arange(len(r_st)) - np.repeat(np.cumsum(reps) - reps, reps)  # mapping index 0..2
-    snomed = np.where(r_inv, 0, SNOMED_BASE + 3 * r_leaf + k)
-    source_concept = np.where(r_inv, 0, ICD9_BASE + r_leaf)
+    snomed = SNOMED_BASE + 3 * r_leaf + k
+    source_concept = ICD9_BASE + r_leaf
     return pa.table({
         "condition_occurrence_id": np.arange(1, len(r_st) + 1, dtype=np.int64),
         "person_id": person_id[r_st], "condition_concept_id": snomed.astype(np.int64),
@@ -849,6 +845,7 @@ def default_folder(n_stays: int, seed: int = 0, root: str | Path | None = None, 
             logger.warning("synthetic data %s is damaged: %s; regenerating it", final, damage)
         tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{final.name}."))
         try:
+            tmp.chmod(created_mode(folder=True))  # mkdtemp makes it 0700, private to its owner
             write_omop(tmp, n_stays, seed, fmt)
             files = record_files(tmp, [p.name for p in tmp.iterdir() if p.is_file()])
             (tmp / ".complete").write_text(json.dumps({"files": files}, indent=1))

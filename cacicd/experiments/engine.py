@@ -42,7 +42,7 @@ from cacicd import icd9
 from cacicd.config import Profile, cache_root, get_profile
 from cacicd.data import splits
 from cacicd.data.dataset import Dataset
-from cacicd.data.sources import get_splits, load_data
+from cacicd.data.sources import get_splits, load_data, source_string
 from cacicd.evaluation import metrics
 from cacicd.files import Damaged, atomic_write_text, file_lock, jsonable
 from cacicd.models import losses
@@ -57,7 +57,7 @@ from cacicd.experiments.cluster import Cluster, auto_workers, parse_workers
 from cacicd.experiments.progress import Board
 from cacicd.experiments.registry import EXPERIMENTS, LABEL_SETS, RESULT_VERSION, Experiment, family, get_experiment
 from cacicd.experiments.results import (LOCK_FILE, RESULT_FILE, RunResult, cached_meta, discard,
-                                       fold_dir, load_result, profile_key, result_keys, save_result,
+                                       fold_dir, load_result, profile_key, rerun_command, result_keys, save_result,
                                        wipe_if_stale)
 
 logger = logging.getLogger(__name__)
@@ -418,6 +418,8 @@ def run_many(names: list[str], profile: str | Profile = "default", data: str | D
                     one(e, k)
         finally:
             c.board.close()
+    for r in done.values():
+        r.source = source_string(data)
     return {e.name: [done[e.name, k] for k in folds] for e in exps}
 
 
@@ -472,8 +474,10 @@ def load(name: str, profile: str | Profile = "default", data: str | Dataset = "s
         try:
             meta = cached_meta(folder, result_keys(exp, c.profile, c.dataset_hash, k))
         except Damaged as e:
-            raise Damaged(f"{e}; `cacicd run {name} --fold {k}` recomputes it", e.paths) from None
+            hint = rerun_command(name, c.profile.name, k, data, c.cache_dir, c.dataset_hash)
+            raise Damaged(f"{e}; {hint} recomputes it", e.paths) from None
         if meta is None:
             raise FileNotFoundError(f"no current cached result for {name} fold {k} in {folder}; run it first")
         out.append(load_result(folder, meta, c.dataset.codes))
+        out[-1].source = source_string(data)
     return out

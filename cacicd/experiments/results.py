@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import logging
+import shlex
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,8 +23,9 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from cacicd.config import Profile
+from cacicd.config import Profile, cache_root
 from cacicd.data.dataset import Dataset
+from cacicd.data.sources import source_string
 from cacicd.experiments.registry import RESULT_VERSION, Experiment
 from cacicd.files import Damaged, atomic_write_bytes, atomic_write_text, check_files, jsonable, record_files
 from cacicd.models.network import MLP
@@ -56,6 +58,7 @@ class RunResult:
     info: dict = field(default_factory=dict)
     path: Path | None = None
     artefacts: dict = field(default_factory=dict)  # name -> {bytes, sha256}, as recorded in result.json
+    source: str | None = None  # the data source string it was computed from, when known (for messages)
 
     def y_true(self, dataset: Dataset) -> sp.csr_matrix:
         """(n_test, n_codes) test labels of this fold."""
@@ -69,14 +72,29 @@ class RunResult:
         data = f.read_bytes()
         want = self.artefacts.get(MODEL_FILE)
         if want is None or len(data) != want["bytes"] or hashlib.sha256(data).hexdigest() != want["sha256"]:
+            hint = rerun_command(self.experiment, self.profile, self.fold, self.source, self.path.parents[3],
+                                 self.dataset_hash)
             raise Damaged(f"cached result of {self.experiment} fold {self.fold} is damaged: {f} differs from what "
-                          f"result.json recorded; `cacicd run {self.experiment} --fold {self.fold}` recomputes it",
-                          [f])
+                          f"result.json recorded; {hint} recomputes it", [f])
         blob = torch.load(io.BytesIO(data), map_location=device or "cpu", weights_only=True)
         cfg = json.loads(blob["config"])
         model = MLP(cfg["n_inputs"], cfg["n_labels"], cfg["units"], cfg["dropout"], cfg["batchnorm"])
         model.load_state_dict(blob["state_dict"])
         return model.eval().to(device or "cpu")
+
+
+def rerun_command(experiment: str, profile: str, fold: int, data: str | Dataset | None, cache_dir: str | Path | None,
+                  dataset_hash: str = "") -> str:
+    """The `cacicd run` command that recomputes one fold: its --profile, --data and --cache unless the defaults."""
+    source = None if data is None else source_string(data)
+    cmd = f"cacicd run {experiment} --profile {shlex.quote(profile)} --fold {fold}"
+    if source is None:
+        cmd += f" --data <the source of dataset {dataset_hash}>"
+    elif source.strip() != "synthetic":
+        cmd += f" --data {shlex.quote(source)}"
+    if cache_dir is not None and Path(cache_dir).resolve() != cache_root():
+        cmd += f" --cache {shlex.quote(str(cache_dir))}"
+    return f"`{cmd}`"
 
 
 def profile_key(profile: Profile) -> str:

@@ -49,7 +49,7 @@ from cacicd.models.train import DeviceRows, Trainer, predict_proba, target_score
 
 logger = logging.getLogger(__name__)
 VALIDATION_SPLIT = 0.05  # Keras validation_split of the authors' fit: the last 5 % of the training rows
-MAX_COLLISIONS = 20  # keras-tuner redraws a configuration already tried at most this often
+MAX_COLLISIONS = 20  # keras-tuner 1.1.2 redraws a configuration already tried this often, then skips the slot
 
 
 # ---------------------------------------------------------------------------------------------
@@ -511,7 +511,7 @@ class FamilySearch:
     def _sample_round(self, rnd: hyperband.Round, tried: set[str]) -> list[dict]:
         cfgs = []
         for slot in range(rnd.size):
-            for attempt in range(MAX_COLLISIONS):
+            for attempt in range(MAX_COLLISIONS + 1):  # keras-tuner gives up after 20 collisions: 21 draws
                 cfg = sample_config(self.profile.space, self.loss_space,
                                     [*self.seed_material, rnd.iteration, rnd.bracket, slot, attempt])
                 h = _hash(cfg)

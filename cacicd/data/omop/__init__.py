@@ -65,10 +65,10 @@ from cacicd.data.cache import cache_key, cached, with_defaults
 from cacicd.data.dataset import Dataset
 from cacicd.data.omop.build import build_dataset, check_mapping, classify_icd
 from cacicd.data.omop.files import find_tables, register_folder
-from cacicd.data.omop.schema import (DEFAULT_INGREDIENT_MAPPING, OPTIONS, PRESCRIPTION_WRITTEN, REQUIRED_TABLES,
-                                     SCHEMA, SUFFIXES, VOCAB_TABLES, DataError)
+from cacicd.data.omop.schema import (DEFAULT_INGREDIENT_MAPPING, NONEMPTY_TABLES, OPTIONS, PRESCRIPTION_WRITTEN,
+                                     REQUIRED_TABLES, SCHEMA, SUFFIXES, VOCAB_TABLES, DataError)
 
-__all__ = ["LOADER_VERSION", "OPTIONS", "PRESCRIPTION_WRITTEN", "REQUIRED_TABLES", "SCHEMA", "SUFFIXES", "VOCAB_TABLES",
+__all__ = ["LOADER_VERSION", "NONEMPTY_TABLES", "OPTIONS", "PRESCRIPTION_WRITTEN", "REQUIRED_TABLES", "SCHEMA", "SUFFIXES", "VOCAB_TABLES",
            "DataError", "build_dataset", "check_mapping", "classify_icd", "find_tables", "load_omop",
            "load_omop_cached", "register_folder"]
 

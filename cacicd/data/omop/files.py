@@ -11,7 +11,7 @@ from pathlib import Path
 import duckdb
 from tqdm.auto import tqdm
 
-from cacicd.data.omop.schema import CSV_DELIMITERS, REQUIRED_TABLES, SCHEMA, SUFFIXES, VOCAB_TABLES, Col, DataError
+from cacicd.data.omop.schema import CSV_DELIMITERS, NONEMPTY_TABLES, REQUIRED_TABLES, SCHEMA, SUFFIXES, Col, DataError
 from cacicd.data.omop.sql import execute, ident, query, sql_str
 
 log = logging.getLogger(__name__)
@@ -215,7 +215,7 @@ def register_folder(con: duckdb.DuckDBPyConnection, folder: str | Path) -> dict[
     big = sum(p.stat().st_size for p in files.values()) > 50e6
     for table, path in tqdm(files.items(), desc="reading OMOP tables", disable=not big, leave=False):
         n = register_file(con, path, table, SCHEMA[table])
-        if n == 0 and table in REQUIRED_TABLES + VOCAB_TABLES:
+        if n == 0 and table in NONEMPTY_TABLES:
             raise DataError(f"{path}: table {table} is empty (0 rows)")
         log.debug("%s: %d rows", path, n)
     return files

@@ -71,5 +71,8 @@ SCHEMA: dict[str, tuple[Col, ...]] = {
 }
 REQUIRED_TABLES = ("person", "visit_occurrence", "drug_exposure", "condition_occurrence")
 VOCAB_TABLES = ("concept", "concept_ancestor")  # the OMOP vocabulary tables the loader reads
+# Tables refused when empty: they leave no stay. Any other table may be empty; `cacicd.data.sources.check_usable`
+# refuses a dataset left without ICD-9-CM codes or drug features unless allow_no_icd9 / allow_no_drugs.
+NONEMPTY_TABLES = ("person", "visit_occurrence")
 SUFFIXES = (".csv", ".csv.gz", ".parquet")
 CSV_DELIMITERS = (",", "\t", ";", "|")
