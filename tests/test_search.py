@@ -297,3 +297,15 @@ def test_damaged_store_keeps_what_is_sound(fam_data, tmp_path, caplog):
     f.write_bytes(b"\x00" * 1000)  # nothing sound left: the whole search is trained again, same result
     fs3, third = _search(MEMBERS[:3], data, tmp_path)
     assert fs3.nodes_trained == n and third == first
+
+
+def test_readme_states_what_each_profile_runs():
+    from pathlib import Path
+
+    from cacicd.config import PROFILES
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    for p in PROFILES.values():
+        assert f"- {p.name}: {H.budget_text(p)}\n" in readme, p.name
+    assert "20 configurations for every search" in H.budget_text(PROFILES["default"])
+    assert "344 configurations for every search, 3 execution(s)" in H.budget_text(PROFILES["paper"])

@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from cacicd.config import Profile
+
 
 @dataclass(frozen=True)
 class Round:
@@ -64,3 +66,14 @@ def n_configurations(max_epochs: int, factor: int = 3, iterations: int = 1) -> i
 def max_epochs_trained(max_epochs: int, factor: int = 3, iterations: int = 1) -> int:
     """Epochs one execution of the whole search trains when no model stops early."""
     return sum(r.size * (r.epochs - r.initial_epoch) for r in schedule(max_epochs, factor, iterations))
+
+
+def budget_text(profile: Profile) -> str:
+    """What a profile's searches run, in words (the README states it for each profile; a test checks it)."""
+    n = n_configurations(profile.max_epochs, profile.hyperband_factor, profile.hyperband_iterations)
+    execs = profile.executions_per_trial
+    return (f"Hyperband over {profile.max_epochs} epochs, factor {profile.hyperband_factor}, "
+            f"{profile.hyperband_iterations} iteration(s): {n} configurations for every search, "
+            f"{execs} execution(s) each, promoted trials "
+            f"{'from fresh weights' if profile.promotion == 'restart' else 'continued from their checkpoint'}, "
+            f"{profile.threads} torch thread(s) per training")
