@@ -133,6 +133,40 @@ def test_truncated_scores_and_damaged_model_or_search(ds, tmp_path, caplog, monk
         r1.load_model()
 
 
+@pytest.mark.parametrize("damage", ["middle", "deleted", "junk"])
+def test_damaged_search_store_is_redone_from_what_is_sound(ds, tmp_path, caplog, damage):
+    # issue 25 item 1: a damaged curve store is detected, named in a warning and the search redone from what is
+    # still sound; --force never loses the good result before the new one is written
+    prof = TINY.replace(max_epochs=2)
+    r0 = E.run("naive_ndcg", prof, ds, cache_dir=tmp_path, folds=0, progress=False)[0]
+    store = next(tmp_path.glob("tiny/*/_search/all-bce-*/fold0/curves.jsonl"))
+    raw = bytearray(store.read_bytes())
+    if damage == "middle":
+        raw[len(raw) // 3:len(raw) // 3 + 300] = os.urandom(300)
+        store.write_bytes(bytes(raw))
+    elif damage == "deleted":
+        store.unlink()
+    else:
+        store.write_bytes(os.urandom(len(raw)))
+    with caplog.at_level(logging.WARNING):
+        r1 = E.run("naive_ndcg", prof, ds, cache_dir=tmp_path, folds=0, progress=False, force=True)[0]
+    if damage != "deleted":
+        assert f"curve store {store}" in caplog.text and "damaged and dropped" in caplog.text
+    if damage != "middle":  # nothing sound left: search.json's networks are gone, so the search is run again
+        assert "no longer holds" in caplog.text and str(store.parent / "search.json") in caplog.text
+    assert r1.best_params == r0.best_params
+    np.testing.assert_array_equal(r1.scores, r0.scores)
+    np.testing.assert_array_equal(E.load("naive_ndcg", prof, ds, cache_dir=tmp_path, folds=0)[0].scores, r0.scores)
+
+
+def test_force_keeps_the_old_result_when_the_recomputation_fails(ds, tmp_path, monkeypatch):
+    r0 = E.run("dummy", TINY, ds, cache_dir=tmp_path, folds=0, progress=False)[0]
+    monkeypatch.setattr(E, "train_fold", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("disk full")))
+    with pytest.raises(RuntimeError, match="disk full"):
+        E.run("dummy", TINY, ds, cache_dir=tmp_path, folds=0, progress=False, force=True)
+    np.testing.assert_array_equal(E.load("dummy", TINY, ds, cache_dir=tmp_path, folds=0)[0].scores, r0.scores)
+
+
 # ---------------------------------------------------------------- 3-4: CSV files and cached data
 
 
