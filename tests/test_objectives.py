@@ -159,7 +159,8 @@ def test_rules_equal_the_numpy_output_rules_bit_for_bit(tree_data, method, rule)
     how, device = method
     got = O.apply_rule(rule, torch.from_numpy(s).to(device), ctx.tree(), method=how).cpu().numpy()
     np.testing.assert_array_equal(got, make_output_rule(rule, ctx)(s))
-    assert O.apply_rule("identity", torch.from_numpy(s), ctx.tree()) is not None
+    x = torch.from_numpy(s)
+    assert O.apply_rule("identity", x, ctx.tree()) is x
 
 
 @pytest.mark.parametrize("method", METHODS, ids=lambda m: "-".join(m))
@@ -169,9 +170,11 @@ def test_score_members_is_what_the_search_scored_before(tree_data, method):
     members = [(f"{t}|identity", t, "identity") for t in TARGETS]
     members += [(f"{t}|{r}", t, r) for r in ("rollup", "rolldown") for t in ("ndcg", "auroc_macro", "f1_micro")]
     how, device = method
+    threads = torch.get_num_threads()
     val, dev = O.score_members(torch.from_numpy(s_val).to(device), torch.from_numpy(s_dev).to(device),
                                O.SplitLabels(Y_val, device), O.SplitLabels(Y_dev, device), members, ctx.tree(),
                                method=how)
+    assert torch.get_num_threads() == threads  # held at one on the numpy path only while it runs
     for got, Y, s in ((val, Y_val, s_val), (dev, Y_dev, s_dev)):
         ref = {}
         for key, target, rule in members:

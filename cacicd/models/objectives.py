@@ -18,16 +18,17 @@ indices too. `method` picks one of the two anywhere (tests).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import weakref
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
 from cacicd.models.labels import TreeLayers
-from cacicd.models.train import TARGETS
+from cacicd.models.train import TARGETS, torch_threads
 
 RULES: tuple[str, ...] = ("identity", "rollup", "rolldown")
 METHODS: tuple[str, ...] = ("numpy", "torch")
@@ -81,6 +82,16 @@ def _use_numpy(x: torch.Tensor, method: str | None) -> bool:
     if method == "numpy" and x.device.type != "cpu":
         raise ValueError(f"method 'numpy' needs CPU tensors, got a tensor on {x.device}")
     return method == "numpy"
+
+
+@contextlib.contextmanager
+def _held(numpy: bool) -> Iterator[None]:
+    """On the numpy path torch runs only small ops: one thread (its pool's other threads would wait on the sorts)."""
+    if not numpy:
+        yield
+        return
+    with torch_threads(1):
+        yield
 
 
 def _checked(probs: torch.Tensor, labels: SplitLabels) -> torch.Tensor:
@@ -197,21 +208,47 @@ def _nan(device: torch.device) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------
 # NDCG
 
+def _floors(indptr: np.ndarray, v: np.ndarray, cap: int | None = None) -> np.ndarray:
+    """(segments,) int32: one key below each segment's lowest positive (v sorted by segment then key), at most cap.
+
+    Raising a segment's keys to its floor changes no count a positive needs (entries < it, <= it; and > cap),
+    and leaves most entries equal, which numpy sorts several times faster.
+    """
+    top = np.iinfo(np.int32).max - 1 if cap is None else cap
+    floor = np.full(len(indptr) - 1, top, dtype=np.int32)
+    has = np.flatnonzero(np.diff(indptr))
+    floor[has] = np.minimum(v[indptr[has]].astype(np.int64) - 1, top)  # finite keys: no overflow
+    return floor
+
+
 def _row_lt_numpy(k: np.ndarray, indptr: np.ndarray, v: np.ndarray) -> np.ndarray:
     """(P,) entries of each positive's row keyed < it (keys k, positives' keys v); rows sorted BLOCK at a time."""
     n = k.shape[0]
     ip = indptr.tolist()
+    floor = _floors(indptr, v)[:, None]
     lt = np.empty(len(v), dtype=np.int64)
     for a in range(0, n, BLOCK):
         b = min(n, a + BLOCK)
         if ip[b] == ip[a]:
             continue
-        srt = np.sort(k[a:b], axis=1)
+        srt = np.maximum(k[a:b], floor[a:b])
+        srt.sort(axis=1)
         for i in range(a, b):
             s0, s1 = ip[i], ip[i + 1]
             if s1 > s0:
                 lt[s0:s1] = srt[i - a].searchsorted(v[s0:s1], side="left")
     return lt
+
+
+def _search_distinct(srt: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """searchsorted(srt, v) left and right for sorted v, searching each distinct value once (a large srt misses cache)."""
+    if len(v) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    new = np.ones(len(v), dtype=bool)
+    new[1:] = v[1:] != v[:-1]
+    u = v[new]
+    group = np.cumsum(new) - 1
+    return srt.searchsorted(u, side="left")[group], srt.searchsorted(u, side="right")[group]
 
 
 def _ndcg(z: torch.Tensor, k: np.ndarray | None, labels: SplitLabels, numpy: bool) -> torch.Tensor:
@@ -238,33 +275,43 @@ def _ndcg(z: torch.Tensor, k: np.ndarray | None, labels: SplitLabels, numpy: boo
 
 def _label_counts_numpy(k: np.ndarray, indptr: np.ndarray, v: np.ndarray,
                         want_pred: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """(P,) entries of each positive's label keyed < and <= it; (L,) entries > THRESHOLD per label if want_pred.
+    """(P,) entries of each positive's label keyed < and <= it; (L,) entries > THRESHOLD of each label with a positive.
 
     k: (n, L) int32 keys; v: (P,) the positives' keys, by label. Labels are sorted BLOCK at a time, each block
     transposed TILE rows at a time (a tile stays in cache).
     """
     n, L = k.shape
     ip = indptr.tolist()
+    m = np.diff(indptr)
+    extra = int(want_pred)  # a label's searches: its keys, the same + 1 (integer keys: <= v is < v + 1), threshold + 1
+    base = 2 * indptr[:-1] + extra * np.arange(L)
+    at = np.arange(len(v)) - np.repeat(indptr[:-1], m) + np.repeat(base, m)
+    needles = np.empty(2 * len(v) + extra * L, dtype=np.int32)
+    needles[at], needles[at + np.repeat(m, m)] = v, v + 1  # finite keys: no overflow
+    if want_pred:
+        needles[base + 2 * m] = _THRESHOLD_KEY + 1
+    cuts = np.concatenate([base, [len(needles)]]).tolist()
+    floor = _floors(indptr, v, _THRESHOLD_KEY if want_pred else None)[:, None]
     lt = np.empty(len(v), dtype=np.int64)
     le = np.empty(len(v), dtype=np.int64)
-    n_pred = np.empty(L, dtype=np.int64) if want_pred else None
+    n_pred = np.zeros(L, dtype=np.int64) if want_pred else None
     buf = np.empty((BLOCK, n), dtype=np.int32)
     for a in range(0, L, BLOCK):
         b = min(L, a + BLOCK)
-        if ip[b] == ip[a] and not want_pred:
+        if ip[b] == ip[a]:
             continue
         blk = buf[:b - a]
         for r in range(0, n, TILE):
             blk[:, r:r + TILE] = k[r:r + TILE, a:b].T
+        np.maximum(blk, floor[a:b], out=blk)
         blk.sort(axis=1)
-        if want_pred:
-            n_pred[a:b] = np.count_nonzero(blk > _THRESHOLD_KEY, axis=1)
         for j in range(a, b):
             s0, s1 = ip[j], ip[j + 1]
             if s1 > s0:
-                col = blk[j - a]
-                lt[s0:s1] = col.searchsorted(v[s0:s1], side="left")
-                le[s0:s1] = col.searchsorted(v[s0:s1], side="right")
+                got = blk[j - a].searchsorted(needles[cuts[j]:cuts[j + 1]])
+                lt[s0:s1], le[s0:s1] = got[:s1 - s0], got[s1 - s0:2 * (s1 - s0)]
+                if want_pred:
+                    n_pred[j] = n - got[-1]
     return lt, le, n_pred
 
 
@@ -291,12 +338,7 @@ def _curves(z: torch.Tensor, k: np.ndarray | None, labels: SplitLabels, micro: b
     out: dict[str, torch.Tensor] = {}
     flat = z.reshape(-1)
     n_pred = total_pred = None
-    if numpy:
-        fs = None
-        if micro:
-            fs = np.sort(k, axis=None)
-            total_pred = torch.tensor(N - int(fs.searchsorted(_THRESHOLD_KEY, side="right")))
-    else:
+    if not numpy:
         sv, idx = torch.sort(flat)
         if want_pred:
             total_pred = N - torch.searchsorted(sv, torch.tensor([THRESHOLD], device=dev), right=True)[0]
@@ -304,7 +346,10 @@ def _curves(z: torch.Tensor, k: np.ndarray | None, labels: SplitLabels, micro: b
         pos = _positives(z, k, labels.flat, torch.zeros_like(labels.flat), labels.row_indptr[[0, -1]], numpy)
         if numpy:
             v = pos.k32
-            lt, le = torch.from_numpy(fs.searchsorted(v, side="left")), torch.from_numpy(fs.searchsorted(v, side="right"))
+            fs = np.maximum(k.reshape(-1), _floors(np.array([0, len(v)]), v, _THRESHOLD_KEY)[0])  # a copy
+            fs.sort()
+            total_pred = torch.tensor(N - int(fs.searchsorted(_THRESHOLD_KEY, side="right")))
+            lt, le = (torch.from_numpy(x) for x in _search_distinct(fs, v))
         else:
             v = pos.v
             lt, le = torch.searchsorted(sv, v), torch.searchsorted(sv, v, right=True)
@@ -331,13 +376,12 @@ def _curves(z: torch.Tensor, k: np.ndarray | None, labels: SplitLabels, micro: b
         k_pr, k_roc = has_pos.sum(), both.sum()
         out["auprc_macro"] = torch.where(k_pr > 0, pr.sum() / k_pr.clamp(min=1), math.nan)
         out["auroc_macro"] = torch.where(k_roc > 0, roc.sum() / k_roc.clamp(min=1), math.nan)
-    if n_pred is not None and total_pred is None:
-        total_pred = n_pred.sum()
     return out, n_pred, total_pred
 
 
 def _f1(z: torch.Tensor, labels: SplitLabels, n_pred: torch.Tensor | None, total_pred: torch.Tensor | None,
         numpy: bool) -> dict[str, torch.Tensor]:
+    """F1 micro and macro; n_pred (valid where a label has a positive) and total_pred are counted here if None."""
     n, L = labels.shape
     dev = z.device
     if n_pred is None:
@@ -345,8 +389,10 @@ def _f1(z: torch.Tensor, labels: SplitLabels, n_pred: torch.Tensor | None, total
             n_pred = torch.from_numpy(np.count_nonzero(z.numpy() > np.float32(THRESHOLD), axis=0).astype(np.int64))
         else:
             n_pred = (z > THRESHOLD).sum(0)
+        total_pred = n_pred.sum() if total_pred is None else total_pred
     if total_pred is None:
-        total_pred = n_pred.sum()
+        total_pred = torch.tensor(int(np.count_nonzero(z.numpy() > np.float32(THRESHOLD)))) if numpy \
+            else (z > THRESHOLD).sum()
     hit = (z.reshape(-1)[labels.flat] > THRESHOLD).to(torch.int64)
     tp = torch.zeros(L, dtype=torch.int64, device=dev).index_add_(0, labels.cols, hit)  # integer: exact
     f = torch.float64
@@ -393,7 +439,7 @@ def apply_rule(rule: str, probs: torch.Tensor, tree: TreeLayers | None, method: 
     numpy = _use_numpy(probs, method)
     steps = _plan(tree, torch.device("cpu") if numpy else probs.device)[rule]
     if numpy:
-        out = probs.numpy().copy()
+        out = probs.contiguous().numpy().copy()
         steps = [(p.numpy(), c.numpy()) for p, c in steps]
         for a in range(0, out.shape[0], BLOCK):
             blk = out[a:a + BLOCK]
@@ -445,7 +491,9 @@ def objectives(probs: torch.Tensor, labels: SplitLabels, targets: Collection[str
 
     method: "numpy" (CPU tensors only) or "torch"; None: numpy on the CPU, torch elsewhere.
     """
-    vals = _values(probs, labels, targets, _use_numpy(probs, method))
+    numpy = _use_numpy(probs, method)
+    with _held(numpy):
+        vals = _values(probs, labels, targets, numpy)
     got = torch.stack([v.to(torch.float64).reshape(()) for v in vals.values()]).tolist() if vals else []
     return dict(zip(vals, got))
 
@@ -462,11 +510,12 @@ def score_members(p_val: torch.Tensor, p_dev: torch.Tensor, val: SplitLabels, de
     for p, labels in ((p_val, val), (p_dev, dev)):
         numpy = _use_numpy(p, method)
         p = _checked(p, labels)
-        _check_finite(p)  # the rules keep scores finite: checked once
         vals: dict[tuple[str, str], torch.Tensor] = {}
-        for rule in sorted(rules):
-            z = apply_rule(rule, p, tree, method)
-            vals.update({(t, rule): v for t, v in _values(z, labels, rules[rule], numpy, check=False).items()})
+        with _held(numpy):
+            _check_finite(p)  # the rules keep scores finite: checked once
+            for rule in sorted(rules):
+                z = apply_rule(rule, p, tree, method)
+                vals.update({(t, rule): v for t, v in _values(z, labels, rules[rule], numpy, check=False).items()})
         got = dict(zip(vals, torch.stack([v.to(torch.float64).reshape(()) for v in vals.values()]).tolist()))
         res.append({key: (got[(t, r)] if math.isfinite(got[(t, r)]) else None) for key, t, r in members})
     return res[0], res[1]
