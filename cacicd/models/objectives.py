@@ -113,13 +113,19 @@ def _check_finite(z: torch.Tensor) -> None:
             raise ValueError("probabilities have NaN or infinite values")
 
 
-def _keys32(z: torch.Tensor) -> np.ndarray:
-    """(n, L) int32 keys ordered as z's (CPU, float32) values, -0.0 == 0.0: z's own bits when none is negative."""
+def _bits_ordered(z: torch.Tensor) -> bool:
+    """Whether every value of z (CPU, float32) is finite and >= +0.0 (probabilities): then its bits are ordered keys."""
     k = z.numpy().view(np.int32)
-    if k.size:
-        lo, hi = torch.from_numpy(k).aminmax()
-        if lo >= 0 and hi < 0x7F800000:  # every value finite and >= +0.0 (probabilities): the bits are ordered
-            return k
+    if not k.size:
+        return True
+    lo, hi = torch.from_numpy(k).aminmax()
+    return bool(lo >= 0) and bool(hi < 0x7F800000)
+
+
+def _keys32(z: torch.Tensor, bits_ordered: bool | None = None) -> np.ndarray:
+    """(n, L) int32 keys ordered as z's (CPU, float32) values, -0.0 == 0.0: z's own bits when none is negative."""
+    if bits_ordered if bits_ordered is not None else _bits_ordered(z):
+        return z.numpy().view(np.int32)
     _check_finite(z)
     k = (z.numpy() + np.float32(0.0)).view(np.int32)  # a copy, -0.0 made +0.0
     k ^= (k >> 31) & 0x7FFFFFFF  # negative floats: flip the magnitude bits
@@ -462,14 +468,15 @@ def apply_rule(rule: str, probs: torch.Tensor, tree: TreeLayers | None, method: 
 # the public entry points
 
 def _values(z: torch.Tensor, labels: SplitLabels, targets: Collection[str], numpy: bool,
-            check: bool = True) -> dict[str, torch.Tensor]:
+            bits_ordered: bool | None = None) -> dict[str, torch.Tensor]:
+    """The wanted targets as 0-dim tensors; bits_ordered: z already checked (finite), its bits ordered or not."""
     want = set(targets)
     unknown = want - set(TARGETS)
     if unknown:
         raise ValueError(f"unknown target(s) {sorted(unknown)}; choose from {', '.join(TARGETS)}")
     z = _checked(z, labels)
-    k = _keys32(z) if numpy and want - _F1 else None  # checks finiteness
-    if k is None and check:
+    k = _keys32(z, bits_ordered) if numpy and want - _F1 else None  # checks finiteness
+    if k is None and bits_ordered is None:
         _check_finite(z)
     out: dict[str, torch.Tensor] = {}
     n_pred = total_pred = None
@@ -512,10 +519,12 @@ def score_members(p_val: torch.Tensor, p_dev: torch.Tensor, val: SplitLabels, de
         p = _checked(p, labels)
         vals: dict[tuple[str, str], torch.Tensor] = {}
         with _held(numpy):
-            _check_finite(p)  # the rules keep scores finite: checked once
+            ordered = _bits_ordered(p) if numpy else False  # the rules keep scores finite and >= 0: checked once
+            if not ordered:
+                _check_finite(p)
             for rule in sorted(rules):
                 z = apply_rule(rule, p, tree, method)
-                vals.update({(t, rule): v for t, v in _values(z, labels, rules[rule], numpy, check=False).items()})
+                vals.update({(t, rule): v for t, v in _values(z, labels, rules[rule], numpy, ordered).items()})
         got = dict(zip(vals, torch.stack([v.to(torch.float64).reshape(()) for v in vals.values()]).tolist()))
         res.append({key: (got[(t, r)] if math.isfinite(got[(t, r)]) else None) for key, t, r in members})
     return res[0], res[1]
