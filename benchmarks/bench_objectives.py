@@ -96,10 +96,8 @@ def make_split(codes: list[str], ctx: LabelContext, n: int, per_row: float, seed
 
 def best_of(fs: list[Callable[[], object]], repeats: int,
             sync: Callable[[], None] = lambda: None) -> list[tuple[float, float, object]]:
-    """(best wall seconds, best CPU seconds of this process, last result) of each f, the fs run in turn each repeat.
-
-    Taking turns exposes each to the same background load; CPU time is the steadier figure on a shared machine.
-    """
+    """(best wall seconds, best CPU seconds of this process, last result) of each f, the fs taking turns each repeat."""
+    # Taking turns exposes each to the same background load; CPU time is the steadier figure on a shared machine.
     best = [[float("inf"), float("inf"), None] for _ in fs]
     for _ in range(repeats):
         for b, f in zip(best, fs):

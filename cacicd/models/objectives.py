@@ -215,11 +215,9 @@ def _nan(device: torch.device) -> torch.Tensor:
 # NDCG
 
 def _floors(indptr: np.ndarray, v: np.ndarray, cap: int | None = None) -> np.ndarray:
-    """(segments,) int32: one key below each segment's lowest positive (v sorted by segment then key), at most cap.
-
-    Raising a segment's keys to its floor changes no count a positive needs (entries < it, <= it; and > cap),
-    and leaves most entries equal, which numpy sorts several times faster.
-    """
+    """(segments,) int32: one key below each segment's lowest positive (v sorted by segment, then key), at most cap."""
+    # Raising a segment's keys to its floor changes no count a positive needs (entries < it, <= it; and > cap)
+    # and leaves most entries equal, which numpy sorts several times faster.
     top = np.iinfo(np.int32).max - 1 if cap is None else cap
     floor = np.full(len(indptr) - 1, top, dtype=np.int32)
     has = np.flatnonzero(np.diff(indptr))
@@ -281,11 +279,9 @@ def _ndcg(z: torch.Tensor, k: np.ndarray | None, labels: SplitLabels, numpy: boo
 
 def _label_counts_numpy(k: np.ndarray, indptr: np.ndarray, v: np.ndarray,
                         want_pred: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """(P,) entries of each positive's label keyed < and <= it; (L,) entries > THRESHOLD of each label with a positive.
-
-    k: (n, L) int32 keys; v: (P,) the positives' keys, by label. Labels are sorted BLOCK at a time, each block
-    transposed TILE rows at a time (a tile stays in cache).
-    """
+    """(P,) entries of each positive's label keyed < and <= it; (L,) entries > THRESHOLD of each label with a positive."""
+    # k: (n, L) int32 keys; v: (P,) the positives' keys, by label. Labels are sorted BLOCK at a time, each block
+    # transposed TILE rows at a time (a tile stays in cache).
     n, L = k.shape
     ip = indptr.tolist()
     m = np.diff(indptr)
@@ -494,10 +490,8 @@ def _values(z: torch.Tensor, labels: SplitLabels, targets: Collection[str], nump
 @torch.inference_mode()
 def objectives(probs: torch.Tensor, labels: SplitLabels, targets: Collection[str],
                method: str | None = None) -> dict[str, float]:
-    """{target: value} of the wanted TARGETS on (n, L) float32 probabilities and a split's labels, on their device.
-
-    method: "numpy" (CPU tensors only) or "torch"; None: numpy on the CPU, torch elsewhere.
-    """
+    """{target: value} of the wanted TARGETS on (n, L) float32 probabilities and a split's labels, on their device."""
+    # method: "numpy" (CPU tensors only) or "torch"; None: numpy on the CPU, torch elsewhere.
     numpy = _use_numpy(probs, method)
     with _held(numpy):
         vals = _values(probs, labels, targets, numpy)
