@@ -42,10 +42,10 @@ import torch
 
 from cacicd.config import Profile, SearchSpace
 from cacicd.files import atomic_write_bytes
-from cacicd.models import hyperband, losses, outputs
+from cacicd.models import hyperband, losses, objectives, outputs
 from cacicd.models.curves import CurveStore, checkpoint_files, read_checkpoint, write_checkpoint
 from cacicd.models.labels import LabelContext
-from cacicd.models.train import DeviceRows, Trainer, predict_proba, target_score, torch_threads
+from cacicd.models.train import DeviceRows, Trainer, predict_proba_tensor, torch_threads
 
 logger = logging.getLogger(__name__)
 VALIDATION_SPLIT = 0.05  # Keras validation_split of the authors' fit: the last 5 % of the training rows
@@ -284,20 +284,12 @@ def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
     model.load_state_dict(state)
 
 
-def _scores(model, val_rows: DeviceRows, dev_rows: DeviceRows, data: FamilyData, members: Sequence[Member],
-            settings: TrainSettings) -> tuple[dict, dict]:
-    p_val = predict_proba(model, val_rows, device=settings.device, precision=settings.precision)
-    p_dev = predict_proba(model, dev_rows, device=settings.device, precision=settings.precision)
-    val, dev = {}, {}
-    for rule in sorted({m.rule for m in members}):
-        fn = data.rules.get(rule)
-        pv, pd_ = (fn(p_val), fn(p_dev)) if fn is not None else (p_val, p_dev)
-        for m in members:
-            if m.rule == rule:
-                v, d = target_score(m.target, data.Y_val, pv), target_score(m.target, data.Y_dev, pd_)
-                val[m.key] = v if math.isfinite(v) else None
-                dev[m.key] = d if math.isfinite(d) else None
-    return val, dev
+def _scores(model, val_rows: DeviceRows, dev_rows: DeviceRows, labels: tuple[objectives.SplitLabels, ...],
+            data: FamilyData, members: Sequence[Member], settings: TrainSettings) -> tuple[dict, dict]:
+    p_val = predict_proba_tensor(model, val_rows, device=settings.device, precision=settings.precision)
+    p_dev = predict_proba_tensor(model, dev_rows, device=settings.device, precision=settings.precision)
+    return objectives.score_members(p_val, p_dev, *labels, [(m.key, m.target, m.rule) for m in members],
+                                    data.ctx.tree())
 
 
 def _parent_state(ckpt: str, job: NodeJob, data: FamilyData, ckpt_dir: Path) -> dict[str, torch.Tensor]:
@@ -337,6 +329,7 @@ def train_node(job: NodeJob, data: FamilyData, ckpt_dir: str | Path) -> dict:
             load_state(trainer.model, parent)
             del parent
         dev_rows = DeviceRows(data.X_dev, trainer.device)  # the validation rows are the trainer's (trainer.X_dev)
+        labels = objectives.SplitLabels(data.Y_val, trainer.device), objectives.SplitLabels(data.Y_dev, trainer.device)
         epochs: list[dict] = []
         files: dict[int, Path] = {}
         extra = set(job.extra_epochs)
@@ -344,7 +337,7 @@ def train_node(job: NodeJob, data: FamilyData, ckpt_dir: str | Path) -> dict:
         while True:
             t0 = time.perf_counter()
             tr_loss = trainer.train_epoch()
-            val, dev = _scores(trainer.model, trainer.X_dev, dev_rows, data, job.members, settings)
+            val, dev = _scores(trainer.model, trainer.X_dev, dev_rows, labels, data, job.members, settings)
             epochs.append({"epoch": len(epochs) + 1, "loss": float(tr_loss), "seconds": time.perf_counter() - t0,
                            "val": val, "dev": dev})
             outs = [read_curve(epochs, k, b, settings.patience) for k, b in job.demands]

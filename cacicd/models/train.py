@@ -177,15 +177,10 @@ def resolve_precision(precision: str, device: torch.device | str) -> torch.dtype
     return torch.bfloat16 if precision == "bfloat16" else torch.float32
 
 
-@torch.inference_mode()
-def predict_proba(model: nn.Module, X: sp.spmatrix | np.ndarray | DeviceRows, batch_size: int = 1024,
-                  device: torch.device | str | None = None, precision: str = "auto",
-                  sparse_input: bool | None = None) -> np.ndarray:
-    """(n, n_labels) float32 sigmoid probabilities of `model` on the rows of X (n, n_inputs).
-
-    precision: see the module docstring.
-    sparse_input: feed sparse CSR batches (default: `use_sparse_input(model)`) or dense ones.
-    """
+def _predict(model: nn.Module, X: sp.spmatrix | np.ndarray | DeviceRows, batch_size: int,
+             device: torch.device | str | None, precision: str, sparse_input: bool | None,
+             on_device: bool) -> torch.Tensor:
+    """(n, n_labels) float32 probabilities, on the host (pinned from CUDA) or left on the model's device."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     dtype = resolve_precision(precision, device)
     if not isinstance(X, DeviceRows):
@@ -193,7 +188,9 @@ def predict_proba(model: nn.Module, X: sp.spmatrix | np.ndarray | DeviceRows, ba
     model.eval()
     sparse = use_sparse_input(model, device) if sparse_input is None else sparse_input
     cuda = device.type == "cuda"
-    out = torch.empty((X.shape[0], model.n_labels), dtype=torch.float32, pin_memory=cuda)
+    host = cuda and not on_device  # filled batch by batch from the device, read after one synchronize
+    out = torch.empty((X.shape[0], model.n_labels), dtype=torch.float32, pin_memory=host,
+                      device=device if on_device else "cpu")
     for start in range(0, X.shape[0], batch_size):
         stop = min(start + batch_size, X.shape[0])
         part = X.span(start, stop)
@@ -203,9 +200,29 @@ def predict_proba(model: nn.Module, X: sp.spmatrix | np.ndarray | DeviceRows, ba
             out[start:stop].copy_(torch.sigmoid(logits.float()), non_blocking=True)
         else:  # float32 sigmoid written in place: no (B, L) temporary
             out[start:stop].copy_(logits).sigmoid_()
-    if cuda:
+    if host:
         torch.cuda.synchronize(device)
-    return out.numpy()
+    return out
+
+
+@torch.inference_mode()
+def predict_proba(model: nn.Module, X: sp.spmatrix | np.ndarray | DeviceRows, batch_size: int = 1024,
+                  device: torch.device | str | None = None, precision: str = "auto",
+                  sparse_input: bool | None = None) -> np.ndarray:
+    """(n, n_labels) float32 sigmoid probabilities of `model` on the rows of X (n, n_inputs).
+
+    precision: see the module docstring.
+    sparse_input: feed sparse CSR batches (default: `use_sparse_input(model)`) or dense ones.
+    """
+    return _predict(model, X, batch_size, device, precision, sparse_input, on_device=False).numpy()
+
+
+@torch.inference_mode()
+def predict_proba_tensor(model: nn.Module, X: sp.spmatrix | np.ndarray | DeviceRows, batch_size: int = 1024,
+                         device: torch.device | str | None = None, precision: str = "auto",
+                         sparse_input: bool | None = None) -> torch.Tensor:
+    """`predict_proba`'s probabilities (the same values) as a float32 tensor left on the model's device."""
+    return _predict(model, X, batch_size, device, precision, sparse_input, on_device=True)
 
 
 KERAS_ADAM_EPSILON = 1e-7  # Keras 2.9 Adam's default
