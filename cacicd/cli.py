@@ -98,9 +98,11 @@ def print_plan(plan: P.Plan, configs: bool = False) -> None:
     print(f"plan of profile {plan.profile} on {plan.source} ({d['stays']:,} stays, {d['features']:,} features, "
           f"{d['codes']:,} codes; dataset {d['hash']}), device {plan.device}, {plan.workers} worker(s)")
     print(f"schedule: {plan.schedule}")
-    print(f"cost of an epoch: {c['text']}. A training batch: {c['batch_s'] * 1e3:.2f} ms + "
-          f"{c['label_s'] * 1e9:.2f} ns per (row, label) + FLOPs at {c['train_flops'] / 1e9:,.0f} GFLOP/s + "
-          f"{c['param_step_s'] * 1e9:.2f} ns per parameter (optimizer step); a prediction batch: "
+    print(f"cost of an epoch: {c['text']}. A training batch: {c['batch_s'] * 1e3:.2f} ms + {c['layer_s'] * 1e3:.2f} ms "
+          f"per hidden layer + {c['label_s'] * 1e9:.2f} ns per (row, label) + {c['first_s'] * 1e9:.2f} ns per first-layer "
+          f"weight + {c['pass_s'] * 1e9:.2f} ns per hidden activation and batchnorm or dropout pass + FLOPs at "
+          f"{c['train_flops'] / 1e9:,.0f} GFLOP/s + "
+          f"{c['param_step_s'] * 1e9:.2f} ns per parameter; a prediction batch: "
           f"{c['predict_batch_s'] * 1e3:.2f} ms + {c['predict_label_s'] * 1e9:.2f} ns per (row, label) + FLOPs at "
           f"{c['predict_flops'] / 1e9:,.0f} GFLOP/s; a checkpoint at {c['checkpoint_bytes_s'] / 1e6:,.0f} MB/s; the "
           "members' objectives as timed once per family at its validation + dev size"

@@ -32,7 +32,7 @@ import os
 import tempfile
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -74,9 +74,13 @@ class AssumedGPU:
     train_flops: float = 2.0e14  # effective bfloat16 FLOP/s of a training batch's matrix products (batch 128)
     predict_flops: float = 3.0e14  # ... of an inference batch (1,024 rows)
     bandwidth: float = 3.0e12  # effective bytes/s of memory-bound work (optimizer, element-wise)
-    batch_s: float = 5e-4  # per training batch: kernel launches and Python (about 60 kernels)
+    batch_s: float = 3e-4  # per training batch: kernel launches and Python (input, output layer, loss, optimizer)
+    layer_s: float = 6e-5  # per hidden layer of a training batch: about ten more kernels (linear, batchnorm, ReLU,
+    # dropout, forward and backward)
     predict_batch_s: float = 2e-4  # per prediction batch
-    step_bytes_per_param: float = 40.0  # Adam (read p, g, m, v; write p, m, v), a dense first-layer gradient, bf16 copies
+    step_bytes_per_param: float = 36.0  # Adam (read p, g, m, v; write p, m, v), bfloat16 copies of the weights
+    first_bytes: float = 8.0  # per first-layer weight: its dense gradient zeroed and written each batch
+    pass_bytes: float = 16.0  # per hidden activation and batchnorm or dropout pass, forward and backward
     label_bytes: float = 40.0  # per (row, label) of a batch: logits, targets, loss and gradient, bf16 copies
     memory: int = 80 * 10 ** 9  # bytes (an H100; an H200 has 141 GB)
 
@@ -84,7 +88,8 @@ class AssumedGPU:
         """The assumption in words."""
         return (f"{self.name}: bfloat16 at {self.train_flops / 1e12:.0f} TFLOP/s effective in training batches and "
                 f"{self.predict_flops / 1e12:.0f} in prediction, {self.bandwidth / 1e12:.1f} TB/s for memory-bound work, "
-                f"{self.batch_s * 1e3:.1f} ms overhead per training batch, {self.memory / 1e9:.0f} GB of memory")
+                f"{self.batch_s * 1e3:.1f} ms overhead per training batch and {self.layer_s * 1e3:.2f} ms per hidden "
+                f"layer, {self.memory / 1e9:.0f} GB of memory")
 
 
 ASSUMED_GPU = AssumedGPU()
@@ -309,7 +314,9 @@ def config_layers(cfg: dict) -> tuple[list[int], bool]:
 class CostModel:
     """Seconds of a training batch, a prediction batch, a node's set-up and a checkpoint, from FLOPs and sizes.
 
-    training batch: batch_s + rows x labels x label_s + FLOPs / train_flops + parameters x param_step_s;
+    training batch: batch_s + hidden layers x layer_s + rows x labels x label_s + FLOPs / train_flops + parameters x
+    param_step_s (the optimizer's step) + the first layer's weights x first_s (its dense gradient, zeroed and written)
+    + rows x hidden units x passes x pass_s (passes: batchnorm and dropout, forward and backward);
     prediction batch: predict_batch_s + rows x labels x predict_label_s + FLOPs / predict_flops;
     a node's set-up: setup_s + parameters x setup_param_s; a checkpoint: 4 bytes a parameter / checkpoint_bytes_s.
     """
@@ -318,7 +325,10 @@ class CostModel:
     precision: str
     kind: str  # "measured" or "estimate"
     batch_s: float
+    layer_s: float
     label_s: float
+    first_s: float
+    pass_s: float
     train_flops: float
     param_step_s: float
     predict_batch_s: float
@@ -340,12 +350,20 @@ class CostModel:
         units, bn = config_layers(cfg)
         fwd, train, params = network_flops(units, d.n_labels, d.nnz_x, d.n_inputs, bn)
         steps = math.ceil(d.n_fit / batch_size)
-        t_train = steps * (self.batch_s + extra_batch_s + params * self.param_step_s) + \
-            d.n_fit * (train / self.train_flops + d.n_labels * self.label_s)
+        first = d.n_inputs * (units[0] if units else d.n_labels)
+        t_train = steps * (self.batch_s + len(units) * self.layer_s + extra_batch_s + params * self.param_step_s +
+                           first * self.first_s) + \
+            d.n_fit * (train / self.train_flops + d.n_labels * self.label_s + passes(cfg) * sum(units) * self.pass_s)
         n_pred = d.n_val + d.n_dev
         t_pred = (math.ceil(d.n_val / EVAL_BATCH) + math.ceil(d.n_dev / EVAL_BATCH)) * self.predict_batch_s + \
             n_pred * (fwd / self.predict_flops + d.n_labels * self.predict_label_s)
         return t_train + t_pred + objective_s + 4.0 * params / self.checkpoint_bytes_s
+
+
+def passes(cfg: dict) -> int:
+    """Element-wise passes over each hidden activation beyond ReLU: batchnorm and dropout, when the configuration
+    has them."""
+    return int(bool(cfg.get("batchnorm"))) + int(float(cfg.get("dropout", 0.0)) > 0)
 
 
 def _nnls(A: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -355,10 +373,48 @@ def _nnls(A: np.ndarray, y: np.ndarray) -> np.ndarray:
     return x / scale
 
 
-def _best_time(fn, min_total: float = 0.3, max_reps: int = 5) -> float:
-    """The least time of `fn()` over repetitions (at least one; more while they add up to under min_total)."""
+def fit_times(A: np.ndarray, y: np.ndarray, max_drop: int = 2) -> tuple[np.ndarray, list[int]]:
+    """Non-negative coefficients x with A x ~ y in relative terms (timings span orders of magnitude), and the rows
+    left out: while a row is off by more than half its time and enough rows remain, the worst is dropped (a
+    timing taken while the machine was busy)."""
+    A, y = np.asarray(A, dtype=float), np.asarray(y, dtype=float)
+    keep = list(range(len(y)))
+    while True:
+        w = 1.0 / np.maximum(y[keep], 1e-9)
+        x = _nnls(A[keep] * w[:, None], y[keep] * w)
+        rel = np.abs(A[keep] @ x - y[keep]) * w
+        if len(y) - len(keep) >= max_drop or len(keep) <= A.shape[1] + 1 or rel.max() <= 0.5:
+            return x, [i for i in range(len(y)) if i not in keep]
+        keep.pop(int(rel.argmax()))
+
+
+def fit_batches(points: Sequence[dict], y: np.ndarray, batch_size: int) -> tuple[np.ndarray, list[int]]:
+    """Coefficients (batch, hidden layer, (row, label), first-layer weight, activation pass, FLOP) of training
+    batches' times y, and the points left out. In two stages where there are points at few labels: their
+    times (where FLOPs and labels cost little) give the first, per-batch and per-layer coefficients; the points
+    at many labels then give the per-label and per-FLOP ones (else all at once)."""
+    A = np.array([[1.0, pt["layers"], batch_size * pt["labels"], pt["first"], pt["activations"], pt["train_flops"]]
+                  for pt in points])
+    few = np.array([pt["labels"] for pt in points]) < max(pt["labels"] for pt in points)
+    if few.sum() < 4 or (~few).sum() < 2:
+        return fit_times(A, y)
+    local, glob = [0, 1, 3, 4], [2, 5]
+    x = np.zeros(A.shape[1])
+    for _ in range(50):  # alternately, each stage with the other's part of the times taken off
+        before = x.copy()
+        x[local], out_few = fit_times(A[few][:, local], y[few] - A[few][:, glob] @ x[glob])
+        x[glob], out_many = fit_times(A[~few][:, glob], y[~few] - A[~few][:, local] @ x[local], max_drop=0)
+        if np.allclose(x, before, rtol=1e-9, atol=0):
+            break
+    idx_few, idx_many = np.flatnonzero(few), np.flatnonzero(~few)
+    return x, sorted([int(idx_few[i]) for i in out_few] + [int(idx_many[i]) for i in out_many])
+
+
+def _best_time(fn, min_total: float = 0.3, max_reps: int = 5, once: float = 2.0) -> float:
+    """The least time of `fn()` over repetitions: two at least (one if it took over `once` seconds), more while
+    they add up to under min_total."""
     times: list[float] = []
-    while not times or (sum(times) < min_total and len(times) < max_reps):
+    while (len(times) < 2 and sum(times) < once) or (sum(times) < min_total and len(times) < max_reps):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
@@ -374,6 +430,16 @@ def calibration_configs(profile: Profile) -> list[dict]:
     out = [{"num_layers": lo, "units": ulo, **base}, {"num_layers": max(lo, min(hi, 2)), "units": mid_units, **base},
            {"num_layers": max(lo, min(hi, 3)), "units": uhi, **base}]
     return [c for i, c in enumerate(out) if c not in out[:i]]
+
+
+def deep_configs(profile: Profile) -> list[dict]:
+    """Configurations with dropout and (where the space has it) batchnorm: the deepest narrow one, which tells a
+    hidden layer's own cost, and the middle one, which tells the passes' (timed on few labels, they cost little)."""
+    bn = True in profile.space.batchnorm
+    mid = dict(calibration_configs(profile)[min(1, len(calibration_configs(profile)) - 1)])
+    out = [{"num_layers": profile.space.num_layers[1], "units": profile.space.units[0], "dropout": 0.5, "batchnorm": bn},
+           {**mid, "dropout": 0.5, "batchnorm": bn}]
+    return [c for c in out if c["num_layers"] > 1]
 
 
 def _sync(device: torch.device) -> None:
@@ -412,6 +478,8 @@ def time_config(profile: Profile, cfg: dict, X: sp.csr_matrix, Y: sp.csr_matrix,
     fwd_p = network_flops(units, Y.shape[1], X_pred.nnz / X_pred.shape[0], X.shape[1], bn)[0]
     rows_p = min(EVAL_BATCH, X_pred.shape[0])
     return {"config": cfg, "labels": int(Y.shape[1]), "params": params, "train_flops": train * B,
+            "layers": len(units), "first": X.shape[1] * (units[0] if units else Y.shape[1]),
+            "activations": B * sum(units) * passes(cfg),
             "predict_flops": fwd_p * rows_p, "predict_rows": rows_p, "setup_s": setup, "batch_s": t_batch,
             "step_s": t_step, "predict_batch_s": t_pred, "model": tr.model}
 
@@ -423,8 +491,8 @@ def calibrate(profile: Profile, X: sp.csr_matrix, label_sets: Sequence[tuple[sp.
     the points it was fitted to.
 
     X: a family's fit rows (the first few batches are used); label_sets: (Y rows as X's, their codes) of the
-    family with the most labels (every configuration is timed on them) and of the one with the fewest (the
-    two smaller configurations), which tells the per-label cost from the per-batch one; X_pred: rows to predict.
+    family with the most labels and of the one with the fewest (`deep_configs` too), which tells the per-label
+    cost from the per-batch and per-layer ones (`fit_batches`); X_pred: rows to predict.
     scratch: a folder where a checkpoint is written and timed (the cache's, where the run writes them).
     """
     estimate = device == "cuda" and not torch.cuda.is_available()
@@ -451,8 +519,8 @@ def calibrate(profile: Profile, X: sp.csr_matrix, label_sets: Sequence[tuple[sp.
                                "setup_s": time.perf_counter() - t0})
         else:
             todo = [(c, Y_big[:n_rows], codes_big) for c in cfgs]
-            if Y_small.shape[1] != Y_big.shape[1]:
-                todo += [(c, Y_small[:n_rows], codes_small) for c in cfgs[:2]]
+            small = cfgs + deep_configs(profile) if Y_small.shape[1] != Y_big.shape[1] else deep_configs(profile)
+            todo += [(c, Y_small[:n_rows], codes_small) for c in small]
             time_config(profile, cfgs[0], Xc, Y_small[:n_rows], codes_small, Xp, dev, precision)  # warm-up
             for c, Y, codes in todo:
                 points.append(time_config(profile, c, Xc, sp.csr_matrix(Y), codes, Xp, dev, precision))
@@ -464,30 +532,34 @@ def calibrate(profile: Profile, X: sp.csr_matrix, label_sets: Sequence[tuple[sp.
     for pt in points:
         pt.pop("model", None)
     P = np.array([pt["params"] for pt in points], dtype=float)
-    setup = _nnls(np.column_stack([np.ones_like(P), P]), np.array([pt["setup_s"] for pt in points]))
+    setup = fit_times(np.column_stack([np.ones_like(P), P]), np.array([pt["setup_s"] for pt in points]))[0]
     if estimate:
         g = ASSUMED_GPU
         slow = 1.0 if precision == "bfloat16" else FLOAT32_SLOWDOWN
         return CostModel(
-            "cuda", precision, "estimate", g.batch_s, g.label_bytes / g.bandwidth, g.train_flops / slow,
+            "cuda", precision, "estimate", g.batch_s, g.layer_s, g.label_bytes / g.bandwidth,
+            g.first_bytes / g.bandwidth, g.pass_bytes / g.bandwidth, g.train_flops / slow,
             g.step_bytes_per_param / g.bandwidth, g.predict_batch_s, 10.0 / g.bandwidth + 4.0 / HOST_LINK,
             g.predict_flops / slow, float(setup[0]) + 0.05, float(setup[1]) + 4.0 / HOST_LINK, ckpt_bytes_s,
             f"a FLOP-based estimate for {g.text()}" + (f", float32 {FLOAT32_SLOWDOWN:g} times slower" if slow > 1 else "")
             + "; set-up (the model is built on the host, then copied) and checkpoint writes timed here; losses' "
             "own costs beyond BCE not counted"), points
+    # the optimizer's step per parameter, timed on its own; the rest of a batch's cost fitted (the FLOPs of a
+    # dense layer are 6 x batch x its weights: its per-parameter costs besides the optimizer count as FLOPs)
     step = float(np.median([pt["step_s"] / pt["params"] for pt in points]))
     y = np.array([pt["batch_s"] - pt["params"] * step for pt in points])
-    fit = _nnls(np.column_stack([np.ones(len(points)), [B * pt["labels"] for pt in points],
-                                 [pt["train_flops"] for pt in points]]), y)
-    fit_p = _nnls(np.column_stack([np.ones(len(points)), [pt["predict_rows"] * pt["labels"] for pt in points],
-                                   [pt["predict_flops"] for pt in points]]),
-                  np.array([pt["predict_batch_s"] for pt in points]))
+    fit, out = fit_batches(points, y, B)
+    fit_p, out_p = fit_times(np.column_stack([np.ones(len(points)), [pt["predict_rows"] * pt["labels"] for pt in points],
+                                              [pt["predict_flops"] for pt in points]]),
+                             np.array([pt["predict_batch_s"] for pt in points]))
+    for i, pt in enumerate(points):
+        pt["left_out"] = [k for k, o in (("training", out), ("prediction", out_p)) if i in o]
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "CPU"
-    return CostModel(str(dev), precision, "measured", float(fit[0]), float(fit[1]), _inverse(fit[2]), step,
+    return CostModel(str(dev), precision, "measured", *map(float, fit[:5]), _inverse(fit[5]), step,
                      float(fit_p[0]), float(fit_p[1]), _inverse(fit_p[2]), float(setup[0]), float(setup[1]),
                      ckpt_bytes_s,
                      f"timed here on {name} ({precision}, {profile.threads} torch thread(s)): a few batches of "
-                     f"{len(cfgs)} configurations with the real Trainer, at {Y_big.shape[1]:,} and "
+                     f"{len(points)} configurations with the real Trainer, at {Y_big.shape[1]:,} and "
                      f"{Y_small.shape[1]:,} labels"), points
 
 
@@ -784,12 +856,13 @@ def family_timings(p: Profile, fams: Sequence[Sequence[Experiment]], X: sp.csr_m
     return objective, loss_extra
 
 
-def make_plan(profile: str | Profile = "paper", data: str | Dataset = "synthetic",
+def make_plan(profile: str | Profile = "default", data: str | Dataset = "synthetic",
               cache_dir: str | Path | None = None, *, workers: int | str | None = "auto", device: str | None = None,
-              progress=None) -> Plan:
+              progress: Callable[[str], None] | None = None) -> Plan:
     """The plan of a whole run of `profile` on `data` (loaded from the cache or built as `cacicd data` does):
     counts, expected epochs, costs calibrated on `device` (default: cuda where there is one, else cpu), wall
-    time on `workers`, peak memory. Trains no search's network; writes only the splits, as a run would.
+    time on `workers`, peak memory. Trains no search's network; writes the splits (as a run would) and one
+    checkpoint in a temporary folder of the cache (timed, then removed).
 
     progress: called with a line of text at each stage (None: silent).
     """
