@@ -81,6 +81,30 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def ms(s: float) -> str:
+    """Seconds in milliseconds, 3 significant digits."""
+    return f"{s * 1e3:.3g} ms"
+
+
+def ns(s: float) -> str:
+    """Seconds in nanoseconds, 3 significant digits."""
+    return f"{s * 1e9:.3g} ns"
+
+
+def rate(flops: float) -> str:
+    """FLOP/s in words: 'at 467 GFLOP/s', 'at 200 TFLOP/s', '(no measurable cost)' when the fit found none."""
+    if flops == float("inf"):
+        return "(no measurable cost)"
+    return f"at {flops / 1e12:,.3g} TFLOP/s" if flops >= 1e12 else f"at {flops / 1e9:,.3g} GFLOP/s"
+
+
+def device_time(h: float, unit: str) -> str:
+    """Device time in words: '1,326 GPU-hours', '2.5 core-hours', '39 s of core time'."""
+    if h < 1:
+        return f"{duration(h * 3600)} of {unit} time"
+    return f"{h:,.0f} {unit}-hours" if h >= 100 else f"{h:.3g} {unit}-hours"
+
+
 def duration(s: float) -> str:
     """Seconds in words: '12 s', '41 min', '3.2 h', '5.1 days'."""
     if s < 90:
@@ -98,22 +122,21 @@ def print_plan(plan: P.Plan, configs: bool = False) -> None:
     print(f"plan of profile {plan.profile} on {plan.source} ({d['stays']:,} stays, {d['features']:,} features, "
           f"{d['codes']:,} codes; dataset {d['hash']}), device {plan.device}, {plan.workers} worker(s)")
     print(f"schedule: {plan.schedule}")
-    print(f"cost of an epoch: {c['text']}. A training batch: {c['batch_s'] * 1e3:.2f} ms + {c['layer_s'] * 1e3:.2f} ms "
-          f"per hidden layer + {c['label_s'] * 1e9:.2f} ns per (row, label) + {c['first_s'] * 1e9:.2f} ns per first-layer "
-          f"weight + {c['pass_s'] * 1e9:.2f} ns per hidden activation and batchnorm or dropout pass + FLOPs at "
-          f"{c['train_flops'] / 1e9:,.0f} GFLOP/s + "
-          f"{c['param_step_s'] * 1e9:.2f} ns per parameter; a prediction batch: "
-          f"{c['predict_batch_s'] * 1e3:.2f} ms + {c['predict_label_s'] * 1e9:.2f} ns per (row, label) + FLOPs at "
-          f"{c['predict_flops'] / 1e9:,.0f} GFLOP/s; a checkpoint at {c['checkpoint_bytes_s'] / 1e6:,.0f} MB/s; the "
-          "members' objectives as timed once per family at its validation + dev size"
-          + (" on this machine's CPU (the run scores them on its host)" if c["kind"] == "estimate" else ""))
+    print(f"cost of an epoch: {c['text']}. A training batch: {ms(c['batch_s'])} + {ms(c['layer_s'])} per hidden "
+          f"layer + {ns(c['label_s'])} per (row, label) + {ns(c['first_s'])} per first-layer weight + {ns(c['pass_s'])} "
+          f"per hidden activation and batchnorm or dropout pass + FLOPs {rate(c['train_flops'])} + "
+          f"{ns(c['param_step_s'])} per parameter; a prediction batch: {ms(c['predict_batch_s'])} + "
+          f"{ns(c['predict_label_s'])} per (row, label) + FLOPs {rate(c['predict_flops'])}; a checkpoint at "
+          f"{c['checkpoint_bytes_s'] / 1e6:,.0f} MB/s; the members' objectives as timed once per family at its "
+          "validation + dev size" + (" on this machine's CPU (the run scores them on its host)"
+                                     if c["kind"] == "estimate" else ""))
     if x["from_record"]:
         rec = ", ".join(f"{k} {v['epochs_ratio']:.0%} of its bound from {v['searches']} search(es)"
                         for k, v in x["record"].items())
         print(f"expected epochs: from the record of this profile's finished searches in the cache: {rec}")
     if x["assumed"]:
         print(f"expected epochs{' of ' + ', '.join(x['assumed']) if x['from_record'] else ''}: assumed that "
-              f"{x['assumption']} ({x['why']})")
+              f"{x['assumption']}. Why: {x['why']}")
     rows = []
     for s in plan.searches:
         costs = [r["epoch_s"] for r in s.round0] or [0.0]
@@ -127,8 +150,8 @@ def print_plan(plan: P.Plan, configs: bool = False) -> None:
           f"configurations, {t['nodes']:,} networks at most ({t['nodes_expected']:,.0f} expected), "
           f"{t['epochs_bound']:,} epochs if nothing stops early ({t['epochs_expected']:,.0f} expected)")
     unit = "GPU" if plan.device == "cuda" else "core"
-    print(f"device time: {t['device_hours_expected']:,.1f} {unit}-hours expected ({t['device_hours_bound']:,.1f} if "
-          f"nothing stops early)")
+    print(f"device time: {device_time(t['device_hours_expected'], unit)} expected "
+          f"({device_time(t['device_hours_bound'], unit)} if nothing stops early)")
     print(f"wall time on {plan.workers} worker(s): {duration(t['wall_hours_expected'] * 3600)} expected "
           f"({duration(t['wall_hours_bound'] * 3600)} if nothing stops early)")
     where = "GPU" if plan.device == "cuda" else "host"

@@ -656,7 +656,7 @@ def peak_memory(cfg: dict, d: SearchData, batch_size: int, bfloat16: bool, devic
             "family_data": family_cache * int((d.n_fit + n_pred) * (8 * d.nnz_x + 5 * d.nnz_y + 16))}
     if device == "cuda":
         dev["cuda_context"] = CUDA_CONTEXT_BYTES
-        host["model_built_on_host"] = 4 * P
+        host["model_built_on_host"] = 4 * P  # then copied to the GPU; a checkpoint is copied back as large
         return {"device": dev, "host": host}
     return {"device": {}, "host": {**dev, **host}}
 
