@@ -113,6 +113,24 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor] | None:
     return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
 
 
+def read_records(path: str | Path) -> dict[str, dict]:
+    """Node -> record of every sound line of a `curves.jsonl` (a later line of a node wins), read only: a damaged
+    line is skipped, nothing is rewritten; {} when the file is absent."""
+    out: dict[str, dict] = {}
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        return out
+    for b in raw.split(b"\n"):
+        try:
+            obj = _parse(b.decode("utf-8"))
+        except UnicodeDecodeError:
+            obj = None
+        if obj is not None:
+            out[obj["node"]] = obj["record"]
+    return out
+
+
 class CurveStore:
     """Node records and checkpoint files of one family search, in `folder` (one writer: the search's driver)."""
 

@@ -96,6 +96,25 @@ def sample_config(space: SearchSpace, loss_space: dict | None, key: Sequence[int
     return cfg
 
 
+def sample_round(space: SearchSpace, loss_space: dict | None, seed_material: Sequence, rnd: hyperband.Round,
+                 tried: set[str]) -> list[dict]:
+    """The configurations a search starts in round 0 `rnd`, as keras-tuner 1.1.2 draws them; `tried` is updated.
+
+    Slot k draws from [*seed_material, iteration, bracket, k, attempt]: a configuration already in `tried` is
+    redrawn (MAX_COLLISIONS times at most: 21 draws), then the slot is skipped.
+    """
+    cfgs = []
+    for slot in range(rnd.size):
+        for attempt in range(MAX_COLLISIONS + 1):  # keras-tuner gives up after 20 collisions: 21 draws
+            cfg = sample_config(space, loss_space, [*seed_material, rnd.iteration, rnd.bracket, slot, attempt])
+            h = _hash(cfg)
+            if h not in tried:
+                tried.add(h)
+                cfgs.append(cfg)
+                break
+    return cfgs
+
+
 def network_params(cfg: dict) -> dict:
     """`cacicd.models.network.build_mlp` parameters: the one units/dropout value repeated for each hidden layer."""
     n = int(cfg["num_layers"])
@@ -115,7 +134,7 @@ def describe(cfg: dict) -> str:
     s = f"{cfg['num_layers']} layer(s)"
     if cfg["num_layers"] > 1:
         s += f" x {cfg['units']}, dropout {cfg['dropout']:.2f}" + (", BN" if cfg.get("batchnorm") else "")
-    return s + "".join(f", {k[5:]}={v:.3g}" for k, v in loss_params(cfg).items())
+    return s + "".join(f", {k}={v:.3g}" for k, v in loss_params(cfg).items())
 
 
 def _hash(obj) -> str:
@@ -290,6 +309,12 @@ def _scores(model, val_rows: DeviceRows, dev_rows: DeviceRows, labels: tuple[obj
     p_dev = predict_proba_tensor(model, dev_rows, device=settings.device, precision=settings.precision)
     return objectives.score_members(p_val, p_dev, *labels, [(m.key, m.target, m.rule) for m in members],
                                     data.ctx.tree())
+
+
+def member_scores(model: torch.nn.Module, val_rows: DeviceRows, dev_rows: DeviceRows, data: FamilyData,
+                  members: Sequence[Member], settings: TrainSettings) -> tuple[dict, dict]:
+    """Every member's objective of a model on the validation split and on dev, as a node scores each epoch."""
+    return _scores(model, val_rows, dev_rows, data, members, settings)
 
 
 def _parent_state(ckpt: str, job: NodeJob, data: FamilyData, ckpt_dir: Path) -> dict[str, torch.Tensor]:
@@ -501,19 +526,6 @@ class FamilySearch:
         return state
 
     # -- the schedule ------------------------------------------------------------------------
-    def _sample_round(self, rnd: hyperband.Round, tried: set[str]) -> list[dict]:
-        cfgs = []
-        for slot in range(rnd.size):
-            for attempt in range(MAX_COLLISIONS + 1):  # keras-tuner gives up after 20 collisions: 21 draws
-                cfg = sample_config(self.profile.space, self.loss_space,
-                                    [*self.seed_material, rnd.iteration, rnd.bracket, slot, attempt])
-                h = _hash(cfg)
-                if h not in tried:
-                    tried.add(h)
-                    cfgs.append(cfg)
-                    break
-        return cfgs
-
     def _material(self, rnd: hyperband.Round) -> list:
         """Seed material of a round's nodes: a restarted promotion is a fresh initialisation of its own."""
         if rnd.round == 0 or self.profile.promotion == "continue":
@@ -536,7 +548,7 @@ class FamilySearch:
             budget = rnd.epochs - rnd.initial_epoch
             material = self._material(rnd)
             if rnd.round == 0:
-                cfgs = self._sample_round(rnd, tried)
+                cfgs = sample_round(self.profile.space, self.loss_space, self.seed_material, rnd, tried)
                 plan = {m.name: [(c, None, None) for c in cfgs] for m in self.members}
             else:
                 plan = {m.name: [(t.config, t.checkpoint if continue_ else None, t.index) for t in
