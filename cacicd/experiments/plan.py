@@ -47,6 +47,7 @@ from cacicd.models import hyperband, losses
 from cacicd.models.curves import CURVES_FILE, read_records, write_checkpoint
 from cacicd.models.labels import LabelContext
 from cacicd.models.network import build_mlp, params_to_layers
+from cacicd.models.objectives import SplitLabels
 from cacicd.models.search import (VALIDATION_SPLIT, FamilyData, Member, TrainSettings, member_scores,
                                   network_params, sample_round)
 from cacicd.models.train import DeviceRows, Trainer, predict_proba, resolve_precision, torch_threads
@@ -585,7 +586,8 @@ def objective_seconds(data: FamilyData, members: Sequence[Member], device: str, 
     model = RandomLogits(data.Y_val.shape[1]).to(dev)
     val = DeviceRows(sp.csr_matrix((data.Y_val.shape[0], 1), dtype=np.float32), dev)  # inputs the model ignores
     dv = DeviceRows(sp.csr_matrix((data.Y_dev.shape[0], 1), dtype=np.float32), dev)
-    t_all = _best_time(lambda: member_scores(model, val, dv, data, members, settings), 0.2, 3)
+    labels = SplitLabels(data.Y_val, dev), SplitLabels(data.Y_dev, dev)  # built once per node, not per epoch
+    t_all = _best_time(lambda: member_scores(model, val, dv, data, members, settings, labels), 0.2, 3)
 
     def stand_in() -> None:  # the stand-in's own predictions are no part of it
         predict_proba(model, val, device=settings.device, precision=precision)

@@ -303,18 +303,19 @@ def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
     model.load_state_dict(state)
 
 
-def _scores(model, val_rows: DeviceRows, dev_rows: DeviceRows, labels: tuple[objectives.SplitLabels, ...],
-            data: FamilyData, members: Sequence[Member], settings: TrainSettings) -> tuple[dict, dict]:
+def member_scores(model: torch.nn.Module, val_rows: DeviceRows, dev_rows: DeviceRows, data: FamilyData,
+                  members: Sequence[Member], settings: TrainSettings,
+                  labels: tuple[objectives.SplitLabels, objectives.SplitLabels] | None = None) -> tuple[dict, dict]:
+    """Every member's objective of a model on the validation split and on dev, as a node scores each epoch.
+
+    labels: the splits' labels on the model's device (built here when None; a node builds them once).
+    """
     p_val = predict_proba_tensor(model, val_rows, device=settings.device, precision=settings.precision)
     p_dev = predict_proba_tensor(model, dev_rows, device=settings.device, precision=settings.precision)
+    if labels is None:
+        labels = objectives.SplitLabels(data.Y_val, p_val.device), objectives.SplitLabels(data.Y_dev, p_dev.device)
     return objectives.score_members(p_val, p_dev, *labels, [(m.key, m.target, m.rule) for m in members],
                                     data.ctx.tree())
-
-
-def member_scores(model: torch.nn.Module, val_rows: DeviceRows, dev_rows: DeviceRows, data: FamilyData,
-                  members: Sequence[Member], settings: TrainSettings) -> tuple[dict, dict]:
-    """Every member's objective of a model on the validation split and on dev, as a node scores each epoch."""
-    return _scores(model, val_rows, dev_rows, data, members, settings)
 
 
 def _parent_state(ckpt: str, job: NodeJob, data: FamilyData, ckpt_dir: Path) -> dict[str, torch.Tensor]:
@@ -362,7 +363,7 @@ def train_node(job: NodeJob, data: FamilyData, ckpt_dir: str | Path) -> dict:
         while True:
             t0 = time.perf_counter()
             tr_loss = trainer.train_epoch()
-            val, dev = _scores(trainer.model, trainer.X_dev, dev_rows, labels, data, job.members, settings)
+            val, dev = member_scores(trainer.model, trainer.X_dev, dev_rows, data, job.members, settings, labels)
             epochs.append({"epoch": len(epochs) + 1, "loss": float(tr_loss), "seconds": time.perf_counter() - t0,
                            "val": val, "dev": dev})
             outs = [read_curve(epochs, k, b, settings.patience) for k, b in job.demands]
