@@ -49,16 +49,16 @@ class Loan:
 
 
 class Scratch:
-    """Reusable (B, L) tensors for a loss's forward and backward, so no large tensor is allocated per batch.
+    """Reusable (B, L) tensors of a loss's forward and backward: no large tensor allocated per batch."""
 
-    A set is lent to one call (`lend`) and kept by its autograd graph until the graph is freed, so a
-    graph still alive (a loss not yet backpropagated, a retained graph) never shares its tensors.
-    """
+    # A set is lent to one call and kept by its autograd graph until the graph is freed: a graph still
+    # alive (a loss not yet backpropagated, a retained graph) never shares its tensors with another.
+    # The lock is reentrant: a loan freed by the garbage collector inside `lend` gives its set back.
 
     def __init__(self, keep: int = 2):
         self.keep = keep
         self._free: list[list[torch.Tensor]] = []
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
 
     def lend(self, like: torch.Tensor, n: int) -> Loan:
         """n contiguous tensors of `like`'s shape, dtype and device (reused when a free set matches)."""

@@ -159,11 +159,9 @@ class DeviceRows:
 
 
 def memory_order(p: torch.Tensor) -> tuple[torch.Tensor, list[int] | None]:
-    """(view, dims): p itself and None if contiguous, else a contiguous view of its storage (p.permute(dims)).
-
-    Fused Adam on the CPU handles a non-contiguous parameter (the input-major first layer) through a
-    copy each step; a contiguous view of the same storage, its gradient permuted alike, is updated in place.
-    """
+    """(view, dims): p and None if p is contiguous, else a contiguous view of its storage, p.permute(dims)."""
+    # fused Adam on the CPU copies a non-contiguous parameter (the input-major first layer) to and fro each
+    # step; it updates a contiguous view of the same storage, given the gradient permuted alike, in place
     dims = sorted(range(p.dim()), key=lambda d: -p.stride(d))
     view = p.detach().permute(dims)
     return (p, None) if p.is_contiguous() or not view.is_contiguous() else (view, dims)
@@ -303,7 +301,8 @@ class Trainer:
     def _targets(self, pos: torch.Tensor, val: torch.Tensor, n: int) -> torch.Tensor:
         """The dense (n, L) targets of a batch, in the reused block: the last batch's entries cleared, these set."""
         if self.targets is None or self.targets.shape[0] < n:
-            self.targets = torch.zeros((max(n, self.batch_size), self.Y_train.shape[1]), device=self.device)
+            self.targets = torch.zeros((max(n, self.batch_size), self.Y_train.shape[1]), dtype=torch.float32,
+                                       device=self.device)
             self.target_pos = None
         flat = self.targets.view(-1)
         if self.target_pos is not None:
