@@ -11,12 +11,13 @@ the other, old and new alternating variant by variant in every round, so a busy 
 alike. A subprocess trains `--warmup` epochs (the logits leave 0, as in a real run), then times
 `--epochs` epochs; a variant's time is the median over rounds and epochs, in wall-clock seconds and
 in CPU seconds of the process (all its threads: on a machine shared with other work, the CPU time
-leaves out the time the process waited for a core); ratio = new / today (target <= 0.6). Then the torch profiler's top operators (self CPU time) of one epoch, today's and
-the new code's (2 x 384, bfloat16, 1 thread), and, unless --no-ndcg, the dev NDCG after each of
-`--ndcg-epochs` epochs of a fixed configuration (2 x 384, dropout 0.3, lr 2e-3, 1 thread) on every
-fold, old and new side by side: the mathematics are the same, so they agree up to rounding.
+leaves out the time the process waited for a core); ratio = new / today (target <= 0.6). Then the
+torch profiler's top operators (self CPU time) of one epoch, today's and the new code's (2 x 384,
+bfloat16, 1 thread), and, unless --no-ndcg, the dev NDCG after each of `--ndcg-epochs` epochs of a
+fixed configuration (2 x 384, dropout 0.3, lr 2e-3, 1 thread) on every fold, old and new side by
+side: the mathematics are the same, so they agree up to rounding.
 
-    python benchmarks/bench_epoch.py                        # about 30 min on 2 busy cores
+    python benchmarks/bench_epoch.py                        # about 45 min on 2 busy cores
     python benchmarks/bench_epoch.py --rounds 1 --epochs 1 --no-ndcg --networks 2x384
 
 Set OMP_WAIT_POLICY=PASSIVE on a shared machine (see benchmarks/bench_train.py); it is passed on to

@@ -84,6 +84,9 @@ class Scratch:
         self.__init__(state["keep"])
 
 
+SOFTPLUS_LINEAR = 40.0  # softplus(u) = u above this: exact in float64 too (e^-40 < 2^-53 * 40)
+
+
 def _check_targets(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     if targets.shape != logits.shape:
         raise ValueError(f"targets of shape {tuple(targets.shape)} for logits of shape {tuple(logits.shape)}")
@@ -99,7 +102,7 @@ class _BCEWithLogits(torch.autograd.Function):
     def forward(ctx, logits, targets, weight, pos_weight, scratch):
         loan = scratch.lend(logits, 1 if pos_weight is None else 2)
         u = torch.addcmul(logits, logits, targets, value=-2, out=loan.tensors[0])  # ±z, exactly
-        torch.ops.aten.softplus.out(u, 1.0, 20.0, out=u)  # log(1 + e^u) = −log σ(−u): each pair's loss
+        torch.ops.aten.softplus.out(u, 1.0, SOFTPLUS_LINEAR, out=u)  # log(1 + e^u) = −log σ(−u): each pair's loss
         factor = weight
         if pos_weight is not None:
             w = weight if weight is not None else torch.ones_like(pos_weight)
@@ -130,7 +133,7 @@ class _FocalWithLogits(torch.autograd.Function):
         loan = scratch.lend(logits, 5)
         q, a, qg, p, t = loan.tensors
         u = torch.addcmul(logits, logits, targets, value=-2, out=q)
-        torch.ops.aten.softplus.out(u, 1.0, 20.0, out=a)  # −log p_t
+        torch.ops.aten.softplus.out(u, 1.0, SOFTPLUS_LINEAR, out=a)  # −log p_t
         torch.neg(u, out=p).sigmoid_()  # p_t
         torch.sigmoid(u, out=q)  # 1 − p_t, accurate where it is tiny
         torch.pow(q, gamma, out=qg)
@@ -160,7 +163,7 @@ class LogitLoss(nn.Module):
 
     def bce(self, logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor | None = None,
             pos_weight: torch.Tensor | None = None) -> torch.Tensor:
-        """Mean over all (stay, label) pairs of −[pos_weight·y·log σ(z) + (1−y)·log(1−σ(z))]·weight, y 0/1."""
+        """Mean over all pairs of −[pos_weight·y·log σ(z) + (1−y)·log(1−σ(z))]·weight, for 0/1 targets y."""
         targets = _check_targets(logits, targets)
         if weight is not None:
             weight = weight.to(device=logits.device, dtype=logits.dtype)

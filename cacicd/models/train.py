@@ -292,7 +292,7 @@ class Trainer:
         return out
 
     def _target_entries(self, rows: torch.Tensor, sizes: np.ndarray, nnz: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(positions, values) of the Y entries of the epoch's rows, batch after batch: positions in a (batch, L) block."""
+        """(positions in a (batch, L) block, values) of the Y entries of the epoch's rows, batch after batch."""
         crow, col, val = self.Y_train.take(rows, nnz)
         local = np.arange(len(rows)) - np.repeat(np.cumsum(sizes) - sizes, sizes)  # each row's place in its batch
         start = torch.from_numpy(local * self.Y_train.shape[1]).to(self.device)
