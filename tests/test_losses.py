@@ -325,3 +325,156 @@ def test_every_loss_runs_in_float32_and_gives_finite_gradients(name):
     loss = make_loss(name, ctx)(z, y, model)
     loss.backward()
     assert loss.dtype == torch.float32 and torch.isfinite(model.output.weight.grad).all()
+
+
+# ---- the softplus formulation against PyTorch's log-sigmoid formulas ----------------------------------
+
+def old_bce(z, y, weight=None, pos_weight=None):
+    """The formula the losses used before: PyTorch's BCE with logits (through log-sigmoid)."""
+    return torch.nn.functional.binary_cross_entropy_with_logits(z, y, weight=weight, pos_weight=pos_weight)
+
+
+def old_focal(z, y, gamma):
+    """The focal loss as it was written with log-sigmoid."""
+    sz = (2 * y - 1) * z
+    log_pt = torch.nn.functional.logsigmoid(sz)
+    return -(torch.exp(gamma * torch.nn.functional.logsigmoid(-sz)) * log_pt).mean()
+
+
+def logits_and_targets(dtype, shape=(64, 300), seed=0):
+    """Trained-looking logits (mostly negative, some extreme) and sparse 0/1 targets."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(-4.0, 3.0, shape)
+    z.flat[rng.choice(z.size, 40, replace=False)] = rng.choice([-120.0, -30.0, 25.0, 90.0], 40)
+    y = (rng.random(shape) < 0.05).astype(float)
+    y.flat[rng.choice(z.size, 20, replace=False)] = 1.0  # some of them on the extreme logits
+    return torch.tensor(z, dtype=dtype), torch.tensor(y, dtype=dtype)
+
+
+def value_and_grad(fn, z, y):
+    z = z.clone().requires_grad_(True)
+    loss = fn(z, y)
+    loss.backward()
+    return loss.detach(), z.grad
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("weights", ["none", "weight", "pos_weight", "both"])
+def test_bce_equals_the_log_sigmoid_formula_with_its_gradient(dtype, weights):
+    """softplus((1 − 2y)·z) with σ(z) − y as gradient: PyTorch's values and gradients to 1e-6."""
+    from cacicd.models.losses import LogitLoss
+
+    z, y = logits_and_targets(dtype)
+    rng = np.random.default_rng(1)
+    w = torch.tensor(rng.random(300) * 3, dtype=dtype) if weights in ("weight", "both") else None
+    pw = torch.tensor(rng.random(300) * 20, dtype=dtype) if weights in ("pos_weight", "both") else None
+    if pw is not None:
+        pw[:3] = torch.tensor([0.0, 1.0, 200.0], dtype=dtype)
+    new, g_new = value_and_grad(lambda a, b: LogitLoss().bce(a, b, w, pw), z, y)
+    old, g_old = value_and_grad(lambda a, b: old_bce(a, b, w, pw), z, y)
+    assert new.dtype == dtype and new.item() == pytest.approx(old.item(), rel=1e-6 if dtype == torch.float32 else 1e-13)
+    torch.testing.assert_close(g_new, g_old, rtol=1e-6, atol=1e-6 * g_old.abs().max().item())
+    z64, y64 = z.double(), y.double()  # both against float64
+    exact = old_bce(z64, y64, None if w is None else w.double(), None if pw is None else pw.double()).item()
+    assert new.item() == pytest.approx(exact, rel=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("gamma", [0.0, 1.0, 2.0, 2.7, 4.0])
+def test_focal_equals_the_log_sigmoid_formula_with_its_gradient(dtype, gamma):
+    from cacicd.models.losses import LogitLoss
+
+    z, y = logits_and_targets(dtype, seed=2)
+    z = z.clamp(-80, 80)  # the old formula's exp(γ·log σ) has no finite gradient where σ underflows
+    new, g_new = value_and_grad(lambda a, b: LogitLoss().focal(a, b, gamma), z, y)
+    old, g_old = value_and_grad(lambda a, b: old_focal(a, b, gamma), z, y)
+    assert new.item() == pytest.approx(old.item(), rel=1e-6)
+    torch.testing.assert_close(g_new, g_old, rtol=1e-6, atol=1e-6 * g_old.abs().max().item())
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_every_loss_equals_its_log_sigmoid_form(name):
+    """Each registered loss, value and logits gradient, against its formula with PyTorch's BCE (1e-6)."""
+    codes = real_label_set(4, drop=0.0)
+    rng = np.random.default_rng(5)
+    counts = rng.integers(0, 40, len(codes))
+    ctx = ctx_of(codes, counts=counts, n_train=40)
+    z, y = logits_and_targets(torch.float32, shape=(16, len(codes)), seed=5)
+    torch.manual_seed(0)
+    model = Head(3, len(codes))
+    params = {"hier_l2": {"lam": 1e-3}, "output_l2": {"lam": 1e-3}, "irw": {"cap": 7.0}, "irnw": {"cap": 7.0},
+              "focal": {"gamma": 2.0}}.get(name, {})
+    loss_fn = make_loss(name, ctx, **params)
+
+    def old(a, b):
+        if name == "focal":
+            return old_focal(a, b, 2.0)
+        if name in ("mcloss", "treemin"):
+            return old_bce(loss_fn.constrained_logits(a, b), b)
+        if name == "reweighted_bce":
+            return old_bce(a, b, weight=loss_fn.weight)
+        if name in ("irw", "irnw"):
+            return old_bce(a, b, weight=loss_fn.weight, pos_weight=loss_fn.pos_weight)
+        extra = (loss_fn.lam * loss_fn.penalty(model) if name == "hier_l2" else
+                 loss_fn.lam * model.output.weight.square().sum() if name == "output_l2" else 0)
+        return old_bce(a, b) + extra
+
+    if name == "focal":
+        z = z.clamp(-80, 80)
+    new, g_new = value_and_grad(lambda a, b: loss_fn(a, b, model), z, y)
+    ref, g_ref = value_and_grad(old, z, y)
+    assert new.item() == pytest.approx(ref.item(), rel=1e-6)
+    torch.testing.assert_close(g_new, g_ref, rtol=1e-6, atol=1e-6 * g_ref.abs().max().item())
+
+
+def test_reused_temporaries_never_mix_two_live_graphs():
+    """Two losses alive at once, a retained graph, no-grad calls and copies: each gradient is its own."""
+    import copy
+    import pickle
+
+    from cacicd.models.losses import LogitLoss
+
+    loss_fn = LogitLoss()
+    z1, y1 = logits_and_targets(torch.float32, seed=7)
+    z2, y2 = logits_and_targets(torch.float32, seed=8)
+    a, b = z1.clone().requires_grad_(True), z2.clone().requires_grad_(True)
+    (loss_fn.bce(a, y1) + 2 * loss_fn.bce(b, y2)).backward()  # both graphs hold temporaries at once
+    _, g1 = value_and_grad(old_bce, z1, y1)
+    _, g2 = value_and_grad(old_bce, z2, y2)
+    torch.testing.assert_close(a.grad, g1)
+    torch.testing.assert_close(b.grad, 2 * g2)
+    c = z1.clone().requires_grad_(True)
+    loss = loss_fn.bce(c, y1)
+    loss.backward(retain_graph=True)
+    with torch.no_grad():
+        loss_fn.bce(z2, y2)  # reuses a free set in between
+    loss_fn.bce(z2.clone().requires_grad_(True), y2).backward()
+    loss.backward()
+    torch.testing.assert_close(c.grad, 2 * g1)
+    for other in (copy.deepcopy(loss_fn), pickle.loads(pickle.dumps(loss_fn))):
+        assert other.bce(z1, y1).item() == loss_fn.bce(z1, y1).item()
+    with pytest.raises(ValueError, match="targets of shape"):
+        loss_fn.bce(z1, y1[:3])
+
+
+def test_losses_allocate_no_large_tensor_per_batch():
+    """In a training loop the loss's temporaries alternate between two sets: no new (B, L) tensor per batch."""
+    from cacicd.models.losses import LogitLoss
+
+    loss_fn = LogitLoss()
+    lend = loss_fn.scratch.lend
+    used = []
+
+    def spy(like, n):
+        loan = lend(like, n)
+        used.append(tuple(t.data_ptr() for t in loan.tensors))
+        return loan
+
+    loss_fn.scratch.lend = spy
+    z, y = logits_and_targets(torch.float32)
+    x = z.clone().requires_grad_(True)
+    for _ in range(8):  # as the trainer: the previous batch's loss lives until the next one replaces it
+        loss = loss_fn.bce(x, y, pos_weight=torch.full((300,), 2.0))
+        x.grad = None
+        loss.backward()
+    assert len(used) == 8 and len(set(used)) == 2

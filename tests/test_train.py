@@ -346,3 +346,59 @@ def test_trainer_uses_keras_adam(data):
     assert isinstance(t.optimizer, KerasAdam) and t.optimizer.defaults["eps"] == 1e-7
     t.step()
     assert t.optimizer.param_groups[0]["keras_step"] == -(-len(tr) // 64)  # one Keras step a batch
+def test_epoch_batches_reach_the_network_and_loss_as_scipy_cuts_them(data):
+    """Each batch's sparse input and dense targets (the reused block) are its rows of X and Y, last batch included."""
+    from cacicd.models import losses
+    from cacicd.models.train import Trainer
+
+    ds, tr, dv, _ = data
+    ctx = LabelContext.from_labels(ds.codes, ds.Y[tr])
+    loss = losses.make_loss("bce", ctx)
+    t = Trainer(ds.X[tr], ds.Y[tr], ds.X[dv], ds.Y[dv], PARAMS, loss, "ndcg", batch_size=100, device="cpu")
+    Xt, Yt = ds.X[tr], ds.Y[tr]
+    seen, batches = [], []
+    real_batches, real_forward, real_loss = t._batches, t.model.forward, loss.forward
+    t._batches = lambda: batches.extend(real_batches()) or batches
+    t.model.forward = lambda x: seen.append([x.to_dense()]) or real_forward(x)
+    loss.forward = lambda z, y, m=None: seen[-1].append(y.clone()) or real_loss(z, y, m)
+    for _ in range(2):
+        batches.clear()
+        seen.clear()
+        t.train_epoch()
+        assert len(batches) == len(seen) == 4 and len(batches[-1][0]) == len(tr) - 300
+        for (idx, _, _), (x, y) in zip(batches, seen):
+            np.testing.assert_array_equal(x.numpy(), Xt[idx].toarray())
+            np.testing.assert_array_equal(y.numpy(), Yt[idx].toarray())
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_train_epoch_steps_like_plain_adam(data, precision):
+    """One batch, no dropout: the trainer's step (fused, first layer through a contiguous view) is KerasAdam's."""
+    import copy
+
+    from cacicd.models import losses
+    from cacicd.models.network import low_precision
+    from cacicd.models.train import KerasAdam, Trainer, memory_order, to_tensor
+
+    ds, tr, dv, _ = data
+    ctx = LabelContext.from_labels(ds.codes, ds.Y[tr])
+    params = {"num_layers": 3, "units_0": 16, "dropout_0": 0.0, "units_1": 8, "dropout_1": 0.0}
+    t = Trainer(ds.X[tr], ds.Y[tr], ds.X[dv], ds.Y[dv], params, losses.make_loss("bce", ctx), "ndcg", lr=1e-2,
+                batch_size=len(tr), device="cpu", precision=precision)
+    first = t.model.hidden[0].weight
+    assert not first.is_contiguous() and [(p is first) for p, _, _ in t.grad_views] == [True]
+    view, dims = memory_order(first)
+    assert view.is_contiguous() and view.data_ptr() == first.data_ptr() and torch.equal(view, first.permute(dims))
+    plain = copy.deepcopy(t.model)
+    opt = KerasAdam(plain.parameters(), lr=1e-2, foreach=False)
+    x = to_tensor(ds.X[tr], torch.device("cpu"), sparse=True)
+    y = torch.from_numpy(ds.Y[tr].toarray().astype(np.float32))
+    for _ in range(3):
+        t.train_epoch()
+        with low_precision(t.dtype):
+            out = plain(x)
+        opt.zero_grad()
+        losses.make_loss("bce", ctx)(out, y, plain).backward()
+        opt.step()
+        for (name, a), b in zip(t.model.named_parameters(), plain.parameters()):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)

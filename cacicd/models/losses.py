@@ -15,27 +15,177 @@ Decisions:
   has no edges and the hierarchical losses reduce to BCE).
 - Each loss class names its inference output rule in `output_rule` (`mcloss`: "rollup", others
   "identity"); see `cacicd.models.outputs.make_output_rule`.
+- Targets are 0/1. BCE with logits is computed as softplus((1 − 2y)·z), the loss of the other class's
+  logit (for 0/1 targets the same value as PyTorch's (1 − y)·z − log σ(z), without its slow CPU
+  log-sigmoid), its gradient as (σ(z) − y) times the weights, and its (B, L) temporaries are reused
+  from batch to batch (`Scratch`); focal loss likewise (σ(u)^γ·softplus(u), u = (1 − 2y)·z).
 """
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
+from torch.autograd.function import once_differentiable
 
 from cacicd.models.labels import LabelContext
 
 
-class BCELoss(nn.Module):
+# ---------------------------------------------------------------------------------------------
+# BCE with logits of 0/1 targets: softplus instead of log-sigmoid, temporaries reused
+
+class Loan:
+    """Tensors lent by a `Scratch` to one autograd graph; they go back when the loan (the graph) is freed."""
+
+    __slots__ = ("scratch", "tensors")
+
+    def __init__(self, scratch: "Scratch", tensors: list[torch.Tensor]):
+        self.scratch, self.tensors = scratch, tensors
+
+    def __del__(self) -> None:
+        self.scratch.give_back(self.tensors)
+
+
+class Scratch:
+    """Reusable (B, L) tensors of a loss's forward and backward: no large tensor allocated per batch."""
+
+    # A set is lent to one call and kept by its autograd graph until the graph is freed: a graph still
+    # alive (a loss not yet backpropagated, a retained graph) never shares its tensors with another.
+    # The lock is reentrant: a loan freed by the garbage collector inside `lend` gives its set back.
+
+    def __init__(self, keep: int = 2):
+        self.keep = keep
+        self._free: list[list[torch.Tensor]] = []
+        self._lock = threading.RLock()
+
+    def lend(self, like: torch.Tensor, n: int) -> Loan:
+        """n contiguous tensors of `like`'s shape, dtype and device (reused when a free set matches)."""
+        with self._lock:
+            for i, ts in enumerate(self._free):
+                t = ts[0]
+                if len(ts) == n and t.shape == like.shape and t.dtype == like.dtype and t.device == like.device:
+                    return Loan(self, self._free.pop(i))
+        return Loan(self, [torch.empty(like.shape, dtype=like.dtype, device=like.device) for _ in range(n)])
+
+    def give_back(self, tensors: list[torch.Tensor]) -> None:
+        """Return a lent set (kept for reuse up to `keep` sets)."""
+        with self._lock:
+            if len(self._free) < self.keep:
+                self._free.append(tensors)
+
+    def __getstate__(self) -> dict:
+        """Pickle and deepcopy without the tensors or the lock (a cache)."""
+        return {"keep": self.keep}
+
+    def __setstate__(self, state: dict) -> None:
+        """Rebuild an empty scratch."""
+        self.__init__(state["keep"])
+
+
+SOFTPLUS_LINEAR = 40.0  # softplus(u) = u above this: exact in float64 too (e^-40 < 2^-53 * 40)
+
+
+def _check_targets(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    if targets.shape != logits.shape:
+        raise ValueError(f"targets of shape {tuple(targets.shape)} for logits of shape {tuple(logits.shape)}")
+    if targets.dtype == logits.dtype and targets.device == logits.device:
+        return targets
+    return targets.to(device=logits.device, dtype=logits.dtype)
+
+
+class _BCEWithLogits(torch.autograd.Function):
+    """Σ f·softplus((1 − 2y)·z) / N for 0/1 targets y, f = w·(1 + (pw − 1)·y) (w, pw: (L,) or None)."""
+
+    @staticmethod
+    def forward(ctx, logits, targets, weight, pos_weight, scratch):
+        loan = scratch.lend(logits, 1 if pos_weight is None else 2)
+        u = torch.addcmul(logits, logits, targets, value=-2, out=loan.tensors[0])  # ±z, exactly
+        torch.ops.aten.softplus.out(u, 1.0, SOFTPLUS_LINEAR, out=u)  # log(1 + e^u) = −log σ(−u): each pair's loss
+        factor = weight
+        if pos_weight is not None:
+            w = weight if weight is not None else torch.ones_like(pos_weight)
+            factor = torch.addcmul(w, targets, w * (pos_weight - 1), out=loan.tensors[1])
+        if factor is not None:
+            u.mul_(factor)
+        out = u.sum().div_(logits.numel())
+        if ctx.needs_input_grad[0]:
+            ctx.save_for_backward(logits, targets)
+            ctx.loan, ctx.factor = loan, factor
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        logits, targets = ctx.saved_tensors
+        g = torch.sigmoid(logits, out=ctx.loan.tensors[0]).sub_(targets)  # d/dz of each pair's loss
+        if ctx.factor is not None:
+            g.mul_(ctx.factor)
+        return g.mul_(grad / logits.numel()), None, None, None, None
+
+
+class _FocalWithLogits(torch.autograd.Function):
+    """Σ σ(u)^γ·softplus(u) / N with u = (1 − 2y)·z, for 0/1 targets y and γ > 0."""
+
+    @staticmethod
+    def forward(ctx, logits, targets, gamma, scratch):
+        loan = scratch.lend(logits, 5)
+        q, a, qg, p, t = loan.tensors
+        u = torch.addcmul(logits, logits, targets, value=-2, out=q)
+        torch.ops.aten.softplus.out(u, 1.0, SOFTPLUS_LINEAR, out=a)  # −log p_t
+        torch.neg(u, out=p).sigmoid_()  # p_t
+        torch.sigmoid(u, out=q)  # 1 − p_t, accurate where it is tiny
+        torch.pow(q, gamma, out=qg)
+        out = torch.mul(qg, a, out=t).sum().div_(logits.numel())
+        if ctx.needs_input_grad[0]:
+            ctx.save_for_backward(targets)
+            ctx.loan, ctx.gamma = loan, gamma
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        (targets,) = ctx.saved_tensors
+        q, a, qg, p, t = ctx.loan.tensors
+        # d/du σ(u)^γ·softplus(u) = σ(u)^γ·(γ·σ(−u)·softplus(u) + σ(u)); d/dz = (1 − 2y)·d/du
+        torch.mul(p, a, out=t).mul_(ctx.gamma).add_(q).mul_(qg)
+        t.addcmul_(t, targets, value=-2)
+        return t.mul_(grad / t.numel()), None, None, None
+
+
+class LogitLoss(nn.Module):
+    """Base of the losses: BCE with logits (and focal loss) of 0/1 targets on reused temporaries."""
+
+    def __init__(self):
+        super().__init__()
+        self.scratch = Scratch()
+
+    def bce(self, logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor | None = None,
+            pos_weight: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean over all pairs of −[pos_weight·y·log σ(z) + (1−y)·log(1−σ(z))]·weight, for 0/1 targets y."""
+        targets = _check_targets(logits, targets)
+        if weight is not None:
+            weight = weight.to(device=logits.device, dtype=logits.dtype)
+        if pos_weight is not None:
+            pos_weight = pos_weight.to(device=logits.device, dtype=logits.dtype)
+        return _BCEWithLogits.apply(logits, targets, weight, pos_weight, self.scratch)
+
+    def focal(self, logits: torch.Tensor, targets: torch.Tensor, gamma: float) -> torch.Tensor:
+        """Mean over all pairs of −(1 − p_t)^γ log p_t, p_t = σ(z) if y = 1 else 1 − σ(z), y 0/1."""
+        if gamma == 0:
+            return self.bce(logits, targets)
+        return _FocalWithLogits.apply(logits, _check_targets(logits, targets), float(gamma), self.scratch)
+
+
+class BCELoss(LogitLoss):
     """Plain binary cross-entropy with logits, averaged over every (stay, label) pair."""
 
     def __init__(self, ctx: LabelContext):
         super().__init__()
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor, model: nn.Module | None = None) -> torch.Tensor:
-        return F.binary_cross_entropy_with_logits(logits, targets)
+        return self.bce(logits, targets)
 
 
 LOSSES: dict[str, Callable[..., nn.Module]] = {"bce": BCELoss}
@@ -59,16 +209,6 @@ def make_loss(name: str, ctx: LabelContext, **hparams) -> nn.Module:
 # ---------------------------------------------------------------------------------------------
 # Weighted BCE family (spec sections 7 and 9)
 
-def _bce_mean(logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor | None = None,
-              pos_weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean over all (stay, label) pairs of −[pos_weight·y·log σ(z) + (1−y)·log(1−σ(z))]·weight."""
-    if weight is not None:
-        weight = weight.to(device=logits.device, dtype=logits.dtype)
-    if pos_weight is not None:
-        pos_weight = pos_weight.to(device=logits.device, dtype=logits.dtype)
-    return F.binary_cross_entropy_with_logits(logits, targets, weight=weight, pos_weight=pos_weight)
-
-
 LEVEL_GROUPS: dict[str, str] = {"chapter": "chapter", "subchapter": "subchapter", "3digit": "3digit",
                                 "4digit": "4-5digit", "5digit": "4-5digit"}
 
@@ -85,7 +225,7 @@ def reweighted_weights(levels: np.ndarray) -> np.ndarray:
     return w / w.mean() if len(w) else w
 
 
-class ReweightedBCE(nn.Module):
+class ReweightedBCE(LogitLoss):
     """Re-weighted multitask BCE (spec 7): the same per-label weight for y=0 and y=1."""
 
     def __init__(self, ctx: LabelContext):
@@ -93,7 +233,7 @@ class ReweightedBCE(nn.Module):
         self.register_buffer("weight", torch.as_tensor(reweighted_weights(ctx.levels), dtype=torch.float32))
 
     def forward(self, logits, targets, model=None):
-        return _bce_mean(logits, targets, weight=self.weight)
+        return self.bce(logits, targets, weight=self.weight)
 
 
 def irw_weights(train_counts: np.ndarray, n_train: int, cap: float) -> tuple[np.ndarray, np.ndarray]:
@@ -124,7 +264,7 @@ def _check_cap(cap: float) -> float:
     return float(cap)
 
 
-class IRWLoss(nn.Module):
+class IRWLoss(LogitLoss):
     """Imbalance Ratio Weighting (spec 9): weight 1 on y=0, min(IR_j, cap) on y=1.
 
     IR_j = N_train / n_j − 1. A label never positive in training (n_j = 0) has an infinite ratio and
@@ -143,7 +283,7 @@ class IRWLoss(nn.Module):
         return irw_weights(ctx.train_counts, ctx.n_train, cap)
 
     def forward(self, logits, targets, model=None):
-        return _bce_mean(logits, targets, weight=self.weight, pos_weight=self.pos_weight)
+        return self.bce(logits, targets, weight=self.weight, pos_weight=self.pos_weight)
 
 
 class IRNWLoss(IRWLoss):
@@ -154,7 +294,7 @@ class IRNWLoss(IRWLoss):
         return irnw_weights(ctx.train_counts, ctx.n_train, cap)
 
 
-class FocalLoss(nn.Module):
+class FocalLoss(LogitLoss):
     """Focal loss without α (spec 9): −(1 − p_t)^γ log p_t, from logits, mean over all pairs."""
 
     def __init__(self, ctx: LabelContext, gamma: float = 2.0):
@@ -164,17 +304,13 @@ class FocalLoss(nn.Module):
         self.gamma = float(gamma)
 
     def forward(self, logits, targets, model=None):
-        sz = (2 * targets - 1) * logits  # targets 0/1: p_t = σ(sz), 1 − p_t = σ(−sz)
-        log_pt = F.logsigmoid(sz)
-        if self.gamma == 0:
-            return -log_pt.mean()
-        return -(torch.exp(self.gamma * F.logsigmoid(-sz)) * log_pt).mean()
+        return self.focal(logits, targets, self.gamma)
 
 
 # ---------------------------------------------------------------------------------------------
 # Hierarchical losses (spec section 8)
 
-class ConstrainedBCE(nn.Module):
+class ConstrainedBCE(LogitLoss):
     """BCE with logits on hierarchy-constrained logits z̃ (`constrained_logits`, defined by each subclass)."""
 
     def __init__(self, ctx: LabelContext):
@@ -186,7 +322,7 @@ class ConstrainedBCE(nn.Module):
         raise NotImplementedError
 
     def forward(self, logits, targets, model=None):
-        return F.binary_cross_entropy_with_logits(self.constrained_logits(logits, targets), targets)
+        return self.bce(self.constrained_logits(logits, targets), targets)
 
 
 class MCLoss(ConstrainedBCE):
@@ -255,7 +391,7 @@ class _TreeSquaredDiff(torch.autograd.Function):
         return grad, None
 
 
-class HierL2Loss(nn.Module):
+class HierL2Loss(LogitLoss):
     """BCE + λ·Σ over tree edges (p, c) of ‖[w_p; b_p] − [w_c; b_c]‖² on the output layer."""
 
     def __init__(self, ctx: LabelContext, lam: float = 1e-10):
@@ -276,10 +412,10 @@ class HierL2Loss(nn.Module):
         return pen
 
     def forward(self, logits, targets, model=None):
-        return F.binary_cross_entropy_with_logits(logits, targets) + self.lam * self.penalty(model)
+        return self.bce(logits, targets) + self.lam * self.penalty(model)
 
 
-class OutputL2Loss(nn.Module):
+class OutputL2Loss(LogitLoss):
     """BCE + λ·‖W_output‖² (weights only, not the bias)."""
 
     def __init__(self, ctx: LabelContext, lam: float = 1e-9):
@@ -289,7 +425,7 @@ class OutputL2Loss(nn.Module):
 
     def forward(self, logits, targets, model=None):
         w = _output_layer(model, self.n_labels).weight
-        return F.binary_cross_entropy_with_logits(logits, targets) + self.lam * torch.linalg.vector_norm(w).square()
+        return self.bce(logits, targets) + self.lam * torch.linalg.vector_norm(w).square()
 
 
 LOSSES.update({

@@ -15,7 +15,7 @@ B / (B - 1), 128/127 at batch 128, used at inference only): left as torch does i
 
 Mixed precision: inside `low_precision(torch.bfloat16)` the other linear layers (`MixedLinear`)
 multiply in bfloat16 with float32 master weights and float32 weight gradients, through persistent
-bfloat16 copies of the weights and gradient buffers (no large allocation per step). In training
+bfloat16 copies of the weights, gradient and batch buffers (no large allocation per step). In training
 their outputs are float32, so activations between layers, losses and the optimizer stay float32.
 """
 from __future__ import annotations
@@ -84,7 +84,7 @@ class SparseInputLinear(KerasLinear):
 
 
 class _Shadow:
-    """Low-precision copies of a layer's weight and bias, and the gradient buffers of its weight."""
+    """Low-precision copies of a layer's weight and bias, the gradient buffers of its weight, and per-batch buffers."""
 
     def __init__(self, weight: torch.Tensor, dtype: torch.dtype):
         with torch.inference_mode(False):  # plain tensors, usable in training even when made in predict
@@ -93,6 +93,16 @@ class _Shadow:
             self.grad = torch.empty_like(self.weight)  # low-precision weight gradient
             self.master_grad = torch.empty_like(weight, memory_format=torch.contiguous_format)
         self.key: tuple | None = None
+        self.rows: dict[str, torch.Tensor] = {}
+
+    def batch(self, name: str, n: int) -> torch.Tensor:
+        """A reused low-precision (n, out_features) buffer (the first n rows of one sized for the largest batch)."""
+        buf = self.rows.get(name)
+        if buf is None or buf.shape[0] < n:
+            with torch.inference_mode(False):
+                buf = self.rows[name] = torch.empty((n, self.weight.shape[0]), dtype=self.weight.dtype,
+                                                    device=self.weight.device)
+        return buf[:n]
 
 
 class _MixedLinearFn(torch.autograd.Function):
@@ -103,18 +113,22 @@ class _MixedLinearFn(torch.autograd.Function):
         x_lp = x.to(shadow.weight.dtype)
         ctx.save_for_backward(x_lp, shadow.weight)
         ctx.weight, ctx.shadow, ctx.x_dtype = weight, shadow, x.dtype
-        return F.linear(x_lp, shadow.weight, shadow.bias if bias is not None else None).float()
+        out = shadow.batch("out", x.shape[0])  # what F.linear computes, without allocating it
+        if bias is not None:
+            torch.addmm(shadow.bias, x_lp, shadow.weight.t(), out=out)
+        else:
+            torch.mm(x_lp, shadow.weight.t(), out=out)
+        return out.float()
 
     @staticmethod
     def backward(ctx, grad_out):
         x_lp, w_lp = ctx.saved_tensors
-        # one pass casts and transposes: a contiguous (out, B) operand makes the weight gradient ~3x faster
-        g_t = torch.empty((grad_out.shape[1], grad_out.shape[0]), dtype=w_lp.dtype, device=grad_out.device)
-        g_t.copy_(grad_out.t())
-        grad_x = (g_t.t() @ w_lp).to(ctx.x_dtype) if ctx.needs_input_grad[0] else None
+        shadow = ctx.shadow
+        g = shadow.batch("grad", grad_out.shape[0]).copy_(grad_out)  # one contiguous cast, no transposition
+        grad_x = (g @ w_lp).to(ctx.x_dtype) if ctx.needs_input_grad[0] else None
         if ctx.needs_input_grad[1]:
-            weight, shadow = ctx.weight, ctx.shadow
-            torch.mm(g_t, x_lp, out=shadow.grad)
+            weight = ctx.weight
+            torch.mm(g.t(), x_lp, out=shadow.grad)
             if weight.grad is None:  # first contribution of this step (zero_grad(set_to_none=True))
                 weight.grad = shadow.master_grad.copy_(shadow.grad)
             else:  # e.g. a loss penalty on the same weight already accumulated its part

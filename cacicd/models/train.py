@@ -6,9 +6,10 @@ the loop passes `(logits, targets, model)` to the loss and applies the rule to d
 before scoring; it never knows which ones it runs.
 
 Data: the training, dev and predicted sets are copied once to the device as CSR tensors
-(`DeviceRows`); each batch is cut there and reaches the network as a torch sparse CSR batch (the
-first layer is an embedding-bag of the active inputs, see `cacicd.models.network`), its targets densified
-there. Nothing crosses the host-device boundary per batch but the output probabilities.
+(`DeviceRows`); an epoch's shuffled rows are cut there once, and each batch, a slice of them, reaches
+the network as a torch sparse CSR batch (the first layer is an embedding-bag of the active inputs, see
+`cacicd.models.network`), its targets densified there into a reused buffer. Nothing crosses the
+host-device boundary per batch but the output probabilities.
 
 Precision (`precision=`): "float32", "bfloat16" (the linear layers multiply in bfloat16 through
 `cacicd.models.network.low_precision`; master weights, Adam state, losses and metrics stay float32), or
@@ -157,6 +158,15 @@ class DeviceRows:
         return out.index_put_((row, col), val)
 
 
+def memory_order(p: torch.Tensor) -> tuple[torch.Tensor, list[int] | None]:
+    """(view, dims): p and None if p is contiguous, else a contiguous view of its storage, p.permute(dims)."""
+    # fused Adam on the CPU copies a non-contiguous parameter (the input-major first layer) to and fro each
+    # step; it updates a contiguous view of the same storage, given the gradient permuted alike, in place
+    dims = sorted(range(p.dim()), key=lambda d: -p.stride(d))
+    view = p.detach().permute(dims)
+    return (p, None) if p.is_contiguous() or not view.is_contiguous() else (view, dims)
+
+
 def native_bfloat16(device: torch.device | str) -> bool:
     """Whether the device multiplies bfloat16 natively: a CPU with AVX-512 BF16 or AMX, a GPU with sm >= 8.0."""
     device = torch.device(device)
@@ -302,10 +312,14 @@ class Trainer:
         self.model = build_mlp(X_train.shape[1], Y_train.shape[1], params).to(self.device)
         self.loss_fn = loss.to(self.device)
         fused = True if self.device.type in ("cpu", "cuda") else None
-        self.optimizer = KerasAdam(self.model.parameters(), lr=lr, fused=fused)  # Keras's eps and its placement
+        stepped = [(p, *memory_order(p)) for p in self.model.parameters()]
+        self.grad_views = [(p, v, dims) for p, v, dims in stepped if dims is not None]
+        self.optimizer = KerasAdam([v for _, v, _ in stepped], lr=lr, fused=fused)  # Keras's eps and its placement
         self.X_train, self.Y_train = DeviceRows(X_train, self.device), DeviceRows(Y_train, self.device)
         self.X_dev = DeviceRows(X_dev, self.device)
         self.sparse_input = use_sparse_input(self.model, self.device)
+        self.targets: torch.Tensor | None = None  # the reused (batch_size, L) target block
+        self.target_pos: torch.Tensor | None = None  # its entries set by the last batch (flat positions)
         self.epoch = 0
         self.best_epoch, self.best_value, self.best_state = 0, -math.inf, None
         self.history: list[dict] = []
@@ -324,29 +338,54 @@ class Trainer:
             out.append((idx, self.X_train.nnz(idx), self.Y_train.nnz(idx)))
         return out
 
+    def _target_entries(self, rows: torch.Tensor, sizes: np.ndarray, nnz: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(positions in a (batch, L) block, values) of the Y entries of the epoch's rows, batch after batch."""
+        crow, col, val = self.Y_train.take(rows, nnz)
+        local = np.arange(len(rows)) - np.repeat(np.cumsum(sizes) - sizes, sizes)  # each row's place in its batch
+        start = torch.from_numpy(local * self.Y_train.shape[1]).to(self.device)
+        return torch.repeat_interleave(start, crow[1:] - crow[:-1], output_size=nnz) + col, val
+
+    def _targets(self, pos: torch.Tensor, val: torch.Tensor, n: int) -> torch.Tensor:
+        """The dense (n, L) targets of a batch, in the reused block: the last batch's entries cleared, these set."""
+        if self.targets is None or self.targets.shape[0] < n:
+            self.targets = torch.zeros((max(n, self.batch_size), self.Y_train.shape[1]), dtype=torch.float32,
+                                       device=self.device)
+            self.target_pos = None
+        flat = self.targets.view(-1)
+        if self.target_pos is not None:
+            flat.index_fill_(0, self.target_pos, 0.0)
+        flat.index_put_((pos,), val)
+        self.target_pos = pos
+        return self.targets[:n]
+
     def train_epoch(self) -> float:
         """One epoch of training over shuffled mini-batches; returns the mean training loss."""
         self.model.train()
         batches = self._batches()
         if not batches:
             return float("nan")
+        sizes = np.array([len(b[0]) for b in batches])
+        x_ends, y_ends = np.cumsum([b[1] for b in batches]), np.cumsum([b[2] for b in batches])
         rows = torch.from_numpy(np.concatenate([b[0] for b in batches])).to(self.device)
+        x_crow, x_col, x_val = self.X_train.take(rows, int(x_ends[-1]))  # the epoch's rows, cut once
+        y_pos, y_val = self._target_entries(rows, sizes, int(y_ends[-1]))
         total = torch.zeros((), dtype=torch.float64, device=self.device)
-        n, start = 0, 0
-        for idx, nnz_x, nnz_y in batches:
-            r = rows[start:start + len(idx)]
-            start += len(idx)
-            part = self.X_train.take(r, nnz_x)
+        n = r0 = x0 = y0 = 0
+        for size, x1, y1 in zip(sizes.tolist(), x_ends.tolist(), y_ends.tolist()):
+            part = (x_crow[r0:r0 + size + 1] - x0, x_col[x0:x1], x_val[x0:x1])
             xb = self.X_train.sparse(part) if self.sparse_input else self.X_train.dense(part)
-            yb = self.Y_train.dense(self.Y_train.take(r, nnz_y))
+            yb = self._targets(y_pos[y0:y1], y_val[y0:y1], size)
             with low_precision(self.dtype):
                 logits = self.model(xb)
             loss = self.loss_fn(logits.float(), yb, self.model)
-            self.optimizer.zero_grad(set_to_none=True)
+            self.model.zero_grad(set_to_none=True)
             loss.backward()
+            for p, view, dims in self.grad_views:  # see memory_order
+                view.grad = None if p.grad is None else p.grad.permute(dims)
             self.optimizer.step()
-            total += loss.detach() * len(idx)
-            n += len(idx)
+            total += loss.detach() * size
+            n += size
+            r0, x0, y0 = r0 + size, x1, y1
         mean = float(total) / n
         if not math.isfinite(mean):
             logger.warning("training loss is not finite at epoch %d", self.epoch + 1)
