@@ -34,6 +34,13 @@ def _same(a, b):
             assert x.test_metrics.equals(y.test_metrics), name
 
 
+def test_workers_keep_freed_memory():
+    # Dask's MALLOC_TRIM_THRESHOLD_ makes each batch's tensors fresh mmaps (page faults); workers undo it
+    import platform
+
+    assert C.keep_freed_memory() or platform.libc_ver()[0] != "glibc"
+
+
 def test_worker_counts_and_gpus(monkeypatch):
     assert C.parse_workers(None) is None and C.parse_workers("0") is None and C.parse_workers(3) == 3
     assert C.parse_workers("auto") == "auto"
@@ -70,6 +77,7 @@ def _slow_training(delay: float) -> None:  # runs in each worker process
 def test_a_killed_worker_loses_only_its_node(ds, in_process, tmp_path):
     with C.Cluster(workers=2) as cl:
         client = cl.client()
+        assert all(client.run(lambda dask_worker: "cacicd-keep-freed-memory" in dask_worker.plugins).values())
         client.run(_slow_training, 0.3)
         out, errors = {}, []
 
