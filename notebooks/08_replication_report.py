@@ -72,7 +72,7 @@ except Exception as exc:  # the report must still be written
 device = default_device()
 provenance = {"data": data_line, "age encoding": age_line, "profile": f"{P.name}: {P.description}",
               "seed": str(P.seed), "folds": str(P.n_folds), "device (this notebook's machine)": runtime.device_name(device),
-              "tables": str(Path(tables_dir).resolve()), "figures": str(Path(figures_dir).resolve())}
+              **report.output_paths(tables_dir, figures_dir)}
 versions = report.package_versions()
 run_log = report.read_run_log(tables_dir)
 claims = load_claims(tables_dir)

@@ -353,3 +353,9 @@ def test_load_paper_values_cached_copy(tmp_path):
     st = p.stat()
     os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # an edited file is read again
     assert len(report.load_paper_values(p)) == 3
+
+
+def test_report_names_outputs_relative_to_its_folder(tmp_path):
+    out = report.output_paths(tmp_path / "run" / "tables", tmp_path / "run" / "figures")
+    assert out == {"tables": ". (this report's folder)", "figures": "../figures"}
+    assert str(tmp_path) not in "".join(out.values())

@@ -27,6 +27,7 @@ import functools
 import importlib.metadata
 import json
 import logging
+import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -395,6 +396,13 @@ def _re_section(comparison: pd.DataFrame, rel_tol: float) -> list[str]:
           _md_table(["item", "level", "model", "metric", "published", "ours (exact)", "ours (authors' way)",
                      "stays left out", "authors' way vs published"], rows)]
     return L
+
+
+def output_paths(tables_dir: str | Path, figures_dir: str | Path) -> dict[str, str]:
+    """Where the run's tables and figures are, relative to REPORT.md's folder (the tables'): no absolute path."""
+    tables = Path(tables_dir).resolve()
+    return {"tables": ". (this report's folder)",
+            "figures": Path(os.path.relpath(Path(figures_dir).resolve(), tables)).as_posix()}
 
 
 def render(comparison: pd.DataFrame, *, synthetic: bool, provenance: Mapping[str, str],
