@@ -35,14 +35,13 @@ def choices(tables: Path) -> pd.DataFrame | None:
 
 
 def figure(tables: Path, name: str, column: str) -> pd.DataFrame | None:
-    """A figure's table as model x (level or R) of the mean relative value."""
+    """A figure's table as model x (level or R) of the relative difference to its reference model, %."""
     df = _read(tables, name)
     if df is None:
         return None
     if "level" in df.columns and column == "R":
         df = df[df["level"] == "all"]
-    value = next(c for c in ("relative_mean", "mean", "relative", "value") if c in df.columns)
-    return df.pivot_table(index="model", columns=column, values=value, aggfunc="mean").round(2)
+    return df.pivot_table(index="model", columns=column, values="rel", aggfunc="mean").round(2)
 
 
 def verdicts(tables: Path) -> dict[str, dict]:
@@ -71,7 +70,7 @@ def main() -> None:
     pd.set_option("display.width", 200, "display.max_rows", 200, "display.max_columns", 20)
     cb, ca = choices(a.before), choices(a.after)
     if cb is not None and ca is not None:
-        both = cb.join(ca, lsuffix=" before", rsuffix=" after", how="outer")
+        both = cb.merge(ca, left_index=True, right_index=True, how="outer", suffixes=(" before", " after"))
         print("Configuration chosen by each search (and configurations it started):")
         print(both.to_string(), "\n")
     for title, (name, column) in FIGS.items():
