@@ -130,6 +130,9 @@ def print_plan(plan: P.Plan, configs: bool = False) -> None:
           f"{c['checkpoint_bytes_s'] / 1e6:,.0f} MB/s; the members' objectives as timed once per family at its "
           "validation + dev size" + (" on this machine's CPU (the run scores them on its host)"
                                      if c["kind"] == "estimate" else ""))
+    if c.get("contention", 1.0) != 1.0:
+        print(f"all of it x {c['contention']:.2f}: a worker's measured slow-down beside the {plan.workers - 1} other(s) "
+              "training at once on this machine's cores")
     if x["from_record"]:
         rec = ", ".join(f"{k} {v['epochs_ratio']:.0%} of its bound from {v['searches']} search(es)"
                         for k, v in x["record"].items())

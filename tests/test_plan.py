@@ -111,6 +111,15 @@ def test_cost_of_an_epoch_by_hand():
     cost = P.CostModel("cpu", "float32", "measured", **{**only, "param_step_s": 1.0, "checkpoint_bytes_s": 4.0})
     assert cost.epoch(cfg, d, 100, extra_batch_s=0.5) == 3 * (0.5 + params) + params
     assert P.CostModel("cpu", "float32", "measured", **{**only, "setup_s": 2.0, "setup_param_s": 1.0}).node_setup(5) == 7
+    # workers sharing this machine's cores: every cost scaled by the measured slow-down
+    slow = P.CostModel("cpu", "float32", "measured", **{**only, "batch_s": 1.0, "setup_s": 2.0}, contention=1.5)
+    assert slow.epoch(cfg, d, 100) == 4.5 and slow.node_setup(5) == 3.0
+
+
+def test_contention_is_one_for_one_worker():
+    from cacicd.config import get_profile
+
+    assert P.contention(get_profile("smoke"), {"num_layers": 1}, None, None, [], workers=1) == 1.0
 
 
 def test_peak_memory_by_hand():

@@ -25,12 +25,15 @@ largest configuration. Nothing here trains a search's network.
 """
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import json
 import math
+import multiprocessing
 import os
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -41,7 +44,7 @@ import scipy.optimize
 import scipy.sparse as sp
 import torch
 
-from cacicd.config import Profile, cache_root, get_profile
+from cacicd.config import Profile, cache_root, cpu_count, get_profile
 from cacicd.data.dataset import Dataset
 from cacicd.models import hyperband, losses
 from cacicd.models.curves import CURVES_FILE, read_records, write_checkpoint
@@ -339,10 +342,11 @@ class CostModel:
     setup_param_s: float
     checkpoint_bytes_s: float
     text: str = ""
+    contention: float = 1.0  # how much slower a worker runs beside the others on this machine's cores (measured)
 
     def node_setup(self, params: int) -> float:
         """Seconds to build a node's trainer (model, optimizer, data on the device)."""
-        return self.setup_s + params * self.setup_param_s
+        return (self.setup_s + params * self.setup_param_s) * self.contention
 
     def epoch(self, cfg: dict, d: SearchData, batch_size: int, extra_batch_s: float = 0.0,
               objective_s: float = 0.0) -> float:
@@ -358,7 +362,7 @@ class CostModel:
         n_pred = d.n_val + d.n_dev
         t_pred = (math.ceil(d.n_val / EVAL_BATCH) + math.ceil(d.n_dev / EVAL_BATCH)) * self.predict_batch_s + \
             n_pred * (fwd / self.predict_flops + d.n_labels * self.predict_label_s)
-        return t_train + t_pred + objective_s + 4.0 * params / self.checkpoint_bytes_s
+        return (t_train + t_pred + objective_s + 4.0 * params / self.checkpoint_bytes_s) * self.contention
 
 
 def passes(cfg: dict) -> int:
@@ -411,15 +415,15 @@ def fit_batches(points: Sequence[dict], y: np.ndarray, batch_size: int) -> tuple
     return x, sorted([int(idx_few[i]) for i in out_few] + [int(idx_many[i]) for i in out_many])
 
 
-def _best_time(fn, min_total: float = 0.3, max_reps: int = 5, once: float = 2.0) -> float:
-    """The least time of `fn()` over repetitions: two at least (one if it took over `once` seconds), more while
-    they add up to under min_total."""
+def _typical_time(fn, min_total: float = 0.3, max_reps: int = 5, once: float = 2.0) -> float:
+    """The median time of `fn()` over repetitions (what a long run sees, where the least would be optimistic):
+    two at least (one if it took over `once` seconds), more while they add up to under min_total."""
     times: list[float] = []
     while (len(times) < 2 and sum(times) < once) or (sum(times) < min_total and len(times) < max_reps):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return min(times)
+    return float(np.median(times))
 
 
 def calibration_configs(profile: Profile) -> list[dict]:
@@ -464,15 +468,15 @@ def time_config(profile: Profile, cfg: dict, X: sp.csr_matrix, Y: sp.csr_matrix,
     _sync(device)
     setup = time.perf_counter() - t0
     tr.train_epoch()  # warm-up
-    t_batch = _best_time(tr.train_epoch) / math.ceil(X.shape[0] / B)
+    t_batch = _typical_time(tr.train_epoch) / math.ceil(X.shape[0] / B)
 
     def step() -> None:
         tr.optimizer.step()
         _sync(device)
-    t_step = _best_time(step, 0.1)
+    t_step = _typical_time(step, 0.1)
     rows = DeviceRows(X_pred, device)
     predict_proba(tr.model, rows, EVAL_BATCH, device, precision)
-    t_pred = _best_time(lambda: predict_proba(tr.model, rows, EVAL_BATCH, device, precision)) / \
+    t_pred = _typical_time(lambda: predict_proba(tr.model, rows, EVAL_BATCH, device, precision)) / \
         math.ceil(X_pred.shape[0] / EVAL_BATCH)
     units, bn = config_layers(cfg)
     fwd, train, params = network_flops(units, Y.shape[1], X.nnz / X.shape[0], X.shape[1], bn)
@@ -564,6 +568,39 @@ def calibrate(profile: Profile, X: sp.csr_matrix, label_sets: Sequence[tuple[sp.
                      f"{Y_small.shape[1]:,} labels"), points
 
 
+def _epoch_times(profile: Profile, cfg: dict, X: sp.csr_matrix, Y: sp.csr_matrix, codes: Sequence[str],
+                 start_at: float, window: float) -> list[float]:
+    """Seconds of the epochs (of X's few batches) one trainer runs from `start_at` for `window` seconds."""
+    torch.set_num_threads(profile.threads)
+    bce = losses.make_loss("bce", LabelContext.from_labels(codes, Y))
+    tr = Trainer(X, Y, X[:2], Y[:2], network_params(cfg), bce, "ndcg", lr=profile.learning_rate,
+                 batch_size=profile.batch_size, seed=0, device="cpu", precision=profile.precision)
+    tr.train_epoch()  # warm-up
+    time.sleep(max(0.0, start_at - time.time()))
+    out: list[float] = []
+    while time.time() < start_at + window or len(out) < 3:
+        t0 = time.perf_counter()
+        tr.train_epoch()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def contention(profile: Profile, cfg: dict, X: sp.csr_matrix, Y: sp.csr_matrix, codes: Sequence[str],
+               workers: int, window: float = 3.0) -> float:
+    """How much slower a training runs when `workers` worker processes train at once on this machine's CPUs
+    (median epoch time of one of them, against the same process alone; 1 for one worker)."""
+    if workers <= 1:
+        return 1.0
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+        list(pool.map(_epoch_times, *zip(*[(profile, cfg, X[:4], Y[:4], codes, 0.0, 0.0)] * workers)))  # imports
+        alone = pool.submit(_epoch_times, profile, cfg, X, Y, codes, time.time() + 1.0, window).result()
+        start = time.time() + 2.0
+        together = [f.result() for f in [pool.submit(_epoch_times, profile, cfg, X, Y, codes, start, window)
+                                         for _ in range(workers)]]
+    return max(1.0, float(np.median(np.concatenate(together)) / np.median(alone)))
+
+
 class RandomLogits(torch.nn.Module):
     """A stand-in model giving random logits (n_labels of them a row): to time objectives, never trained."""
 
@@ -587,12 +624,12 @@ def objective_seconds(data: FamilyData, members: Sequence[Member], device: str, 
     val = DeviceRows(sp.csr_matrix((data.Y_val.shape[0], 1), dtype=np.float32), dev)  # inputs the model ignores
     dv = DeviceRows(sp.csr_matrix((data.Y_dev.shape[0], 1), dtype=np.float32), dev)
     labels = SplitLabels(data.Y_val, dev), SplitLabels(data.Y_dev, dev)  # built once per node, not per epoch
-    t_all = _best_time(lambda: member_scores(model, val, dv, data, members, settings, labels), 0.2, 3)
+    t_all = _typical_time(lambda: member_scores(model, val, dv, data, members, settings, labels), 0.2, 3)
 
     def stand_in() -> None:  # the stand-in's own predictions are no part of it
         predict_proba(model, val, device=settings.device, precision=precision)
         predict_proba(model, dv, device=settings.device, precision=precision)
-    return max(t_all - _best_time(stand_in, 0.2, 3), 0.0)
+    return max(t_all - _typical_time(stand_in, 0.2, 3), 0.0)
 
 
 def output_weights(cfg: dict, n_inputs: int, n_labels: int) -> int:
@@ -620,7 +657,7 @@ def loss_extra_seconds(loss: str, ctx: LabelContext, Y: sp.csr_matrix, models: S
                 fn(logits, yb, model).backward()
                 _sync(dev)
             run()
-            times.append(_best_time(run, 0.05))
+            times.append(_typical_time(run, 0.05))
         rows.append((model.output.weight.numel(), max(times[1] - times[0], 0.0)))
     A = np.array([[1.0, w] for w, _ in rows])
     fit = _nnls(A, np.array([t for _, t in rows])) if len({w for w, _ in rows}) > 1 else \
@@ -902,6 +939,11 @@ def make_plan(profile: str | Profile = "default", data: str | Dataset = "synthet
     sets = [(Ys[lab][train0], [ds.codes[j] for j in cols[lab]]) for lab in (by_size[0], by_size[-1])]
     writable = cache_dir if os.access(cache_dir, os.W_OK) else None
     cost, points = calibrate(p, X[train0], sets, X[dev0], device, writable)
+    if cost.kind == "measured" and cost.device == "cpu" and n_workers > 1 and n_workers <= cpu_count():
+        n_rows = min(len(train0), 2 * p.batch_size)
+        mid = calibration_configs(p)[min(1, len(calibration_configs(p)) - 1)]
+        cost = dataclasses.replace(cost, contention=contention(p, mid, X[train0][:n_rows], sets[0][0][:n_rows],
+                                                               sets[0][1], n_workers))
     bf16 = cost.precision == "bfloat16"
     calib_s = time.perf_counter() - t0
 
