@@ -210,7 +210,10 @@ def main(argv: list[str] | None = None) -> int:
             if not names or (args.all and args.experiment):
                 raise ValueError("name the experiment(s) to run, or give --all (not both)")
             out = E.run_many(names, args.profile, args.data, _folds(args.fold), args.cache, workers=args.workers,
-                             scheduler=args.scheduler, force=args.force, precision=args.precision)
+                             scheduler=args.scheduler, force=args.force, precision=args.precision, keep=not args.all)
+            if args.all:
+                print(f"every experiment's results are in the cache ({args.cache or cache_root()}); "
+                      f"`cacicd status --profile {args.profile}` lists them")
             for rs in out.values():
                 for r in rs:
                     t = r.timings

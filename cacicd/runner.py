@@ -237,7 +237,7 @@ def run_all(profile: str, data: str = "synthetic", out: str | None = None, only:
         t0 = time.perf_counter()
         try:
             engine.run_many(list(engine.EXPERIMENTS), profile, source, cache_dir=cache_dir, workers=workers,
-                            scheduler=scheduler)
+                            scheduler=scheduler, keep=False)
         except Exception as exc:
             print(f"[run_all] training FAILED after {time.perf_counter() - t0:.0f} s: {type(exc).__name__}: {exc}",
                   file=sys.stderr)

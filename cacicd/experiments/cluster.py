@@ -152,15 +152,16 @@ class Cluster:
         link = getattr(self._client, "dashboard_link", None)
         print(f"[cacicd] training on {where}" + (f"; dashboard: {link}" if link else ""), flush=True)
 
-    def runner(self, data_file: str | Path, ckpt_dir: str | Path) -> NodeRunner:
-        """A NodeRunner training jobs on the workers from the FamilyData saved at `data_file`."""
+    def runner(self, data_file: str | Path, ckpt_dir: str | Path, priority: int = 0) -> NodeRunner:
+        """A NodeRunner training jobs on the workers from the FamilyData saved at `data_file`; a search's jobs of a
+        higher `priority` run first (so that searches end one after another, not all at the end)."""
         def run(jobs: list[NodeJob]) -> Iterator[tuple[NodeJob, dict]]:
             if not jobs:
                 return
             from distributed import as_completed
 
             client = self.client()
-            futures = {client.submit(train_job, job, str(data_file), str(ckpt_dir), pure=False,
+            futures = {client.submit(train_job, job, str(data_file), str(ckpt_dir), pure=False, priority=priority,
                                      key=f"node-{job.node.key[:16]}-{os.urandom(4).hex()}"): job for job in jobs}
             try:
                 for fut in as_completed(list(futures)):

@@ -143,6 +143,7 @@ class RunContext:
     precision: str
     cluster: Cluster = field(default_factory=Cluster)
     board: Board = field(default_factory=lambda: Board(enabled=False))
+    priorities: dict[Path, int] = field(default_factory=dict)  # search folder -> its nodes' priority on Dask
 
 
 def _family_id(members: list[Experiment], profile: Profile) -> str:
@@ -219,7 +220,7 @@ def _family_search(exp: Experiment, c: RunContext, fold: int) -> _Family:
         if c.cluster.active:  # workers read the data from the cache folder
             data_file = folder / "family_data.pkl"
             data.save(data_file)
-            run_nodes = c.cluster.runner(data_file, store.checkpoint_dir)
+            run_nodes = c.cluster.runner(data_file, store.checkpoint_dir, c.priorities.get(folder, 0))
         fs = make(store, run_nodes)
         results = fs.run()
         recs = store.records()
@@ -375,7 +376,7 @@ def _with_parts(exps: list[Experiment]) -> list[Experiment]:
 def run_many(names: list[str], profile: str | Profile = "default", data: str | Dataset = "synthetic",
              folds: int | list[int] | None = None, cache_dir: str | Path | None = None, *,
              workers: int | str | None = None, scheduler: str | None = None, force: bool = False,
-             progress: bool = True, device: str | None = None, precision: str | None = None
+             progress: bool = True, device: str | None = None, precision: str | None = None, keep: bool = True
              ) -> dict[str, list[RunResult]]:
     """Run (or read from the cache) experiments on some folds (None: all); name -> one RunResult per fold.
 
@@ -386,6 +387,7 @@ def run_many(names: list[str], profile: str | Profile = "default", data: str | D
     training runs with the profile's torch threads, wherever it runs.
     precision: None for the profile's; "float32", "bfloat16" or "auto".
     force: recompute the named experiments' results (their searches are read from the cache).
+    keep: return the results; False returns {} and holds none in memory (a run of everything, for the cache).
     """
     exps = [get_experiment(n) for n in names]
     profile = get_profile(profile) if isinstance(profile, str) else profile
@@ -399,7 +401,8 @@ def run_many(names: list[str], profile: str | Profile = "default", data: str | D
     done: dict[tuple[str, int], RunResult] = {}
 
     def one(e: Experiment, k: int) -> None:
-        done[e.name, k] = _run_fold(e, c, k, force=force and e in exps)
+        r = _run_fold(e, c, k, force=force and e in exps)
+        done[e.name, k] = r if keep else None
 
     with torch_threads(profile.threads), Cluster(n_workers, scheduler) as cluster:
         c.cluster, c.board = cluster, Board(enabled=progress)
@@ -408,16 +411,22 @@ def run_many(names: list[str], profile: str | Profile = "default", data: str | D
             for e, k in todo:
                 if e.model == "mlp" and not e.parts:
                     searched.setdefault(search_dir(e, c, k), []).append((e, k))
+            # the largest families first; a search's nodes outrank those of the searches after it, so that the
+            # searches end one after another (their results computed here meanwhile) rather than all at the end
+            order = sorted(searched, key=lambda f: (-len(family(searched[f][0][0])), searched[f][0][1]))
+            c.priorities = {f: len(order) - i for i, f in enumerate(order)}
             if cluster.active and len(searched) > 1:  # every search at once: their nodes share the workers
                 with ThreadPoolExecutor(len(searched), thread_name_prefix="search") as pool:
-                    for fut in [pool.submit(lambda items: [one(e, k) for e, k in items], items)
-                                for items in searched.values()]:
+                    for fut in [pool.submit(lambda items: [one(e, k) for e, k in items], searched[f])
+                                for f in order]:
                         fut.result()
             for e, k in todo:
                 if (e.name, k) not in done:
                     one(e, k)
         finally:
             c.board.close()
+    if not keep:
+        return {}
     for r in done.values():
         r.source = source_string(data)
     return {e.name: [done[e.name, k] for k in folds] for e in exps}
