@@ -139,10 +139,11 @@ save_figure(fig, "figS5_relative_re_at_r", figures_dir, data)
 
 # %% [markdown]
 # ## Runtime: one multitask network against four per-level networks
-# Wall times stored with each experiment (search, training of the best configuration, mean epoch, test-set
-# inference); the per-level row is the sum of the four networks, fold by fold. Ratio: to the naive multitask
-# model. Training time depends on the number of epochs early stopping keeps; the epoch time does not. Profiles
-# that search on fold 0 only (smoke, default) record a search time on fold 0 and 0 s on the other folds.
+# Times stored with each experiment: the search (the seconds its networks trained, summed: its cost, however
+# many workers shared it), the training of the best configuration, its mean epoch (with the members' scoring)
+# and the test-set inference; the per-level row is the sum of the four networks, fold by fold. Ratio: to the
+# naive multitask model. Training time depends on the number of epochs early stopping keeps; the epoch time
+# does not.
 
 # %%
 parts = {name: E.run(name, P, ds, cache_dir=CACHE) for name in LEVEL_PARTS.values()}

@@ -59,6 +59,14 @@ def test_run_caches_and_expands_predictions(ds, cache, monkeypatch):
     assert r.best_params["num_layers"] in (1, 2) and len(r.history) >= 1
     assert {"search_s", "train_s", "inference_s", "epoch_s"} <= set(r.timings)
     assert r.timings["search_s"] > 0 and rs[1].timings["search_s"] > 0  # every fold has its own search
+    # the search's time is its networks' training seconds summed (its cost, whatever the workers), not its wall time
+    from cacicd.models.curves import CurveStore
+
+    stores = [f.parent for f in Path(cache).rglob("curves.jsonl")
+              if f.parent.name == "fold0" and f.parent.parent.name == r.info["family"]]
+    assert len(stores) == 1
+    trained = sum(e["seconds"] for rec in CurveStore(stores[0]).records().values() for e in rec["epochs"])
+    assert r.timings["search_s"] == pytest.approx(trained, rel=1e-12) and r.timings["train_s"] <= trained
     assert r.info["n_configurations"] == 5 and r.info["best_epoch"] >= 1
     assert (r.path / "result.json").exists() and r.path.parent.name == "naive_ndcg"
     # a second call reads the cache: training would fail

@@ -224,7 +224,10 @@ def _family_search(exp: Experiment, c: RunContext, fold: int) -> _Family:
         fs = make(store, run_nodes)
         results = fs.run()
         recs = store.records()
-        meta = {"family": fid, "members": [e.name for e in members], "search_s": fs.seconds,
+        # search_s: the seconds its networks trained, summed (what the search costs, however many workers shared
+        # it); wall_s: from its start to its end here (with other searches running beside it on a cluster)
+        meta = {"family": fid, "members": [e.name for e in members],
+                "search_s": float(sum(e["seconds"] for r in recs.values() for e in r["epochs"])), "wall_s": fs.seconds,
                 "nodes_in_store": len(recs), "epochs_in_store": int(sum(len(r["epochs"]) for r in recs.values())),
                 "nodes_trained_here": fs.nodes_trained, "epochs_trained_here": fs.epochs_trained,
                 "iterations": fs.iterations, "promotion": p.promotion, "threads": p.threads}
