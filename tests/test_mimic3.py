@@ -109,6 +109,8 @@ def test_drug_type_option_and_formats(tmp_path):
     t = tiny_mimic3()
     ds = mimic3.load_mimic3(write_tables(tmp_path / "m", t), drug_types=["MAIN"])
     assert "drug:d5w" not in ds.features and ds.report["drug_rows_type_filtered"] == 1
+    spaced = mimic3.load_mimic3(tmp_path / "m", drug_types="main, base")  # as a URL option writes them
+    assert spaced.content_hash() == mimic3.load_mimic3(tmp_path / "m", drug_types=["MAIN", "BASE"]).content_hash()
     gz = mimic3.load_mimic3(write_tables(tmp_path / "g", t, fmt="csv.gz"))
     assert gz.content_hash() == mimic3.load_mimic3(tmp_path / "m").content_hash()
 

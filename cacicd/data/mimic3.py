@@ -145,7 +145,7 @@ def _type_filter(drug_types: Sequence[str] | None) -> str:
         return "TRUE"
     if isinstance(drug_types, str):
         drug_types = drug_types.split(",")
-    vals = sql_list(str(t).upper() for t in drug_types)
+    vals = sql_list(str(t).strip().upper() for t in drug_types)
     return f"upper(trim(p.drug_type)) IN ({vals})"
 
 
