@@ -246,12 +246,7 @@ tableS10
 # %%
 shape = V.model_shape(hp, [name for name in E.EXPERIMENTS if name.startswith("naive_")])
 reachable = V.space_reaches(P.space.num_layers, P.space.units, P.space.dropout)
-if not shape["n"]:
-    found = "no model of the seven target metrics in the cache"
-else:
-    found = f"{shape['n']} models: {100 * shape['share_2_3_layers']:.0f} % with 2–3 hidden layers; " + (
-        f"over the {shape['n_hidden']} with hidden layers, mean units {shape['mean_units']:.0f}, mean dropout "
-        f"{shape['mean_dropout']:.2f}" if shape["n_hidden"] else "none has a hidden layer")
+found = V.shape_evidence(shape)
 claims.append(check("3.6.2", "shallow_wide_models",
                     "The top models have 2–3 hidden layers of ~2–3k units with ~60 % dropout",
                     V.shallow_wide(shape, reachable),

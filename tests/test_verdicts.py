@@ -142,6 +142,16 @@ def test_model_shape_and_shallow_wide():
     assert V.shallow_wide(V.model_shape(hp, ["nothing"]), True) is None
 
 
+def test_shape_evidence_in_its_three_cases():
+    """The §3.6.2 claim's evidence: no model, models without a hidden layer, and means over those with one."""
+    assert V.shape_evidence({"n": 0}) == "no model of the seven target metrics in the cache"
+    assert V.shape_evidence({"n": 1, "n_hidden": 0, "share_2_3_layers": 0.0}) == (
+        "1 models: 0 % with 2–3 hidden layers; none has a hidden layer")
+    shape = {"n": 3, "n_hidden": 2, "share_2_3_layers": 1 / 3, "mean_units": 2500.0, "mean_dropout": 0.55}
+    assert V.shape_evidence(shape) == ("3 models: 33 % with 2–3 hidden layers; over the 2 with hidden layers, "
+                                       "mean units 2500, mean dropout 0.55")
+
+
 def test_space_reaches():
     assert V.space_reaches((2, 5), (16, 4096), (0.0, 0.8)) is True
     assert V.space_reaches((2, 3), (16, 512), (0.0, 0.8)) is False  # units too small

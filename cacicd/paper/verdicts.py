@@ -163,6 +163,15 @@ def model_shape(hp: pd.DataFrame, experiments: Sequence[str]) -> dict:
             "mean_dropout": float(drop.mean()) if len(drop) else float("nan")}
 
 
+def shape_evidence(shape: Mapping) -> str:
+    """The evidence sentence of `model_shape`'s summary: models, share with 2-3 hidden layers, mean units and dropout."""
+    if not shape["n"]:
+        return "no model of the seven target metrics in the cache"
+    means = (f"over the {shape['n_hidden']} with hidden layers, mean units {shape['mean_units']:.0f}, mean dropout "
+             f"{shape['mean_dropout']:.2f}" if shape["n_hidden"] else "none has a hidden layer")
+    return f"{shape['n']} models: {100 * shape['share_2_3_layers']:.0f} % with 2–3 hidden layers; " + means
+
+
 def space_reaches(num_layers: Sequence[int], units: Sequence[int], dropout: Sequence[float],
                   layers: tuple[float, float] = (2, 3), min_units: float = 2000, min_dropout: float = 0.5) -> bool:
     """Can a search space (num_layers counting the output layer; units, dropout ranges) reach shallow wide models?"""
