@@ -11,6 +11,8 @@ import csv
 import sys
 from pathlib import Path
 
+from cacicd.runner import trains
+
 ROOT = Path(__file__).resolve().parents[1]
 TABLE = ROOT / "benchmarks" / "run_times.csv"
 MARK = "# > **Run time**"
@@ -33,20 +35,22 @@ def read_table(path: Path = TABLE) -> dict[str, dict[str, float | None]]:
 
 def run_time_line(name: str, table: dict[str, dict[str, float | None]]) -> str:
     """The notebook's marked Markdown line (a jupytext comment line) stating its run times in `./run_all.sh`."""
-    row, whole, train = table[name], table["run_all"], table["training"]
-    warm = (f"; warm: {duration(row['warm_s'])}" if row["warm_s"] is not None
-            else f"; warm, the whole run takes {duration(whole['warm_s'])}")
-    return (f"{MARK} (default profile, 2 CPU cores; `benchmarks/run_times.csv`): `./run_all.sh` first trains every "
-            f"experiment ({duration(train['cold_s'])} on a cold cache, 2 Dask workers), then this notebook takes "
-            f"{duration(row['cold_s'])}{warm}. Opened alone on a cold cache, it trains what it needs in its kernel, "
-            "one network after another.")
+    row, train = table[name], table["training"]
+    head = f"{MARK} (default profile, 2 CPU cores; `benchmarks/run_times.csv`): "
+    times = f"{duration(row['cold_s'])}; warm: {duration(row['warm_s'])}"
+    if not trains(name):
+        return f"{head}this notebook trains nothing and takes {times}."
+    return (f"{head}`./run_all.sh` first trains every experiment ({duration(train['cold_s'])} on a cold cache, 2 Dask "
+            f"workers), then this notebook takes {times}. Opened alone on a cold cache, it trains what it needs in "
+            "its kernel, one network after another.")
 
 
 def readme_phrases(table: dict[str, dict[str, float | None]]) -> list[str]:
     """What README.md must say of the default profile's run times."""
     whole, train = table["run_all"], table["training"]
     return [f"about {duration(whole['cold_s'])} on 2 CPU cores with a cold cache ({duration(train['cold_s'])} "
-            f"of it training every search on 2 Dask workers), {duration(whole['warm_s'])} with a warm one"]
+            f"of it training every search on 2 Dask workers), {duration(whole['warm_s'])} with a warm one",
+            f"# first: fills the cache (about {duration(whole['cold_s'])} on 2 CPU cores)"]
 
 
 def stamp(path: Path, line: str) -> str:
