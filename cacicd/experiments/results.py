@@ -141,9 +141,9 @@ def cached_meta(folder: Path, keys: dict, content: bool = True) -> dict | None:
 
 
 def artefact_names(folder: Path) -> list[str]:
-    """Files of a fold folder that result.json vouches for: all but result.json, hidden files and SQLite journals."""
+    """Files of a fold folder that result.json vouches for: all but result.json and hidden files."""
     return [p.relative_to(folder).as_posix() for p in folder.rglob("*")
-            if p.is_file() and p.name != RESULT_FILE and not p.name.endswith(("-journal", "-wal", "-shm"))
+            if p.is_file() and p.name != RESULT_FILE
             and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
 
 
