@@ -10,6 +10,7 @@ import pandas as pd
 
 from cacicd.config import PRECISIONS, StrictParser, cache_root, get_profile
 from cacicd.experiments import engine as E
+from cacicd.experiments.cluster import add_worker_arguments
 from cacicd.experiments import plan as P
 from cacicd.files import folder_error
 from cacicd.models.search import describe
@@ -19,14 +20,6 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", default="default", help="smoke | default | paper (default: default)")
     p.add_argument("--data", default="synthetic", help="data source: synthetic, an OMOP folder, mimic3:PATH, postgresql://…")
     p.add_argument("--cache", default=None, help="cache folder (default: $CACICD_CACHE or ./cache)")
-
-
-def _workers(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--workers", default="auto",
-                   help="train on a local Dask cluster of N worker processes (one per GPU where there are GPUs); "
-                        "auto (default): as many as this machine's GPUs, else its cores; 0: in this process")
-    p.add_argument("--scheduler", default=None, metavar="tcp://HOST:8786",
-                   help="train on an existing Dask cluster instead (its workers must see the cache folder)")
 
 
 def _folds(s: str | None) -> list[int] | None:
@@ -70,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="recompute the results even when cached")
     p.add_argument("--precision", default=None, choices=PRECISIONS,
                    help="training and inference precision (default: the profile's)")
-    _workers(p)
+    add_worker_arguments(p)
     p = sub.add_parser("evaluate", help="print the metrics table of a cached run")
     p.add_argument("experiment")
     _common(p)
@@ -159,7 +152,8 @@ def print_plan(plan: P.Plan, configs: bool = False) -> None:
           f"({duration(t['wall_hours_bound'] * 3600)} if nothing stops early)")
     where = "GPU" if plan.device == "cuda" else "host"
     need = m["device_bytes"] if plan.device == "cuda" else m["host_bytes_all_workers"]
-    per = "" if plan.device == "cuda" else f" ({m['host_bytes_per_worker'] / P.GiB:,.1f} GiB a worker, x {plan.workers}, "                                            f"+ the dataset)"
+    per = "" if plan.device == "cuda" else (f" ({m['host_bytes_per_worker'] / P.GiB:,.1f} GiB a worker, "
+                                            f"x {plan.workers}, + the dataset)")
     print(f"peak memory: the largest configuration ({describe(m['config'])}, {m['params']:,} parameters, "
           f"family {m['family']}) needs {need / P.GiB:,.1f} GiB on the {where}{per}: "
           f"{'fits in' if m['fits'] else 'DOES NOT FIT in'} {m['capacity_bytes'] / P.GiB:,.1f} GiB ({m['capacity_of']})"

@@ -19,7 +19,7 @@ from cacicd.config import StrictParser, cache_root, get_profile
 from cacicd.data.pg import split_password
 from cacicd.data.sources import check_source, parse_source
 from cacicd.experiments import engine
-from cacicd.experiments.cluster import parse_workers
+from cacicd.experiments.cluster import add_worker_arguments, parse_workers
 from cacicd.files import atomic_write_text, file_record, unwritable
 
 log = logging.getLogger(__name__)
@@ -204,8 +204,7 @@ def run_all(profile: str, data: str = "synthetic", out: str | None = None, only:
             print(f"run_all: {e}", file=sys.stderr)
         return 2
     source = absolute_source(data)  # with its password, for the training in this process
-    data, password = without_password(data)
-    data = absolute_source(data)
+    data, password = without_password(source)
     env = {"PGPASSWORD": password} if password is not None else {}
     dirs = OutputDirs.for_run(profile, out)
     for d in (dirs.notebooks, dirs.figures, dirs.tables):
@@ -288,11 +287,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="run only these notebooks (repeatable)")
     ap.add_argument("--force", action="store_true", help="rerun notebooks that are up to date")
     ap.add_argument("--cache", default=None, help="cache folder (default: $CACICD_CACHE or ./cache)")
-    ap.add_argument("--workers", default="auto",
-                    help="train on a local Dask cluster of N worker processes; auto (default): one per GPU, else "
-                         "per core; 0: in this process")
-    ap.add_argument("--scheduler", default=None, metavar="tcp://HOST:8786",
-                    help="train on an existing Dask cluster (its workers must see the cache folder)")
+    add_worker_arguments(ap)
     a = ap.parse_args(argv)
     return run_all(a.profile, a.data, a.out, a.only, a.force, a.cache, a.workers, a.scheduler)
 

@@ -12,6 +12,7 @@ runs it again on another worker.
 """
 from __future__ import annotations
 
+import argparse
 import ctypes
 import ctypes.util
 import logging
@@ -60,6 +61,15 @@ def parse_workers(value: str | int | None) -> int | str | None:
     if value < 0:
         raise ValueError(f"--workers {value}: must be >= 0")
     return value or None
+
+
+def add_worker_arguments(p: argparse.ArgumentParser) -> None:
+    """The --workers and --scheduler options of the commands that train (run_all.sh, cacicd run)."""
+    p.add_argument("--workers", default="auto",
+                   help="train on a local Dask cluster of N worker processes (one per GPU where there are GPUs); "
+                        "auto (default): as many as this machine's GPUs, else its cores; 0: in this process")
+    p.add_argument("--scheduler", default=None, metavar="tcp://HOST:8786",
+                   help="train on an existing Dask cluster instead (its workers must see the cache folder)")
 
 
 def keep_freed_memory() -> bool:
