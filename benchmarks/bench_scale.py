@@ -28,6 +28,7 @@ def one(way: str, profile_name: str, cache: str) -> dict:
     from cacicd.config import get_profile
     from cacicd.data.sources import load_data
     from cacicd.experiments import engine as E
+    from cacicd.models.curves import CURVES_FILE, read_records
 
     workers, threads = WAYS[way]
     profile = get_profile(profile_name).replace(threads=threads)
@@ -37,8 +38,7 @@ def one(way: str, profile_name: str, cache: str) -> dict:
     t0 = time.perf_counter()
     E.run_many(list(E.EXPERIMENTS), profile, "synthetic", cache_dir=cache, workers=workers, progress=False)
     train_s = time.perf_counter() - t0
-    epochs = sum(len(json.loads(line.split(" ", 1)[1])["record"]["epochs"])
-                 for f in Path(cache).rglob("curves.jsonl") for line in f.read_text().splitlines())
+    epochs = sum(len(r["epochs"]) for f in Path(cache).rglob(CURVES_FILE) for r in read_records(f).values())
     return {"data_s": data_s, "train_s": train_s, "epochs": epochs}
 
 

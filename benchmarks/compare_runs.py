@@ -10,10 +10,11 @@ where the verdict moved. `compare_tables.py` says whether the tables are identic
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import pandas as pd
+
+from cacicd.paper.claims import Claim, load_claims
 
 FIGS = {"Fig 2 (relative RE@R vs μF1, %, all codes)": ("fig2_figS3_relative_re_at_r", "R"),
         "Fig 3 (relative NDCG vs naive, %)": ("fig3_relative_ndcg_multitask", "level"),
@@ -44,21 +45,17 @@ def figure(tables: Path, name: str, column: str) -> pd.DataFrame | None:
     return df.pivot_table(index="model", columns=column, values="rel", aggfunc="mean").round(2)
 
 
-def verdicts(tables: Path) -> dict[str, dict]:
+def verdicts(tables: Path) -> dict[str, Claim]:
     """section/key -> claim, from every claims_*.json."""
-    out = {}
-    for p in sorted(tables.glob("claims_*.json")):
-        for c in json.loads(p.read_text()):
-            out[f"{c['section']} {c['key']}"] = c
-    return out
+    return {f"{c.section} {c.key}": c for c in load_claims(tables)}
 
 
-def _verdict(c: dict | None) -> str:
+def _verdict(c: Claim | None) -> str:
     if c is None:
         return "absent"
-    if c.get("withheld"):
+    if c.withheld:
         return "withheld"
-    return {True: "supported", False: "not supported", None: "n/a"}[c.get("supported")]
+    return {True: "supported", False: "not supported", None: "n/a"}[c.supported]
 
 
 def main() -> None:
@@ -93,7 +90,7 @@ def main() -> None:
         if b != c:
             for label, claim in (("before", vb.get(k)), ("after", va.get(k))):
                 if claim:
-                    print(f"      {label}: {claim.get('evidence', '')}")
+                    print(f"      {label}: {claim.evidence}")
 
 
 if __name__ == "__main__":
