@@ -34,9 +34,8 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=1, help="Hyperband iterations (default 1)")
     ap.add_argument("--precision", default=None, help="float32, bfloat16 or auto (default: the profile's)")
     a = ap.parse_args()
-    profile = get_profile(a.profile)
-    set_threads(profile.threads)
     profile = get_profile(a.profile).replace(n_stays=a.stays)
+    set_threads(profile.threads)
     with tempfile.TemporaryDirectory() as tmp:
         ds = load_data("synthetic", profile, Path(tmp) / "cache")
         exp = E.get_experiment("naive_ndcg")
