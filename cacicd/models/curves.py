@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from cacicd.files import atomic_write_text
+from cacicd.files import atomic_write_text, created_mode, file_record
 
 logger = logging.getLogger(__name__)
 
@@ -38,9 +38,12 @@ def _line(obj: dict) -> str:
     return f"{hashlib.sha256(text.encode()).hexdigest()[:16]} {text}\n"
 
 
-def _parse(line: str) -> dict | None:
-    """The object of a line written by `_line`, or None when the line is damaged."""
-    digest, _, text = line.rstrip("\n").partition(" ")
+def _parse(line: bytes) -> dict | None:
+    """The object of a line written by `_line` (its line break cut off), or None when the line is damaged."""
+    try:
+        digest, _, text = line.decode("utf-8").partition(" ")
+    except UnicodeDecodeError:
+        return None
     if len(digest) != 16 or hashlib.sha256(text.encode()).hexdigest()[:16] != digest:
         return None
     try:
@@ -48,6 +51,24 @@ def _parse(line: str) -> dict | None:
     except ValueError:
         return None
     return obj if isinstance(obj, dict) and isinstance(obj.get("node"), str) else None
+
+
+def _scan(lines: Iterable[bytes]) -> tuple[dict[str, dict], int]:
+    """Node -> record of the sound lines (a later line of a node wins), and how many lines are damaged."""
+    out: dict[str, dict] = {}
+    bad = 0
+    for b in lines:
+        obj = _parse(b)
+        if obj is None:
+            bad += 1
+        else:
+            out[obj["node"]] = obj["record"]
+    return out, bad
+
+
+def node_of(ckpt: str) -> str:
+    """The node of a checkpoint name "<node>@<epoch>"."""
+    return ckpt.rsplit("@", 1)[0]
 
 
 class _HashingWriter(io.RawIOBase):
@@ -71,22 +92,16 @@ def write_checkpoint(folder: str | Path, ckpt: str, model: torch.nn.Module) -> P
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{ckpt}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), created_mode())  # mkstemp makes it 0600, private to its owner
             w = _HashingWriter(f)
             torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, w)
         path = folder / f"{ckpt}.{w.sha.hexdigest()[:_HASH_CHARS]}.pt"
-        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
         return path
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def checkpoint_files(folder: str | Path) -> dict[str, Path]:
@@ -100,14 +115,15 @@ def checkpoint_files(folder: str | Path) -> dict[str, Path]:
     return out
 
 
+def find_checkpoint(folder: str | Path, ckpt: str) -> Path | None:
+    """The file of checkpoint `ckpt` ("<node>@<epoch>") in `folder` (the first by name if several), else None."""
+    return min(Path(folder).glob(f"{ckpt}.*.pt"), default=None)
+
+
 def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor] | None:
     """The state dict saved in a checkpoint file, or None when its bytes do not match the hash in its name."""
     path = Path(path)
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 24), b""):
-            h.update(chunk)
-    if h.hexdigest()[:_HASH_CHARS] != path.name[:-3].rpartition(".")[2]:
+    if file_record(path)["sha256"][:_HASH_CHARS] != path.name[:-3].rpartition(".")[2]:
         logger.warning("checkpoint %s is damaged (its content does not match its name); it is rebuilt", path)
         return None
     return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -116,19 +132,11 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor] | None:
 def read_records(path: str | Path) -> dict[str, dict]:
     """Node -> record of every sound line of a `curves.jsonl` (a later line of a node wins), read only: a damaged
     line is skipped, nothing is rewritten; {} when the file is absent."""
-    out: dict[str, dict] = {}
     try:
         raw = Path(path).read_bytes()
     except FileNotFoundError:
-        return out
-    for b in raw.split(b"\n"):
-        try:
-            obj = _parse(b.decode("utf-8"))
-        except UnicodeDecodeError:
-            obj = None
-        if obj is not None:
-            out[obj["node"]] = obj["record"]
-    return out
+        return {}
+    return _scan(raw.split(b"\n"))[0]  # an unterminated last line too (CurveStore drops it: it appends)
 
 
 class CurveStore:
@@ -147,17 +155,9 @@ class CurveStore:
             return
         raw = self.path.read_bytes()
         lines = raw.split(b"\n")
-        tail = lines.pop()  # b"" when the file ends with a line break; else a line cut by a kill
-        bad = int(bool(tail))
-        for b in lines:
-            try:
-                obj = _parse(b.decode("utf-8"))
-            except UnicodeDecodeError:
-                obj = None
-            if obj is None:
-                bad += 1
-            else:
-                self._records[obj["node"]] = obj["record"]
+        tail = lines.pop()  # b"" when the file ends with a line break; else a line cut by a kill (dropped)
+        self._records, bad = _scan(lines)
+        bad += int(bool(tail))
         if bad:
             logger.warning("curve store %s: %d of %d line(s) damaged and dropped (%d network(s) kept); what they "
                            "held is trained again", self.path, bad, len(lines) + int(bool(tail)), len(self._records))
@@ -184,7 +184,7 @@ class CurveStore:
 
     def checkpoint_path(self, ckpt: str) -> Path | None:
         """The file of checkpoint `ckpt` ("<node>@<epoch>"), else None."""
-        return next(iter(sorted(self.checkpoint_dir.glob(f"{ckpt}.*.pt"))), None)
+        return find_checkpoint(self.checkpoint_dir, ckpt)
 
     def checkpoint(self, ckpt: str) -> dict[str, torch.Tensor] | None:
         """The weights saved as `ckpt`, else None (absent, or damaged: then its file is removed)."""

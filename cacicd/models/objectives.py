@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import math
 import weakref
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -84,14 +84,9 @@ def _use_numpy(x: torch.Tensor, method: str | None) -> bool:
     return method == "numpy"
 
 
-@contextlib.contextmanager
-def _held(numpy: bool) -> Iterator[None]:
+def _held(numpy: bool) -> contextlib.AbstractContextManager:
     """On the numpy path torch runs only small ops: one thread (its pool's other threads would wait on the sorts)."""
-    if not numpy:
-        yield
-        return
-    with torch_threads(1):
-        yield
+    return torch_threads(1) if numpy else contextlib.nullcontext()
 
 
 def _checked(probs: torch.Tensor, labels: SplitLabels) -> torch.Tensor:
@@ -441,7 +436,7 @@ def apply_rule(rule: str, probs: torch.Tensor, tree: TreeLayers | None, method: 
     numpy = _use_numpy(probs, method)
     steps = _plan(tree, torch.device("cpu") if numpy else probs.device)[rule]
     if numpy:
-        out = probs.contiguous().numpy().copy()
+        out = probs.numpy().copy()  # a C-ordered copy, whatever the strides of probs
         steps = [(p.numpy(), c.numpy()) for p, c in steps]
         for a in range(0, out.shape[0], BLOCK):
             blk = out[a:a + BLOCK]

@@ -43,7 +43,7 @@ import torch
 from cacicd.config import Profile, SearchSpace
 from cacicd.files import atomic_write_bytes
 from cacicd.models import hyperband, losses, objectives, outputs
-from cacicd.models.curves import CurveStore, checkpoint_files, read_checkpoint, write_checkpoint
+from cacicd.models.curves import CurveStore, find_checkpoint, node_of, read_checkpoint, write_checkpoint
 from cacicd.models.labels import LabelContext
 from cacicd.models.train import DeviceRows, Trainer, predict_proba_tensor, torch_threads
 
@@ -305,23 +305,26 @@ def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
 
 def member_scores(model: torch.nn.Module, val_rows: DeviceRows, dev_rows: DeviceRows, data: FamilyData,
                   members: Sequence[Member], settings: TrainSettings,
-                  labels: tuple[objectives.SplitLabels, objectives.SplitLabels] | None = None) -> tuple[dict, dict]:
+                  labels: tuple[objectives.SplitLabels, objectives.SplitLabels]) -> tuple[dict, dict]:
     """Every member's objective of a model on the validation split and on dev, as a node scores each epoch.
 
-    labels: the splits' labels on the model's device (built here when None; a node builds them once).
+    labels: the splits' labels on the model's device (a node builds them once).
     """
     p_val = predict_proba_tensor(model, val_rows, device=settings.device, precision=settings.precision)
     p_dev = predict_proba_tensor(model, dev_rows, device=settings.device, precision=settings.precision)
-    if labels is None:
-        labels = objectives.SplitLabels(data.Y_val, p_val.device), objectives.SplitLabels(data.Y_dev, p_dev.device)
     return objectives.score_members(p_val, p_dev, *labels, [(m.key, m.target, m.rule) for m in members],
                                     data.ctx.tree())
 
 
+def _read_file(ckpt_dir: Path, ckpt: str) -> dict[str, torch.Tensor] | None:
+    """The weights of checkpoint `ckpt` from its file in `ckpt_dir`, else None (missing, or damaged: then left there)."""
+    p = find_checkpoint(ckpt_dir, ckpt)
+    return read_checkpoint(p) if p is not None else None
+
+
 def _parent_state(ckpt: str, job: NodeJob, data: FamilyData, ckpt_dir: Path) -> dict[str, torch.Tensor]:
     """The weights of checkpoint `ckpt` from its file, rebuilt by training its node again when missing or damaged."""
-    p = checkpoint_files(ckpt_dir).get(ckpt)
-    state = read_checkpoint(p) if p is not None else None
+    state = _read_file(ckpt_dir, ckpt)
     if state is not None:
         return state
     key, epoch = ckpt.rsplit("@", 1)
@@ -330,7 +333,7 @@ def _parent_state(ckpt: str, job: NodeJob, data: FamilyData, ckpt_dir: Path) -> 
         raise KeyError(f"checkpoint {ckpt} is missing from {ckpt_dir} and its node is unknown: it cannot be rebuilt")
     logger.info("rebuilding checkpoint %s", ckpt)
     train_node(NodeJob(node, job.members, job.settings, (), (int(epoch),), job.ancestors), data, ckpt_dir)
-    state = read_checkpoint(checkpoint_files(ckpt_dir)[ckpt])
+    state = _read_file(ckpt_dir, ckpt)
     if state is None:
         raise RuntimeError(f"checkpoint {ckpt} rebuilt in {ckpt_dir} does not read back")
     return state
@@ -454,7 +457,6 @@ class FamilySearch:
         self.settings = settings
         self.run_nodes = run_nodes or in_process(data, store.checkpoint_dir)
         self.on_progress = on_progress or (lambda p: None)
-        self.progress = Progress()
         self.nodes_trained = 0
         self.epochs_trained = 0
         self.seconds = 0.0
@@ -467,21 +469,21 @@ class FamilySearch:
     def _ancestors(self, node: Node) -> tuple[Node, ...]:
         out, ckpt = [], node.parent
         while ckpt is not None:
-            rec = self.store.record(ckpt.rsplit("@", 1)[0])
+            rec = self.store.record(node_of(ckpt))
             if rec is None:
                 break
             out.append(Node.of_record(rec))
             ckpt = rec["parent"]
         return tuple(out)
 
-    def _job(self, node: Node, demands: dict[str, int], extra_epochs: tuple[int, ...] = ()) -> NodeJob:
+    def _job(self, node: Node, demands: dict[str, int]) -> NodeJob:
         old = self.store.record(node.key)
         if old is not None:  # extend a shorter record: train again (deterministic) and keep what it served
             for m in self.members:
                 o = read_curve(old["epochs"], m.key, len(old["epochs"]), self.settings.patience)
                 demands.setdefault(m.key, o.n_read)
-        return NodeJob(node, self.members, self.settings, tuple(sorted(demands.items())), extra_epochs,
-                       self._ancestors(node))
+        return NodeJob(node, self.members, self.settings, tuple(sorted(demands.items())),
+                       ancestors=self._ancestors(node))
 
     def _ensure(self, nodes: dict[str, tuple[Node, dict[str, int]]], scheduled: tuple[int, int]) -> dict[str, dict]:
         """Train every node of a round not yet in the store (through `run_nodes`); returns their records.
