@@ -46,7 +46,7 @@ from cacicd.data.sources import get_splits, load_data, source_string
 from cacicd.evaluation import metrics
 from cacicd.files import Damaged, atomic_write_text, file_lock, jsonable
 from cacicd.models import losses
-from cacicd.models.curves import CURVES_FILE, CurveStore
+from cacicd.models.curves import CURVES_FILE, CurveStore, node_of
 from cacicd.models.labels import LabelContext
 from cacicd.models.network import DummyModel, build_mlp
 from cacicd.models.search import (FamilyData, FamilySearch, Member, TrainSettings, load_state,
@@ -131,14 +131,13 @@ def _expand(pred: np.ndarray, cols: np.ndarray, n_codes: int) -> np.ndarray:
 
 @dataclass
 class RunContext:
-    """What every fold of a run shares: profile, dataset (and its hash), cache folder, where nodes train, device,
-    precision, progress."""
+    """What every fold of a run shares: profile, dataset (and its hash), cache folder, device, precision, where
+    nodes train, the progress board."""
 
     profile: Profile
     dataset: Dataset
     dataset_hash: str
     cache_dir: Path
-    progress: bool
     device: str | None
     precision: str
     cluster: Cluster = field(default_factory=Cluster)
@@ -152,10 +151,10 @@ def _family_id(members: list[Experiment], profile: Profile) -> str:
         json.dumps([d, profile_key(profile), RESULT_VERSION]).encode()).hexdigest()[:12]
 
 
-def search_dir(exp: Experiment, c: RunContext, fold: int) -> Path:
-    """The folder of the family search of `exp` on `fold`: its curve store, checkpoints and search.json."""
-    return Path(c.cache_dir) / c.profile.name / c.dataset_hash / "_search" / _family_id(family(exp), c.profile) / \
-        f"fold{fold}"
+def search_dir(cache_dir: str | Path, profile: Profile, dataset_hash: str, exp: Experiment, fold: int) -> Path:
+    """<cache_dir>/<profile>/<dataset hash>/_search/<family>/fold<k>: the folder of the family search of `exp` on
+    `fold`, its curve store, checkpoints and search.json."""
+    return Path(cache_dir) / profile.name / dataset_hash / "_search" / _family_id(family(exp), profile) / f"fold{fold}"
 
 
 @dataclass
@@ -168,7 +167,7 @@ class _Family:
 def _family_search(exp: Experiment, c: RunContext, fold: int) -> _Family:
     """The family search of `exp` on `fold`: read it when finished, else run or resume it."""
     members = family(exp)
-    folder = search_dir(exp, c, fold)
+    folder = search_dir(c.cache_dir, c.profile, c.dataset_hash, exp, fold)
     fid = folder.parent.name
     label = f"{exp.labels}/{exp.loss} fold {fold}"
     ds = c.dataset
@@ -199,7 +198,7 @@ def _family_search(exp: Experiment, c: RunContext, fold: int) -> _Family:
             results, meta = saved["results"], saved["meta"]
             store = CurveStore(folder)
             lost = [r["best"]["checkpoint"] for r in results.values()
-                    if store.record(r["best"]["checkpoint"].rsplit("@", 1)[0]) is None]
+                    if store.record(node_of(r["best"]["checkpoint"])) is None]
         except (json.JSONDecodeError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
             logger.warning("search of %s fold %d: %s is damaged; the search is read again from its store", exp.name,
                            fold, f)
@@ -357,12 +356,12 @@ def _run_fold(exp: Experiment, c: RunContext, fold: int, force: bool = False) ->
         return r
 
 
-def _context(profile: str | Profile, data: str | Dataset, cache_dir: str | Path | None, progress: bool = False,
-             device: str | None = None, precision: str | None = None) -> RunContext:
+def _context(profile: str | Profile, data: str | Dataset, cache_dir: str | Path | None, device: str | None = None,
+             precision: str | None = None) -> RunContext:
     profile = get_profile(profile) if isinstance(profile, str) else profile
     cache_dir = Path(cache_dir) if cache_dir is not None else cache_root()
     ds = load_dataset(data, profile, cache_dir)
-    return RunContext(profile, ds, ds.content_hash(), cache_dir, progress, device,
+    return RunContext(profile, ds, ds.content_hash(), cache_dir, device,
                       precision if precision is not None else profile.precision)
 
 
@@ -398,7 +397,7 @@ def run_many(names: list[str], profile: str | Profile = "default", data: str | D
     n_workers = parse_workers(workers)
     if n_workers == "auto":
         n_workers = auto_workers(profile.threads)
-    c = _context(profile, data, cache_dir, progress, device, precision)
+    c = _context(profile, data, cache_dir, device, precision)
     icd9.level_masks(c.dataset.codes)  # the hierarchy read once, before any thread needs it
     todo = [(e, k) for e in _with_parts(exps) for k in folds]
     done: dict[tuple[str, int], RunResult] = {}
@@ -413,7 +412,7 @@ def run_many(names: list[str], profile: str | Profile = "default", data: str | D
             searched: dict[Path, list[tuple[Experiment, int]]] = {}
             for e, k in todo:
                 if e.model == "mlp" and not e.parts:
-                    searched.setdefault(search_dir(e, c, k), []).append((e, k))
+                    searched.setdefault(search_dir(c.cache_dir, c.profile, c.dataset_hash, e, k), []).append((e, k))
             # the largest families first; a search's nodes outrank those of the searches after it, so that the
             # searches end one after another (their results computed here meanwhile) rather than all at the end
             order = sorted(searched, key=lambda f: (-len(family(searched[f][0][0])), searched[f][0][1]))
@@ -430,8 +429,9 @@ def run_many(names: list[str], profile: str | Profile = "default", data: str | D
             c.board.close()
     if not keep:
         return {}
+    source = source_string(data)
     for r in done.values():
-        r.source = source_string(data)
+        r.source = source
     return {e.name: [done[e.name, k] for k in folds] for e in exps}
 
 
@@ -480,6 +480,7 @@ def load(name: str, profile: str | Profile = "default", data: str | Dataset = "s
     profile = get_profile(profile) if isinstance(profile, str) else profile
     folds = check_folds(folds, profile)
     c = _context(profile, data, cache_dir)
+    source = source_string(data)
     out = []
     for k in folds:
         folder = fold_dir(c.cache_dir, c.profile, c.dataset_hash, exp.name, k)
@@ -491,5 +492,5 @@ def load(name: str, profile: str | Profile = "default", data: str | Dataset = "s
         if meta is None:
             raise FileNotFoundError(f"no current cached result for {name} fold {k} in {folder}; run it first")
         out.append(load_result(folder, meta, c.dataset.codes))
-        out[-1].source = source_string(data)
+        out[-1].source = source
     return out

@@ -35,7 +35,7 @@ import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -53,11 +53,11 @@ from cacicd.models.network import build_mlp, params_to_layers
 from cacicd.models.objectives import SplitLabels
 from cacicd.models.search import (VALIDATION_SPLIT, FamilyData, Member, TrainSettings, member_scores,
                                   network_params, sample_round)
-from cacicd.models.train import DeviceRows, Trainer, predict_proba, resolve_precision, torch_threads
+from cacicd.models.train import DeviceRows, Trainer, predict_proba, resolve_precision, set_threads, torch_threads
 
 from cacicd.experiments.cluster import auto_workers, parse_workers, visible_gpus
-from cacicd.experiments.engine import RunContext, fold_indices, label_columns, load_dataset, search_dir
-from cacicd.experiments.registry import EXPERIMENTS, Experiment, family
+from cacicd.experiments.engine import fold_indices, label_columns, load_dataset, search_dir
+from cacicd.experiments.registry import EXPERIMENTS, Experiment, family, trained_experiments
 
 GiB = 1024 ** 3
 EVAL_BATCH = 1024  # rows a prediction batch of the search's per-epoch scoring holds (predict_proba's default)
@@ -124,6 +124,24 @@ class RoundCount:
         return self.bracket, self.round, self.initial_epoch, self.epochs_to
 
 
+def _configurations(rounds: Iterable[tuple[int | None, int, int, int]], members: int,
+                    promotion: str) -> Iterator[int]:
+    """The distinct configurations of each round, in schedule order, of rounds given as (configurations started
+    for a round 0, else None; one member's size; executions; budget): a later round holds at most
+    min(members x size, the previous round's); with "continue" promotions each member continues its own
+    checkpoint of a configuration (one per execution of the round and epoch of the previous round's budget)."""
+    prev, prev_budget = 0, 0
+    for first, size, execs, budget in rounds:
+        if first is not None:
+            d = first
+        elif promotion == "restart":
+            d = min(members * size, prev)
+        else:  # each member continues its own checkpoint of a configuration (one per execution and epoch at most)
+            d = min(members * size, prev * min(members, execs * prev_budget))
+        yield d
+        prev, prev_budget = d, budget
+
+
 def round_counts(profile: Profile, members: int = 1, first: Sequence[int] | None = None) -> list[RoundCount]:
     """Every round of one search of `profile` with the configurations, nodes and epochs it trains at most.
 
@@ -138,20 +156,12 @@ def round_counts(profile: Profile, members: int = 1, first: Sequence[int] | None
     if len(firsts) != sum(r.round == 0 for r in sched):
         raise ValueError(f"round_counts: {len(firsts)} first-round counts for "
                          f"{sum(r.round == 0 for r in sched)} brackets")
-    out: list[RoundCount] = []
-    prev, prev_budget, k = 0, 0, 0
-    for r in sched:
-        budget = r.epochs - r.initial_epoch
-        if r.round == 0:
-            d, k = firsts[k], k + 1
-        elif profile.promotion == "restart":
-            d = min(members * r.size, prev)
-        else:  # each member continues its own checkpoint of a configuration (one per execution and epoch at most)
-            d = min(members * r.size, prev * min(members, execs * prev_budget))
-        out.append(RoundCount(r.iteration, r.bracket, r.round, r.initial_epoch, r.epochs, budget, d, d * execs,
-                              d * execs * budget))
-        prev, prev_budget = d, budget
-    return out
+    budgets = [r.epochs - r.initial_epoch for r in sched]
+    started = iter(firsts)
+    configs = _configurations([(next(started) if r.round == 0 else None, r.size, execs, b)
+                               for r, b in zip(sched, budgets)], members, profile.promotion)
+    return [RoundCount(r.iteration, r.bracket, r.round, r.initial_epoch, r.epochs, b, d, d * execs, d * execs * b)
+            for r, b, d in zip(sched, budgets, configs)]
 
 
 def epochs_bound(profile: Profile, members: int = 1) -> int:
@@ -170,7 +180,6 @@ class Record:
     rounds: dict[str, dict[tuple, list[float]]] = field(default_factory=dict)
     searches: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, list[float]] = field(default_factory=dict)
-    folders: list[str] = field(default_factory=list)
 
     def ratios(self, kind: str) -> dict[tuple, tuple[float, float]] | None:
         """Round shape -> (nodes / bound, epochs / bound) of a family, with None's key for all rounds; None if unread."""
@@ -200,17 +209,11 @@ def search_record(saved: dict, records: dict[str, dict]) -> tuple[dict[tuple, li
             r["configs"].add(json.dumps(t["config"], sort_keys=True))
             r["nodes"].update(t["nodes"])
     out: dict[tuple, list[float]] = {}
-    prev, prev_budget = 0, 0
-    for key in sorted(rounds, key=lambda k: (k[0], -k[1], k[2])):  # keras-tuner's order
-        r = rounds[key]
-        size = max(r["sizes"].values())
-        if key[2] == 0:
-            d = len(r["configs"])
-        elif promotion == "restart":
-            d = min(members * size, prev)
-        else:
-            d = min(members * size, prev * min(members, r["execs"] * prev_budget))
-        prev, prev_budget = d, r["budget"]
+    keys = sorted(rounds, key=lambda k: (k[0], -k[1], k[2]))  # keras-tuner's order
+    ordered = [rounds[key] for key in keys]
+    started = [(len(r["configs"]) if key[2] == 0 else None, max(r["sizes"].values()), r["execs"], r["budget"])
+               for key, r in zip(keys, ordered)]
+    for r, d in zip(ordered, _configurations(started, members, promotion)):
         if any(n not in records for n in r["nodes"]):
             continue  # a damaged store: this round's record is incomplete
         epochs = sum(min(len(records[n]["epochs"]), r["budget"]) for n in r["nodes"])
@@ -247,7 +250,6 @@ def read_record(cache_dir: str | Path, profile: Profile) -> Record:
         s = rec.seconds.setdefault(kind, [0.0, 0])
         s[0] += seconds
         s[1] += epochs
-        rec.folders.append(str(f.parent))
     return rec
 
 
@@ -437,11 +439,17 @@ def calibration_configs(profile: Profile) -> list[dict]:
     return [c for i, c in enumerate(out) if c not in out[:i]]
 
 
-def deep_configs(profile: Profile) -> list[dict]:
+def _middle(cfgs: Sequence[dict]) -> dict:
+    """The middle one of `calibration_configs` (the only one where the space has one size)."""
+    return cfgs[min(1, len(cfgs) - 1)]
+
+
+def deep_configs(profile: Profile, cfgs: Sequence[dict] | None = None) -> list[dict]:
     """Configurations with dropout and (where the space has it) batchnorm: the deepest narrow one, which tells a
-    hidden layer's own cost, and the middle one, which tells the passes' (timed on few labels, they cost little)."""
+    hidden layer's own cost, and the middle one, which tells the passes' (timed on few labels, they cost little).
+    cfgs: the profile's `calibration_configs`, where the caller has them."""
     bn = True in profile.space.batchnorm
-    mid = dict(calibration_configs(profile)[min(1, len(calibration_configs(profile)) - 1)])
+    mid = dict(_middle(calibration_configs(profile) if cfgs is None else cfgs))
     out = [{"num_layers": profile.space.num_layers[1], "units": profile.space.units[0], "dropout": 0.5, "batchnorm": bn},
            {**mid, "dropout": 0.5, "batchnorm": bn}]
     return [c for c in out if c["num_layers"] > 1]
@@ -456,17 +464,24 @@ def _inverse(x: float) -> float:
     return 1.0 / x if x > 0 else math.inf
 
 
+def _throwaway_trainer(profile: Profile, cfg: dict, X: sp.csr_matrix, Y: sp.csr_matrix, codes: Sequence[str],
+                       device: torch.device | str, precision: str) -> tuple[Trainer, float]:
+    """A BCE `Trainer` of `cfg` on X, Y (its dev set their first two rows), to time; and the seconds building it
+    took (the loss's label context not counted)."""
+    bce = losses.make_loss("bce", LabelContext.from_labels(codes, Y))
+    t0 = time.perf_counter()
+    tr = Trainer(X, Y, X[:2], Y[:2], network_params(cfg), bce, "ndcg", lr=profile.learning_rate,
+                 batch_size=profile.batch_size, seed=0, device=device, precision=precision)
+    _sync(tr.device)
+    return tr, time.perf_counter() - t0
+
+
 def time_config(profile: Profile, cfg: dict, X: sp.csr_matrix, Y: sp.csr_matrix, codes: Sequence[str],
                 X_pred: sp.csr_matrix, device: torch.device, precision: str) -> dict:
     """Timings of one configuration with the real `Trainer` on X, Y (a few batches' rows): its set-up, a training
     batch, an optimizer step, a prediction batch of X_pred. Trains only this throwaway model."""
     B = profile.batch_size
-    bce = losses.make_loss("bce", LabelContext.from_labels(codes, Y))
-    t0 = time.perf_counter()
-    tr = Trainer(X, Y, X[:2], Y[:2], network_params(cfg), bce, "ndcg", lr=profile.learning_rate, batch_size=B, seed=0,
-                 device=device, precision=precision)
-    _sync(device)
-    setup = time.perf_counter() - t0
+    tr, setup = _throwaway_trainer(profile, cfg, X, Y, codes, device, precision)
     tr.train_epoch()  # warm-up
     t_batch = _typical_time(tr.train_epoch) / math.ceil(X.shape[0] / B)
 
@@ -479,7 +494,7 @@ def time_config(profile: Profile, cfg: dict, X: sp.csr_matrix, Y: sp.csr_matrix,
     t_pred = _typical_time(lambda: predict_proba(tr.model, rows, EVAL_BATCH, device, precision)) / \
         math.ceil(X_pred.shape[0] / EVAL_BATCH)
     units, bn = config_layers(cfg)
-    fwd, train, params = network_flops(units, Y.shape[1], X.nnz / X.shape[0], X.shape[1], bn)
+    _, train, params = network_flops(units, Y.shape[1], X.nnz / X.shape[0], X.shape[1], bn)
     fwd_p = network_flops(units, Y.shape[1], X_pred.nnz / X_pred.shape[0], X.shape[1], bn)[0]
     rows_p = min(EVAL_BATCH, X_pred.shape[0])
     return {"config": cfg, "labels": int(Y.shape[1]), "params": params, "train_flops": train * B,
@@ -524,18 +539,19 @@ def calibrate(profile: Profile, X: sp.csr_matrix, label_sets: Sequence[tuple[sp.
                                "setup_s": time.perf_counter() - t0})
         else:
             todo = [(c, Y_big[:n_rows], codes_big) for c in cfgs]
-            small = cfgs + deep_configs(profile) if Y_small.shape[1] != Y_big.shape[1] else deep_configs(profile)
+            deep = deep_configs(profile, cfgs)
+            small = cfgs + deep if Y_small.shape[1] != Y_big.shape[1] else deep
             todo += [(c, Y_small[:n_rows], codes_small) for c in small]
             time_config(profile, cfgs[0], Xc, Y_small[:n_rows], codes_small, Xp, dev, precision)  # warm-up
-            for c, Y, codes in todo:
-                points.append(time_config(profile, c, Xc, sp.csr_matrix(Y), codes, Xp, dev, precision))
-            model = points[len(cfgs) - 1]["model"]
+            for i, (c, Y, codes) in enumerate(todo):  # Y: rows of a CSR matrix
+                points.append(time_config(profile, c, Xc, Y, codes, Xp, dev, precision))
+                trained = points[-1].pop("model")
+                if i == len(cfgs) - 1:  # the largest configuration at the most labels: its checkpoint is timed
+                    model = trained
         with tempfile.TemporaryDirectory(dir=scratch) as tmp:  # where the run writes checkpoints, when writable
             t0 = time.perf_counter()
             write_checkpoint(tmp, "calibration@1", model)
             ckpt_bytes_s = 4.0 * points[len(cfgs) - 1]["params"] / max(time.perf_counter() - t0, 1e-6)
-    for pt in points:
-        pt.pop("model", None)
     P = np.array([pt["params"] for pt in points], dtype=float)
     setup = fit_times(np.column_stack([np.ones_like(P), P]), np.array([pt["setup_s"] for pt in points]))[0]
     if estimate:
@@ -571,10 +587,8 @@ def calibrate(profile: Profile, X: sp.csr_matrix, label_sets: Sequence[tuple[sp.
 def _epoch_times(profile: Profile, cfg: dict, X: sp.csr_matrix, Y: sp.csr_matrix, codes: Sequence[str],
                  start_at: float, window: float) -> list[float]:
     """Seconds of the epochs (of X's few batches) one trainer runs from `start_at` for `window` seconds."""
-    torch.set_num_threads(profile.threads)
-    bce = losses.make_loss("bce", LabelContext.from_labels(codes, Y))
-    tr = Trainer(X, Y, X[:2], Y[:2], network_params(cfg), bce, "ndcg", lr=profile.learning_rate,
-                 batch_size=profile.batch_size, seed=0, device="cpu", precision=profile.precision)
+    set_threads(profile.threads)
+    tr, _ = _throwaway_trainer(profile, cfg, X, Y, codes, "cpu", profile.precision)
     tr.train_epoch()  # warm-up
     time.sleep(max(0.0, start_at - time.time()))
     out: list[float] = []
@@ -817,8 +831,8 @@ class Plan:
 def families() -> list[list[Experiment]]:
     """The run's families (experiments searched together), in the registry's order."""
     out: list[list[Experiment]] = []
-    for e in EXPERIMENTS.values():
-        if e.model == "mlp" and not e.parts and not any(e in f for f in out):
+    for e in map(EXPERIMENTS.__getitem__, trained_experiments()):
+        if not any(e in f for f in out):
             out.append(family(e))
     return out
 
@@ -874,15 +888,18 @@ def family_timings(p: Profile, fams: Sequence[Sequence[Experiment]], X: sp.csr_m
     loss_extra: dict[tuple, tuple[float, float]] = {}
     ctxs: dict[str, LabelContext] = {}
     models: dict[str, list[torch.nn.Module]] = {}
+    X_train, X_dev = X[train_idx], X[dev_idx]
+    Y_train: dict[str, sp.csr_matrix] = {}
     for f in fams:
         lab, loss = f[0].labels, f[0].loss
         members = [Member(e.name, e.target, e.output_rule) for e in f]
         sig = (lab, member_keys(f))
         Y = Ys[lab]
         if lab not in ctxs:
-            ctxs[lab] = LabelContext.from_labels([codes[j] for j in cols[lab]], Y[train_idx])
+            Y_train[lab] = Y[train_idx]
+            ctxs[lab] = LabelContext.from_labels([codes[j] for j in cols[lab]], Y_train[lab])
         if sig not in objective:
-            fd = FamilyData.split(X[train_idx], Y[train_idx], X[dev_idx], Y[dev_idx], "bce", ctxs[lab],
+            fd = FamilyData.split(X_train, Y_train[lab], X_dev, Y[dev_idx], "bce", ctxs[lab],
                                   sorted({m.rule for m in members}))
             objective[sig] = objective_seconds(fd, members, device, cost.precision)
         if loss != "bce" and cost.kind == "measured":
@@ -890,7 +907,7 @@ def family_timings(p: Profile, fams: Sequence[Sequence[Experiment]], X: sp.csr_m
                 if lab not in models:  # the two smaller calibration configurations: different output layers
                     models[lab] = [build_mlp(X.shape[1], Y.shape[1], network_params(c)).to(cost.device)
                                    for c in calibration_configs(p)[:2]]
-                loss_extra[(lab, loss)] = loss_extra_seconds(loss, ctxs[lab], Y[train_idx], models[lab],
+                loss_extra[(lab, loss)] = loss_extra_seconds(loss, ctxs[lab], Y_train[lab], models[lab],
                                                              p.batch_size, cost.device)
     return objective, loss_extra
 
@@ -918,7 +935,6 @@ def make_plan(profile: str | Profile = "default", data: str | Dataset = "synthet
     ds = load_dataset(data, p, cache_dir)
     data_s = time.perf_counter() - t0
     h = ds.content_hash()
-    ctx_run = RunContext(p, ds, h, cache_dir, False, device, p.precision)
     X = ds.X.tocsr()
     execs = max(1, int(p.executions_per_trial))
     folds = list(range(p.n_folds))
@@ -941,8 +957,8 @@ def make_plan(profile: str | Profile = "default", data: str | Dataset = "synthet
     cost, points = calibrate(p, X[train0], sets, X[dev0], device, writable)
     if cost.kind == "measured" and cost.device == "cpu" and n_workers > 1 and n_workers <= cpu_count():
         n_rows = min(len(train0), 2 * p.batch_size)
-        mid = calibration_configs(p)[min(1, len(calibration_configs(p)) - 1)]
-        cost = dataclasses.replace(cost, contention=contention(p, mid, X[train0][:n_rows], sets[0][0][:n_rows],
+        mid = _middle(calibration_configs(p))
+        cost = dataclasses.replace(cost, contention=contention(p, mid, X[train0[:n_rows]], sets[0][0][:n_rows],
                                                                sets[0][1], n_workers))
     bf16 = cost.precision == "bfloat16"
     calib_s = time.perf_counter() - t0
@@ -954,6 +970,7 @@ def make_plan(profile: str | Profile = "default", data: str | Dataset = "synthet
 
     say("planning the searches")
     record = read_record(cache_dir, p)
+    ratios = {family_kind(f): record.ratios(family_kind(f)) for f in fams}  # None: a family the record lacks
     sched = hyperband.schedule(p.max_epochs, p.hyperband_factor, p.hyperband_iterations)
     searches: list[SearchPlan] = []
     node_secs_bound, node_secs_exp = [], []
@@ -964,7 +981,6 @@ def make_plan(profile: str | Profile = "default", data: str | Dataset = "synthet
         kind = family_kind(f)
         sig = (lab, member_keys(f))
         loss_space = losses.LOSS_SPACES.get(loss, {})
-        ratios = record.ratios(kind)
         rules = len({e.output_rule for e in f} - {"identity"})
         for k in folds:
             train_idx, dev_idx, _ = idx[k]
@@ -977,7 +993,7 @@ def make_plan(profile: str | Profile = "default", data: str | Dataset = "synthet
             cfgs = [c for cs in per_round for c in cs]
             counts = round_counts(p, len(f), [len(cs) for cs in per_round])
             one = round_counts(p, 1, [len(cs) for cs in per_round])
-            exp = expected_rounds(counts, one, ratios)
+            exp = expected_rounds(counts, one, ratios[kind])
             extra = loss_extra.get((lab, loss), (0.0, 0.0))
             round0 = []
             for c in cfgs:
@@ -998,7 +1014,7 @@ def make_plan(profile: str | Profile = "default", data: str | Dataset = "synthet
                 int(sum(c.epochs for c in counts)), float(sum(n for n, _ in exp)), float(sum(e for _, e in exp)),
                 float(sum(map(sum, b_rounds))), float(sum(map(sum, e_rounds))), objective[sig], extra,
                 [{"config": x["config"], "epoch_s": x["epoch_s"]} for x in round0],
-                (search_dir(f[0], ctx_run, k) / "search.json").exists(),
+                (search_dir(cache_dir, p, h, f[0], k) / "search.json").exists(),
                 [{"iteration": c.iteration, "bracket": c.bracket, "round": c.round, "budget": c.budget,
                   "nodes": c.nodes, "epochs": c.epochs, "nodes_expected": n, "epochs_expected": e}
                  for c, (n, e) in zip(counts, exp)]))
@@ -1031,11 +1047,11 @@ def make_plan(profile: str | Profile = "default", data: str | Dataset = "synthet
     expected = {"source": src if not (from_record and assumed) else "record and assumption",
                 "from_record": from_record, "assumed": assumed,
                 "assumption": ASSUMPTION if assumed else None, "why": ASSUMPTION_WHY if assumed else None,
-                "record": {k: {"searches": record.searches[k], "nodes_ratio": record.ratios(k)[None][0],
-                               "epochs_ratio": record.ratios(k)[None][1],
+                "record": {k: {"searches": record.searches[k], "nodes_ratio": ratios[k][None][0],
+                               "epochs_ratio": ratios[k][None][1],
                                "seconds_per_epoch": record.seconds[k][0] / max(record.seconds[k][1], 1)}
                            for k in from_record},
-                "record_folders": len(record.folders)}
+                "record_folders": sum(record.searches.values())}
     totals = {"searches": len(searches), "cached": sum(s.cached for s in searches),
               "configurations": sum(s.configurations for s in searches),
               "nodes": sum(s.nodes for s in searches), "nodes_expected": sum(s.nodes_expected for s in searches),

@@ -18,12 +18,6 @@ class Board:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _bar: object = field(default=None, repr=False)
 
-    def plan(self, name: str, progress: Progress) -> None:
-        """Announce a search (its planned epochs and nodes, from the schedule) before it starts."""
-        with self._lock:
-            self.searches[name] = progress
-            self._refresh()
-
     def update(self, name: str, progress: Progress) -> None:
         """A search's progress changed (a round started or ended, a node finished)."""
         with self._lock:
