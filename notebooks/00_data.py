@@ -70,9 +70,7 @@ table2 = desc["table2"]
 save_table(table2, "table2_codes_per_stay", tables_dir)
 tableS2 = desc["tableS2"]
 save_table(tableS2, "tableS2_codes_per_stay_cherry_picked", tables_dir)
-paper2 = report.published_columns("Table 2", "MIMIC-III (complete code set)",
-                                  {"codes per stay median": "paper_median", "codes per stay mean": "paper_mean"})
-table2.merge(paper2, on="level")
+report.table2_with_paper(table2)
 
 # %%
 tableS2

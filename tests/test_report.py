@@ -318,6 +318,10 @@ def test_published_values_of_the_notebooks_are_in_the_reference():
                                   {"codes per stay median": "paper_median", "codes per stay mean": "paper_mean"})
     assert list(t2.columns) == ["level", "paper_median", "paper_mean"]
     assert t2.set_index("level").loc["all"].tolist() == [34, 39.54]
+    ours = pd.DataFrame({"level": ["all", "nowhere"], "mean": [40.0, 1.0]})
+    both = report.table2_with_paper(ours)  # the levels of both, the published columns beside ours
+    assert both.columns.tolist() == ["level", "mean", "paper_median", "paper_mean"]
+    assert both.values.tolist() == [["all", 40.0, 34, 39.54]]
 
 
 def test_mean_sem_cells_and_cell_table():

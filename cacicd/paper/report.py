@@ -719,3 +719,10 @@ def published_columns(item: str, model: str, metrics: Mapping[str, str],
     p = p[(p["item"] == item) & (p["model"] == model) & p["metric"].isin(list(metrics))]
     wide = p.pivot_table(index="level", columns="metric", values="value", aggfunc="first", sort=False)
     return wide[list(metrics)].rename(columns=dict(metrics)).rename_axis(columns=None).reset_index()
+
+
+def table2_with_paper(table2: pd.DataFrame, paper: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Table 2 (codes per stay per level) with the published median and mean of the complete code set beside it."""
+    return table2.merge(published_columns("Table 2", "MIMIC-III (complete code set)",
+                                          {"codes per stay median": "paper_median", "codes per stay mean": "paper_mean"},
+                                          paper), on="level")
