@@ -20,9 +20,8 @@ import numpy as np
 from cacicd.experiments import engine as E
 from cacicd.config import get_profile
 from cacicd.models.curves import CurveStore
-from cacicd.models.labels import LabelContext
 from cacicd.data.sources import load_data
-from cacicd.models.search import FamilyData, FamilySearch, Member, TrainSettings
+from cacicd.models.search import FamilySearch, Member, TrainSettings
 from cacicd.models.train import set_threads
 
 
@@ -40,10 +39,7 @@ def main() -> None:
         ds = load_data("synthetic", profile, Path(tmp) / "cache")
         exp = E.get_experiment("naive_ndcg")
         members = [Member(e.name, e.target, e.output_rule) for e in E.family(exp)]
-        tr, dv, _ = E.fold_indices(ds, profile, a.fold, Path(tmp) / "cache")
-        X, Y = ds.X.tocsr(), ds.Y.tocsr()
-        ctx = LabelContext.from_labels(ds.codes, Y[tr])
-        data = FamilyData.split(X[tr], Y[tr], X[dv], Y[dv], "bce", ctx, sorted({m.rule for m in members}))
+        data = E.family_data(exp, ds, profile, a.fold, Path(tmp) / "cache")
         settings = TrainSettings(profile.learning_rate, profile.batch_size, profile.patience, None,
                                  a.precision or profile.precision, profile.threads)
 

@@ -51,17 +51,13 @@ def train_one(cache: str, layers: int, units: int) -> dict:
     from cacicd.config import get_profile
     from cacicd.experiments import engine as E
     from cacicd.models import search as S
-    from cacicd.models.labels import LabelContext
 
     profile = get_profile("paper")
     ds = E.load_dataset("synthetic", profile, Path(cache))
     exp = E.get_experiment("naive_ndcg")
     members = tuple(S.Member(e.name, e.target, e.output_rule) for e in E.family(exp))
-    tr, dv, _ = E.fold_indices(ds, profile, 0, Path(cache))
-    X, Y = ds.X.tocsr(), ds.Y.tocsr()
     t0 = time.perf_counter()
-    data = S.FamilyData.split(X[tr], Y[tr], X[dv], Y[dv], "bce", LabelContext.from_labels(ds.codes, Y[tr]),
-                              sorted({m.rule for m in members}))
+    data = E.family_data(exp, ds, profile, 0, Path(cache))
     data_s = time.perf_counter() - t0
     cfg = {"num_layers": layers, "units": units, "dropout": 0.5, "batchnorm": True}
     node = S.Node.make(cfg, 0, None, [profile.seed, 0])

@@ -164,21 +164,25 @@ class _Family:
     meta: dict  # costs of the whole family
 
 
+def family_data(exp: Experiment, ds: Dataset, profile: Profile, fold: int, cache_dir: str | Path) -> FamilyData:
+    """What the family search of `exp` trains and scores on for `fold`: its level's labels, the training rows (less
+    the validation split) and dev rows, the label context and the members' output rules."""
+    train_idx, dev_idx, _ = fold_indices(ds, profile, fold, cache_dir)
+    cols = label_columns(ds, exp.labels)
+    Y = ds.Y[:, cols].tocsr() if cols.size != len(ds.codes) else ds.Y.tocsr()
+    X = ds.X.tocsr()
+    ctx = LabelContext.from_labels([ds.codes[j] for j in cols], Y[train_idx])
+    return FamilyData.split(X[train_idx], Y[train_idx], X[dev_idx], Y[dev_idx], exp.loss, ctx,
+                            sorted({e.output_rule for e in family(exp)}))
+
+
 def _family_search(exp: Experiment, c: RunContext, fold: int) -> _Family:
     """The family search of `exp` on `fold`: read it when finished, else run or resume it."""
     members = family(exp)
     folder = search_dir(c.cache_dir, c.profile, c.dataset_hash, exp, fold)
     fid = folder.parent.name
     label = f"{exp.labels}/{exp.loss} fold {fold}"
-    ds = c.dataset
-    train_idx, dev_idx, _ = fold_indices(ds, c.profile, fold, c.cache_dir)
-    cols = label_columns(ds, exp.labels)
-    codes = [ds.codes[j] for j in cols]
-    Y = ds.Y[:, cols].tocsr() if cols.size != len(ds.codes) else ds.Y.tocsr()
-    X = ds.X.tocsr()
-    ctx = LabelContext.from_labels(codes, Y[train_idx])
-    data = FamilyData.split(X[train_idx], Y[train_idx], X[dev_idx], Y[dev_idx], exp.loss, ctx,
-                            sorted({e.output_rule for e in members}))
+    data = family_data(exp, c.dataset, c.profile, fold, c.cache_dir)
     folder.mkdir(parents=True, exist_ok=True)
     p = c.profile
     settings = TrainSettings(p.learning_rate, p.batch_size, p.patience, c.device, c.precision, p.threads)
