@@ -21,7 +21,10 @@ side: the mathematics are the same, so they agree up to rounding.
     python benchmarks/bench_epoch.py --rounds 1 --epochs 1 --no-ndcg --networks 2x384
 
 Set OMP_WAIT_POLICY=PASSIVE on a shared machine (see benchmarks/bench_train.py); it is passed on to
-the subprocesses.
+the subprocesses. `--malloc worker` (default) sets glibc's allocator in both trees' subprocesses as the engine
+sets it in the Dask workers where every training runs; `--malloc glibc` leaves glibc's defaults (page faults
+on (batch, labels) tensors then cost both trees some time). The new tree compiles its CPU kernels
+(`cacicd.models.kernels`) in the first warm-up epoch, from TorchInductor's on-disk cache after the first run.
 """
 from __future__ import annotations
 
@@ -73,8 +76,20 @@ def make_trainer(job: dict, fold: int = 0, **kw):
                    precision=job["precision"], **{"lr": LR, "seed": 0, **kw})
 
 
+def keep_freed_memory() -> None:
+    """glibc's allocator as the engine's Dask workers run it (`cacicd.experiments.cluster.keep_freed_memory`)."""
+    import ctypes
+    import ctypes.util
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    libc.mallopt(-3, 32 * 2**20)  # M_MMAP_THRESHOLD
+    libc.mallopt(-1, 2**30)  # M_TRIM_THRESHOLD
+
+
 def worker(job: dict) -> dict:
     """Run one job ("time", "profile" or "ndcg") with the cacicd on PYTHONPATH; returns its result."""
+    if job.get("malloc") == "worker":
+        keep_freed_memory()
     import cacicd
     from cacicd.models.train import set_threads
 
@@ -203,6 +218,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-ndcg", action="store_true", help="skip the dev NDCG comparison")
     ap.add_argument("--ndcg-epochs", type=int, default=4)
     ap.add_argument("--cache", default=None, help="cache folder of the data (default: cacicd.config.cache_root())")
+    ap.add_argument("--malloc", choices=("worker", "glibc"), default="worker",
+                    help="worker (default): glibc's allocator keeps freed blocks, as in the engine's Dask workers, "
+                         "where every training runs; glibc: its defaults (a plain Python process)")
     a = ap.parse_args(argv)
     if a.worker:
         print("RESULT " + json.dumps(worker(json.loads(a.worker))), flush=True)
@@ -217,7 +235,7 @@ def main(argv: list[str] | None = None) -> None:
         data = tmp / "data.npz"
         print(f"today: {a.ref} ({subject}), extracted to a temporary folder; new: {ROOT}")
         print(f"{save_data(data, a.cache)}; torch {torch.__version__}, {os.cpu_count()} CPUs, "
-              f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}")
+              f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}, malloc: {a.malloc}")
         variants = [(net, prec, int(th)) for net in a.networks.split(",") for prec in a.precisions.split(",")
                     for th in a.threads.split(",")]
         times: dict[tuple, dict[str, list[float]]] = {v: {k: [] for k in trees} for v in variants}
@@ -226,7 +244,7 @@ def main(argv: list[str] | None = None) -> None:
             for v in variants:
                 net, prec, th = v
                 job = {"task": "time", "data": str(data), "units": NETWORKS[net], "precision": prec, "threads": th,
-                       "warmup": a.warmup, "epochs": a.epochs}
+                       "warmup": a.warmup, "epochs": a.epochs, "malloc": a.malloc}
                 for name in (trees if r % 2 == 0 else reversed(list(trees))):
                     res = run_job(trees[name], job)
                     times[v][name] += res["seconds"]
@@ -245,10 +263,11 @@ def main(argv: list[str] | None = None) -> None:
         print("Target: new / today <= 0.6 for 2 x 384 at the default size.")
         if a.top > 0:
             print_profiles(trees, {"task": "profile", "data": str(data), "units": NETWORKS["2x384"],
-                                   "precision": "bfloat16", "threads": 1, "warmup": a.warmup, "top": a.top})
+                                   "precision": "bfloat16", "threads": 1, "warmup": a.warmup, "top": a.top,
+                                   "malloc": a.malloc})
         if not a.no_ndcg:
             print_ndcg(trees, {"task": "ndcg", "data": str(data), "units": NETWORKS["2x384"], "precision": "bfloat16",
-                               "threads": 1, "epochs": a.ndcg_epochs, "folds": 3, "lr": 2e-3})
+                               "threads": 1, "epochs": a.ndcg_epochs, "folds": 3, "lr": 2e-3, "malloc": a.malloc})
 
 
 if __name__ == "__main__":

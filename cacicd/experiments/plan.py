@@ -698,8 +698,9 @@ def peak_memory(cfg: dict, d: SearchData, batch_size: int, bfloat16: bool, devic
 
     def rows(n: int, nnz: float) -> int:  # a CSR block on the device: int64 offsets and indices, float32 values
         return int(8 * (n + 1) + 12 * n * nnz)
-    dev = {"weights": 4 * P, "gradients": 4 * P, "adam": 8 * P,
-           "low_precision_copies": sum(4 * a * b + 2 * b for a, b in mixed) if bfloat16 else 0,
+    deferred = sum(a * b for a, b in mixed) if bfloat16 else 0  # weights whose gradient KerasAdam reads in bfloat16
+    dev = {"weights": 4 * P, "gradients": 4 * (P - deferred), "adam": 8 * P,
+           "low_precision_copies": 4 * deferred,  # bfloat16 weight and weight-gradient copies
            "activations": int(B * sum(units) * 4 * (3 + bn) + (2 if bfloat16 else 4) * B * sum(a for a, _ in mixed)),
            "logits": 18 * B * L,  # logits, dense targets, the loss's terms and gradient (float32), a bfloat16 copy
            "prediction_batch": 6 * EVAL_BATCH * L,

@@ -17,8 +17,11 @@ Decisions:
   "identity"); see `cacicd.models.outputs.make_output_rule`.
 - Targets are 0/1. BCE with logits is computed as softplus((1 − 2y)·z), the loss of the other class's
   logit (for 0/1 targets the same value as PyTorch's (1 − y)·z − log σ(z), without its slow CPU
-  log-sigmoid), its gradient as (σ(z) − y) times the weights, and its (B, L) temporaries are reused
-  from batch to batch (`Scratch`); focal loss likewise (σ(u)^γ·softplus(u), u = (1 − 2y)·z).
+  log-sigmoid), its gradient as (σ(z) − y) times the weights, both in one pass
+  (`cacicd.models.kernels.bce_terms`) into a (B, L) buffer reused from batch to batch (`Scratch`);
+  focal loss likewise (σ(u)^γ·softplus(u), u = (1 − 2y)·z). The BCE family (`BCELoss` and its
+  subclasses: weights, penalties) can also start from the last hidden activations (`on_output`),
+  fused with a bfloat16 output layer (`cacicd.models.network.MixedLinear.bce`).
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from cacicd.models import kernels
 from cacicd.models.labels import LabelContext
 
 
@@ -84,7 +88,7 @@ class Scratch:
         self.__init__(state["keep"])
 
 
-SOFTPLUS_LINEAR = 40.0  # softplus(u) = u above this: exact in float64 too (e^-40 < 2^-53 * 40)
+SOFTPLUS_LINEAR = kernels.SOFTPLUS_LINEAR
 
 
 def _check_targets(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -96,33 +100,31 @@ def _check_targets(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 class _BCEWithLogits(torch.autograd.Function):
-    """Σ f·softplus((1 − 2y)·z) / N for 0/1 targets y, f = w·(1 + (pw − 1)·y) (w, pw: (L,) or None)."""
+    """Σ f·softplus((1 − 2y)·z) / N for 0/1 targets y, f = w·(1 + (pw − 1)·y) (w, pw: (L,) or None).
+
+    The loss and its gradient come from one fused pass (`kernels.bce_terms`); the gradient is kept for backward.
+    """
 
     @staticmethod
     def forward(ctx, logits, targets, weight, pos_weight, scratch):
-        loan = scratch.lend(logits, 1 if pos_weight is None else 2)
-        u = torch.addcmul(logits, logits, targets, value=-2, out=loan.tensors[0])  # ±z, exactly
-        torch.ops.aten.softplus.out(u, 1.0, SOFTPLUS_LINEAR, out=u)  # log(1 + e^u) = −log σ(−u): each pair's loss
-        factor = weight
+        pw1 = None
         if pos_weight is not None:
-            w = weight if weight is not None else torch.ones_like(pos_weight)
-            factor = torch.addcmul(w, targets, w * (pos_weight - 1), out=loan.tensors[1])
-        if factor is not None:
-            u.mul_(factor)
-        out = u.sum().div_(logits.numel())
+            pw1 = (weight if weight is not None else torch.ones_like(pos_weight)) * (pos_weight - 1)
+        scale = torch.tensor(1.0 / logits.numel(), dtype=logits.dtype, device=logits.device)
+        loan = scratch.lend(logits, 1)
+        total = kernels.run(kernels.bce_terms, kernels.bce_terms_eager, logits, targets, weight, pw1, scale,
+                            loan.tensors[0])
         if ctx.needs_input_grad[0]:
-            ctx.save_for_backward(logits, targets)
-            ctx.loan, ctx.factor = loan, factor
-        return out
+            ctx.loan = loan
+        return total / logits.numel()
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
-        logits, targets = ctx.saved_tensors
-        g = torch.sigmoid(logits, out=ctx.loan.tensors[0]).sub_(targets)  # d/dz of each pair's loss
-        if ctx.factor is not None:
-            g.mul_(ctx.factor)
-        return g.mul_(grad / logits.numel()), None, None, None, None
+        g = ctx.loan.tensors[0]
+        if grad.device.type != "cpu" or float(grad) != 1.0:  # a loss term scaled or summed with others
+            g.mul_(grad)
+        return g, None, None, None, None
 
 
 class _FocalWithLogits(torch.autograd.Function):
@@ -179,13 +181,41 @@ class LogitLoss(nn.Module):
 
 
 class BCELoss(LogitLoss):
-    """Plain binary cross-entropy with logits, averaged over every (stay, label) pair."""
+    """Plain binary cross-entropy with logits, averaged over every (stay, label) pair.
+
+    Subclasses weight the pairs (`bce_weights`) or add a penalty of the model (`penalty`); `on_output` computes the
+    same loss from the last hidden activations, fused with the output layer where it can.
+    """
 
     def __init__(self, ctx: LabelContext):
         super().__init__()
 
+    def bce_weights(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(weight, pos_weight) of the pairs: (L,) tensors or None."""
+        return None, None
+
+    def extra(self, model: nn.Module | None) -> torch.Tensor | None:
+        """What is added to the BCE (None: nothing)."""
+        return None
+
+    def _plus_extra(self, loss: torch.Tensor, model: nn.Module | None) -> torch.Tensor:
+        pen = self.extra(model)
+        return loss if pen is None else loss + pen
+
     def forward(self, logits: torch.Tensor, targets: torch.Tensor, model: nn.Module | None = None) -> torch.Tensor:
-        return self.bce(logits, targets)
+        return self._plus_extra(self.bce(logits, targets, *self.bce_weights()), model)
+
+    def on_output(self, output: nn.Module, h: torch.Tensor, targets: torch.Tensor, model: nn.Module) -> torch.Tensor:
+        """forward(output(h), targets, model): BCE and the output layer in one pass where `output.fuses_bce()`."""
+        if not (hasattr(output, "fuses_bce") and output.fuses_bce()):
+            return self(output(h).float(), targets, model)
+        if targets.shape != (h.shape[0], output.out_features):
+            raise ValueError(f"targets of shape {tuple(targets.shape)} for logits of shape "
+                             f"{(h.shape[0], output.out_features)}")
+        weight, pos_weight = (None if t is None else t.to(device=h.device, dtype=torch.float32)
+                              for t in self.bce_weights())
+        targets = targets.to(device=h.device, dtype=torch.float32)
+        return self._plus_extra(output.bce(h, targets, weight, pos_weight), model)
 
 
 LOSSES: dict[str, Callable[..., nn.Module]] = {"bce": BCELoss}
@@ -225,15 +255,15 @@ def reweighted_weights(levels: np.ndarray) -> np.ndarray:
     return w / w.mean() if len(w) else w
 
 
-class ReweightedBCE(LogitLoss):
+class ReweightedBCE(BCELoss):
     """Re-weighted multitask BCE (spec 7): the same per-label weight for y=0 and y=1."""
 
     def __init__(self, ctx: LabelContext):
-        super().__init__()
+        super().__init__(ctx)
         self.register_buffer("weight", torch.as_tensor(reweighted_weights(ctx.levels), dtype=torch.float32))
 
-    def forward(self, logits, targets, model=None):
-        return self.bce(logits, targets, weight=self.weight)
+    def bce_weights(self):
+        return self.weight, None
 
 
 def irw_weights(train_counts: np.ndarray, n_train: int, cap: float) -> tuple[np.ndarray, np.ndarray]:
@@ -264,7 +294,7 @@ def _check_cap(cap: float) -> float:
     return float(cap)
 
 
-class IRWLoss(LogitLoss):
+class IRWLoss(BCELoss):
     """Imbalance Ratio Weighting (spec 9): weight 1 on y=0, min(IR_j, cap) on y=1.
 
     IR_j = N_train / n_j − 1. A label never positive in training (n_j = 0) has an infinite ratio and
@@ -273,7 +303,7 @@ class IRWLoss(LogitLoss):
     """
 
     def __init__(self, ctx: LabelContext, cap: float = 10.0):
-        super().__init__()
+        super().__init__(ctx)
         w0, w1 = self._weights(ctx, _check_cap(cap))
         self.register_buffer("weight", torch.as_tensor(w0, dtype=torch.float32))
         self.register_buffer("pos_weight", torch.as_tensor(w1 / w0, dtype=torch.float32))
@@ -282,8 +312,8 @@ class IRWLoss(LogitLoss):
     def _weights(ctx, cap):
         return irw_weights(ctx.train_counts, ctx.n_train, cap)
 
-    def forward(self, logits, targets, model=None):
-        return self.bce(logits, targets, weight=self.weight, pos_weight=self.pos_weight)
+    def bce_weights(self):
+        return self.weight, self.pos_weight
 
 
 class IRNWLoss(IRWLoss):
@@ -391,11 +421,11 @@ class _TreeSquaredDiff(torch.autograd.Function):
         return grad, None
 
 
-class HierL2Loss(LogitLoss):
+class HierL2Loss(BCELoss):
     """BCE + λ·Σ over tree edges (p, c) of ‖[w_p; b_p] − [w_c; b_c]‖² on the output layer."""
 
     def __init__(self, ctx: LabelContext, lam: float = 1e-10):
-        super().__init__()
+        super().__init__(ctx)
         self.lam = _check_lam(lam)
         self.n_labels = len(ctx.codes)
         up = np.arange(self.n_labels, dtype=np.int64)
@@ -411,21 +441,21 @@ class HierL2Loss(LogitLoss):
             pen = pen + (layer.bias.index_select(0, up) - layer.bias).square().sum()
         return pen
 
-    def forward(self, logits, targets, model=None):
-        return self.bce(logits, targets) + self.lam * self.penalty(model)
+    def extra(self, model):
+        return self.lam * self.penalty(model)
 
 
-class OutputL2Loss(LogitLoss):
+class OutputL2Loss(BCELoss):
     """BCE + λ·‖W_output‖² (weights only, not the bias)."""
 
     def __init__(self, ctx: LabelContext, lam: float = 1e-9):
-        super().__init__()
+        super().__init__(ctx)
         self.lam = _check_lam(lam)
         self.n_labels = len(ctx.codes)
 
-    def forward(self, logits, targets, model=None):
+    def extra(self, model):
         w = _output_layer(model, self.n_labels).weight
-        return self.bce(logits, targets) + self.lam * torch.linalg.vector_norm(w).square()
+        return self.lam * torch.linalg.vector_norm(w).square()
 
 
 LOSSES.update({

@@ -14,9 +14,11 @@ Keras keeps the batches' biased variance in its moving variance, torch the unbia
 B / (B - 1), 128/127 at batch 128, used at inference only): left as torch does it.
 
 Mixed precision: inside `low_precision(torch.bfloat16)` the other linear layers (`MixedLinear`)
-multiply in bfloat16 with float32 master weights and float32 weight gradients, through persistent
-bfloat16 copies of the weights, gradient and batch buffers (no large allocation per step). In training
-their outputs are float32, so activations between layers, losses and the optimizer stay float32.
+multiply in bfloat16 (float32 accumulation) with float32 master weights, through persistent bfloat16
+copies of the weights, gradient and batch buffers (no large allocation per step); the float32 bias is
+added to the rounded product, so activations between layers, logits, losses and the optimizer stay
+float32. `cacicd.models.train.KerasAdam` writes the bfloat16 weight copy in its step and reads the
+bfloat16 weight gradient, so neither costs a pass of its own.
 """
 from __future__ import annotations
 
@@ -28,7 +30,10 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
+
+from cacicd.models import kernels
 
 _COMPUTE_DTYPE: contextvars.ContextVar[torch.dtype] = contextvars.ContextVar("cacicd_compute_dtype",
                                                                              default=torch.float32)
@@ -84,15 +89,17 @@ class SparseInputLinear(KerasLinear):
 
 
 class _Shadow:
-    """Low-precision copies of a layer's weight and bias, the gradient buffers of its weight, and per-batch buffers."""
+    """A layer's low-precision weight copy and weight gradient, its float32 gradient buffer, and per-batch buffers."""
 
     def __init__(self, weight: torch.Tensor, dtype: torch.dtype):
         with torch.inference_mode(False):  # plain tensors, usable in training even when made in predict
             self.weight = torch.empty(weight.shape, dtype=dtype, device=weight.device)
-            self.bias = torch.empty(weight.shape[0], dtype=dtype, device=weight.device)
             self.grad = torch.empty_like(self.weight)  # low-precision weight gradient
-            self.master_grad = torch.empty_like(weight, memory_format=torch.contiguous_format)
-        self.key: tuple | None = None
+        self.master_grad: torch.Tensor | None = None  # its float32 copy, for an optimizer that does not defer
+        self.key: tuple | None = None  # (data_ptr, version) of the weight `self.weight` was copied from
+        self.fresh: tuple | None = None  # the weight's key when an optimizer step wrote `self.weight` with it
+        self.pending = False  # self.grad holds this step's weight gradient, for an optimizer that reads it
+        self.lent = False  # the "grad" batch buffer holds a fused loss's gradient until its backward
         self.rows: dict[str, torch.Tensor] = {}
 
     def batch(self, name: str, n: int) -> torch.Tensor:
@@ -106,19 +113,16 @@ class _Shadow:
 
 
 class _MixedLinearFn(torch.autograd.Function):
-    """y = x W^T + b in low precision; W's float32 gradient goes straight into W.grad (persistent buffer)."""
+    """y = (x W^T in low precision) + b in float32; W's gradient stays in low precision for a deferring optimizer
+    (`_Shadow.pending`), else goes into W.grad in float32 (a persistent buffer)."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, shadow: _Shadow):
+    def forward(ctx, x, weight, bias, shadow: _Shadow, defer: bool):
         x_lp = x.to(shadow.weight.dtype)
         ctx.save_for_backward(x_lp, shadow.weight)
-        ctx.weight, ctx.shadow, ctx.x_dtype = weight, shadow, x.dtype
-        out = shadow.batch("out", x.shape[0])  # what F.linear computes, without allocating it
-        if bias is not None:
-            torch.addmm(shadow.bias, x_lp, shadow.weight.t(), out=out)
-        else:
-            torch.mm(x_lp, shadow.weight.t(), out=out)
-        return out.float()
+        ctx.weight, ctx.shadow, ctx.x_dtype, ctx.defer = weight, shadow, x.dtype, defer
+        out = torch.mm(x_lp, shadow.weight.t(), out=shadow.batch("out", x.shape[0]))
+        return torch.add(out, bias) if bias is not None else out.float()
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -127,63 +131,136 @@ class _MixedLinearFn(torch.autograd.Function):
         g = shadow.batch("grad", grad_out.shape[0]).copy_(grad_out)  # one contiguous cast, no transposition
         grad_x = (g @ w_lp).to(ctx.x_dtype) if ctx.needs_input_grad[0] else None
         if ctx.needs_input_grad[1]:
-            weight = ctx.weight
-            torch.mm(g.t(), x_lp, out=shadow.grad)
-            if weight.grad is None:  # first contribution of this step (zero_grad(set_to_none=True))
-                weight.grad = shadow.master_grad.copy_(shadow.grad)
-            else:  # e.g. a loss penalty on the same weight already accumulated its part
-                weight.grad.add_(shadow.grad)
+            _weight_grad(ctx.weight, shadow, ctx.defer, g, x_lp)
         grad_b = grad_out.sum(0) if ctx.needs_input_grad[2] else None
-        return grad_x, None, grad_b, None
+        return grad_x, None, grad_b, None, None
+
+
+def _weight_grad(weight: torch.Tensor, shadow: _Shadow, defer: bool, g: torch.Tensor, x_lp: torch.Tensor) -> None:
+    """Add g^T x_lp (low precision) to the weight's gradient: kept in shadow.grad for a deferring optimizer, else
+    widened into weight.grad."""
+    if defer and weight.grad is None and not shadow.pending:  # the optimizer reads shadow.grad
+        torch.mm(g.t(), x_lp, out=shadow.grad)
+        shadow.pending = True
+        return
+    part = torch.mm(g.t(), x_lp)
+    if weight.grad is None:  # first contribution of this step (zero_grad(set_to_none=True))
+        if shadow.master_grad is None:
+            shadow.master_grad = torch.empty(weight.shape, dtype=weight.dtype, device=weight.device)
+        weight.grad = shadow.master_grad.copy_(part)
+    else:  # e.g. a loss penalty on the same weight already accumulated its part
+        weight.grad.add_(part)
+
+
+class _MixedLinearBCEFn(torch.autograd.Function):
+    """Mean BCE with logits of (x W^T in low precision) + b against 0/1 targets, in one fused pass after the product:
+    the (B, out) logits are never written; their gradient is, once, in low precision (`kernels.linear_bce_terms`)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, shadow: _Shadow, defer: bool, targets, w, pw1):
+        x_lp = x.to(shadow.weight.dtype)
+        out = torch.mm(x_lp, shadow.weight.t(), out=shadow.batch("out", x.shape[0]))
+        n = out.numel()
+        scale = torch.tensor(1.0 / n, dtype=torch.float32, device=x.device)
+        # the gradient's buffer lives until backward: a second forward meanwhile gets a buffer of its own
+        g = shadow.batch("grad", x.shape[0]) if not shadow.lent else torch.empty_like(out)
+        shadow.lent = True
+        total, colsum = kernels.run(kernels.linear_bce_terms, kernels.linear_bce_terms_eager, out, bias, targets, w,
+                                    pw1, scale, g)
+        ctx.save_for_backward(x_lp, shadow.weight)
+        ctx.weight, ctx.shadow, ctx.x_dtype, ctx.defer, ctx.g, ctx.colsum = weight, shadow, x.dtype, defer, g, colsum
+        return total / n
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        x_lp, w_lp = ctx.saved_tensors
+        g, colsum = ctx.g, ctx.colsum
+        ctx.shadow.lent = False
+        if grad.device.type != "cpu" or float(grad) != 1.0:  # a loss term scaled or summed with others
+            g, colsum = g * grad.to(g.dtype), colsum * grad
+        grad_x = (g @ w_lp).to(ctx.x_dtype) if ctx.needs_input_grad[0] else None
+        if ctx.needs_input_grad[1]:
+            _weight_grad(ctx.weight, ctx.shadow, ctx.defer, g, x_lp)
+        return grad_x, None, colsum if ctx.needs_input_grad[2] else None, None, None, None, None, None
 
 
 class MixedLinear(KerasLinear):
     """nn.Linear that multiplies in bfloat16 inside `low_precision(torch.bfloat16)`.
 
-    With autograd on, the output and the weight's gradient are float32; with it off (inference) the
-    output stays bfloat16 (callers take `.float()` or copy it into a float32 buffer).
-    The bfloat16 weight copy is rebuilt on every training forward and, in eval mode, whenever the
-    weight's storage or version changes or the module's mode switches (train to eval or back).
+    The product x W^T is computed in bfloat16 (float32 accumulation, rounded once) and the float32 bias is
+    added to it: the output is float32, in training and in inference. The bfloat16 weight copy is rebuilt
+    on every training forward and, in eval mode, whenever the weight's storage or version changes or the
+    mode switches, unless an optimizer step just wrote it (`KerasAdam`, which with `defer_grad` set also
+    takes the weight's gradient in bfloat16, see `_Shadow.pending`).
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True):
         super().__init__(in_features, out_features, bias)
         self._shadow: _Shadow | None = None
+        self.defer_grad = False
 
-    def train(self, mode: bool = True) -> "MixedLinear":
-        """Set the mode; a switch forgets the low-precision copy (weights may have changed meanwhile)."""
-        if self._shadow is not None and mode != self.training:
-            self._shadow.key = None
-        return super().train(mode)
-
-    def _low_precision_weight(self, dtype: torch.dtype) -> _Shadow:
+    def low_precision_copy(self, dtype: torch.dtype) -> _Shadow:
+        """The layer's low-precision weight copy in `dtype`, current with the weight."""
         w = self.weight
         s = self._shadow
         if s is None or s.weight.dtype != dtype or s.weight.device != w.device or s.weight.shape != w.shape:
             s = self._shadow = _Shadow(w, dtype)
-        b = self.bias
-        key = (w.data_ptr(), w._version) + ((b.data_ptr(), b._version) if b is not None else ())
-        if self.training or s.key != key:
+        key = (w.data_ptr(), w._version)
+        if s.fresh == key:  # an optimizer step wrote the copy with this very weight
+            pass
+        elif self.training or s.key != key:  # torch's fused optimizers leave versions as they were
             with torch.no_grad():
                 s.weight.copy_(w)
-                if b is not None:
-                    s.bias.copy_(b)
-            s.key = key
+        s.key = key
         return s
 
+    def train(self, mode: bool = True) -> "MixedLinear":
+        """Set the mode; a switch forgets the low-precision copy unless an optimizer just wrote it."""
+        if self._shadow is not None and mode != self.training:
+            self._shadow.key = None
+        return super().train(mode)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, in) -> (B, out): float32 with autograd; without, in `dtype` (bias added before rounding)."""
+        """(B, in) -> (B, out) float32."""
         dtype = _COMPUTE_DTYPE.get()
         if dtype == torch.float32:
             return super().forward(x)
-        s = self._low_precision_weight(dtype)
-        if not torch.is_grad_enabled():  # inference: no float32 copy of a (B, out) block
-            return F.linear(x.to(dtype), s.weight, s.bias if self.bias is not None else None)
-        return _MixedLinearFn.apply(x, self.weight, self.bias, s)
+        s = self.low_precision_copy(dtype)
+        if not torch.is_grad_enabled():  # inference
+            out = torch.mm(x.to(dtype), s.weight.t())
+            return torch.add(out, self.bias) if self.bias is not None else out.float()
+        return _MixedLinearFn.apply(x, self.weight, self.bias, s, self.defer_grad)
+
+    def fuses_bce(self) -> bool:
+        """Whether `bce` fuses the product with the loss here (inside `low_precision(torch.bfloat16)`, with a bias)."""
+        return _COMPUTE_DTYPE.get() != torch.float32 and self.bias is not None
+
+    def bce(self, x: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor | None = None,
+            pos_weight: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean BCE with logits of self(x) against 0/1 targets (B, out), f = w·(1 + (pw − 1)·y) weighting each pair, in
+        one pass after the product (`fuses_bce` must hold)."""
+        pw1 = None
+        if pos_weight is not None:
+            pw1 = (weight if weight is not None else torch.ones_like(pos_weight)) * (pos_weight - 1)
+        s = self.low_precision_copy(_COMPUTE_DTYPE.get())
+        return _MixedLinearBCEFn.apply(x, self.weight, self.bias, s, self.defer_grad, targets, weight, pw1)
 
     def __getstate__(self) -> dict:
-        """Pickle and deepcopy without the low-precision copies (a cache)."""
-        return {**self.__dict__, "_shadow": None}
+        """Pickle and deepcopy without the low-precision copies (a cache) and not deferring (a copy has no optimizer)."""
+        return {**self.__dict__, "_shadow": None, "defer_grad": False}
+
+
+class Dropout(nn.Dropout):
+    """nn.Dropout whose mask is drawn as uniform(0, 1) >= p: the same Bernoulli(1 - p) mask, 3x faster on the CPU than
+    `bernoulli_` (which draws one variate at a time there)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x times the mask / (1 - p) in training, x itself in eval mode or with p = 0."""
+        if not self.training or self.p == 0:
+            return x
+        noise = torch.empty_like(x).uniform_().ge_(self.p).div_(1 - self.p)
+        return x.mul_(noise) if self.inplace else x * noise
 
 
 class MLP(nn.Module):
@@ -214,7 +291,7 @@ class MLP(nn.Module):
                 blocks.append(keras_batchnorm(u))
             blocks.append(nn.ReLU())
             if d > 0:
-                blocks.append(nn.Dropout(d))
+                blocks.append(Dropout(d))
             width = u
         self.hidden = nn.Sequential(*blocks)
         self.output = SparseInputLinear(width, n_labels) if not units else MixedLinear(width, n_labels)

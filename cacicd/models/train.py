@@ -3,7 +3,9 @@ stopping on the dev target metric keeping the best epoch's weights, and batched 
 
 Losses (`cacicd.models.losses.make_loss`) and output rules (`cacicd.models.outputs.make_output_rule`) are plug-ins:
 the loop passes `(logits, targets, model)` to the loss and applies the rule to dev probabilities
-before scoring; it never knows which ones it runs.
+before scoring; it never knows which ones it runs. A loss of the BCE family (`BCELoss` and its weighted
+and penalised subclasses) takes the last hidden activations instead (`on_output`): in bfloat16 the
+output layer and the loss are then one pass after the product, the (B, L) logits never written.
 
 Data: the training, dev and predicted sets are copied once to the device as CSR tensors
 (`DeviceRows`); an epoch's shuffled rows are cut there once, and each batch, a slice of them, reaches
@@ -16,6 +18,9 @@ Precision (`precision=`): "float32", "bfloat16" (the linear layers multiply in b
 "auto": bfloat16 where the device has it natively (a CPU with AVX-512 BF16 or AMX, a CUDA GPU of
 compute capability 8.0 or more), else float32. Runs are deterministic given the seed, device,
 precision and thread count (same seed, same predictions, bit for bit, on the CPU).
+
+The optimizer (`KerasAdam`) and the BCE run as fused kernels on the CPU (`cacicd.models.kernels`, compiled
+once per process by TorchInductor; eager operators where no C++ compiler is found).
 """
 from __future__ import annotations
 
@@ -25,7 +30,7 @@ import logging
 import math
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,7 +40,8 @@ from torch import nn
 
 from cacicd.config import PRECISIONS, cpu_count
 from cacicd.evaluation import metrics
-from cacicd.models.network import MLP, build_mlp, low_precision
+from cacicd.models import kernels
+from cacicd.models.network import MLP, MixedLinear, build_mlp, low_precision
 
 logger = logging.getLogger(__name__)
 
@@ -238,31 +244,69 @@ def predict_proba_tensor(model: nn.Module, X: sp.spmatrix | np.ndarray | DeviceR
 KERAS_ADAM_EPSILON = 1e-7  # Keras 2.9 Adam's default
 
 
-class KerasAdam(torch.optim.Adam):
-    """torch Adam taking steps as Keras 2.9's Adam: epsilon 1e-7 added to sqrt(v) before the bias correction.
+class KerasAdam(torch.optim.Optimizer):
+    """Adam taking steps as Keras 2.9's Adam: epsilon 1e-7 added to sqrt(v) before the bias correction.
 
-    Keras: w -= lr sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps); torch adds its eps to
-    sqrt(v) / sqrt(1 - b2^t), after the correction. Setting torch's eps to eps / sqrt(1 - b2^t) before each
-    step gives Keras's update exactly (fused kernels included). How much it matters: that eps is 3.2e-6 at
-    step 1, 3.2e-7 at step 100, 1.3e-7 at step 1,000 and within 1 % of 1e-7 after 4,000 steps. A plain torch
-    Adam (eps 1e-7) changes a step by about (eps_t - 1e-7) / sqrt(v_hat) relative: for gradients ~1e-4, 3 %
-    at step 1 (6e-6 absolute at the learning rate 2e-4) and 0.03 % at step 1,000 (5e-8); ten times less
-    for gradients ~1e-3; only weights with gradients of ~1e-6 or less (rare inputs, early steps) would
-    take steps several times larger (3.8x at step 1). The step count lives in each parameter group
-    ("keras_step"), so `state_dict` / `load_state_dict` keep it.
+    Keras: w -= lr sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps), i.e. torch's Adam with its eps set to
+    eps / sqrt(1 - b2^t) at step t. How much the placement matters: that eps is 3.2e-6 at step 1, 3.2e-7 at
+    step 100, 1.3e-7 at step 1,000 and within 1 % of 1e-7 after 4,000 steps; a plain torch Adam (eps 1e-7)
+    changes a step by about (eps_t - 1e-7) / sqrt(v_hat) relative: 3 % at step 1 for gradients ~1e-4.
+
+    Each parameter's step is one fused pass (`cacicd.models.kernels.adam`). The `MixedLinear` layers named
+    in `layers` hand it their bfloat16 weight gradient (no float32 copy) and get their bfloat16 weight copy
+    written in the same pass. State per parameter: "step", "exp_avg", "exp_avg_sq", as torch's Adam.
     """
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = KERAS_ADAM_EPSILON, **kwargs):
-        super().__init__(params, lr=lr, betas=betas, eps=eps, **kwargs)
+                 eps: float = KERAS_ADAM_EPSILON, layers: Iterable[nn.Module] = ()):
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps})
+        self.layers = {id(m.weight): m for m in layers}
+        for m in self.layers.values():
+            m.defer_grad = True
 
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Forget the parameters' gradients, the layers' bfloat16 ones included."""
+        super().zero_grad(set_to_none)
+        for m in self.layers.values():
+            if m._shadow is not None:
+                m._shadow.pending = False
+
+    @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        """One Adam step with torch's eps set to Keras's eps / sqrt(1 - beta2^t) for this step t."""
+        """One Adam step of every parameter with a gradient."""
+        loss = closure() if closure is not None else None
         for group in self.param_groups:
-            group.setdefault("keras_eps", group["eps"])
-            group["keras_step"] = t = group.get("keras_step", 0) + 1
-            group["eps"] = group["keras_eps"] / math.sqrt(1.0 - group["betas"][1] ** t)
-        return super().step(closure)
+            for p in group["params"]:
+                layer = self.layers.get(id(p))
+                shadow = layer._shadow if layer is not None else None
+                g = p.grad
+                if shadow is not None and shadow.pending:
+                    g = shadow.grad if g is None else g.add_(shadow.grad)
+                    shadow.pending = False
+                if g is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["step"] += 1
+                t = int(state["step"])
+                bias_correction = (group["lr"] / (1 - group["betas"][0] ** t), math.sqrt(1 - group["betas"][1] ** t))
+                lp = shadow.weight if shadow is not None and shadow.weight.shape == p.shape else None
+                scalars = [torch.tensor(x, dtype=p.dtype, device=p.device)  # in the weight's precision
+                           for x in (group["lr"], *group["betas"], group["eps"], *bias_correction)]
+                view, dims = memory_order(p)
+                if view.is_contiguous():  # one kernel for any shape: the tensors flat, in their memory order
+                    p_, m, v, g_ = ((t if dims is None else t.permute(dims)).reshape(-1)
+                                    for t in (p, state["exp_avg"], state["exp_avg_sq"], g))
+                    kernels.run(kernels.adam, kernels.adam_eager, p_, g_, m, v, None if lp is None else lp.view(-1),
+                                state["step"], *scalars)
+                else:
+                    kernels.adam_eager(p, g, state["exp_avg"], state["exp_avg_sq"], lp, state["step"], *scalars)
+                if lp is not None:
+                    shadow.fresh = (p.data_ptr(), p._version)  # the copy is current: no pass of its own
+        return loss
 
 
 @dataclass
@@ -311,13 +355,14 @@ class Trainer:
         self.rng = np.random.default_rng(seed)
         self.model = build_mlp(X_train.shape[1], Y_train.shape[1], params).to(self.device)
         self.loss_fn = loss.to(self.device)
-        fused = True if self.device.type in ("cpu", "cuda") else None
         stepped = [(p, *memory_order(p)) for p in self.model.parameters()]
         self.grad_views = [(p, v, dims) for p, v, dims in stepped if dims is not None]
-        self.optimizer = KerasAdam([v for _, v, _ in stepped], lr=lr, fused=fused)  # Keras's eps and its placement
+        self.optimizer = KerasAdam([v for _, v, _ in stepped], lr=lr,  # Keras's eps and its placement
+                                   layers=[m for m in self.model.modules() if isinstance(m, MixedLinear)])
         self.X_train, self.Y_train = DeviceRows(X_train, self.device), DeviceRows(Y_train, self.device)
         self.X_dev = DeviceRows(X_dev, self.device)
         self.sparse_input = use_sparse_input(self.model, self.device)
+        self.fused_output = hasattr(self.loss_fn, "on_output") and isinstance(self.model.output, MixedLinear)
         self.targets: torch.Tensor | None = None  # the reused (batch_size, L) target block
         self.target_pos: torch.Tensor | None = None  # its entries set by the last batch (flat positions)
         self.epoch = 0
@@ -376,8 +421,12 @@ class Trainer:
             xb = self.X_train.sparse(part) if self.sparse_input else self.X_train.dense(part)
             yb = self._targets(y_pos[y0:y1], y_val[y0:y1], size)
             with low_precision(self.dtype):
-                logits = self.model(xb)
-            loss = self.loss_fn(logits.float(), yb, self.model)
+                if self.fused_output:  # the output layer and the loss in one pass (`BCELoss.on_output`)
+                    loss = self.loss_fn.on_output(self.model.output, self.model.hidden(xb), yb, self.model)
+                else:
+                    logits = self.model(xb)
+            if not self.fused_output:
+                loss = self.loss_fn(logits.float(), yb, self.model)
             self.model.zero_grad(set_to_none=True)
             loss.backward()
             for p, view, dims in self.grad_views:  # see memory_order
