@@ -100,16 +100,17 @@ class _Shadow:
         self.fresh: tuple | None = None  # the weight's key when an optimizer step wrote `self.weight` with it
         self.pending = False  # self.grad holds this step's weight gradient, for an optimizer that reads it
         self.lent = False  # the "grad" batch buffer holds a fused loss's gradient until its backward
-        self.rows: dict[str, torch.Tensor] = {}
+        self.rows: dict[tuple[str, int], torch.Tensor] = {}
 
     def batch(self, name: str, n: int) -> torch.Tensor:
-        """A reused low-precision (n, out_features) buffer (the first n rows of one sized for the largest batch)."""
-        buf = self.rows.get(name)
-        if buf is None or buf.shape[0] < n:
+        """A reused low-precision (n, out_features) buffer, one per name and row count (whole tensors, not views of a
+        larger one: a compiled kernel takes them as they are)."""
+        buf = self.rows.get((name, n))
+        if buf is None:
             with torch.inference_mode(False):
-                buf = self.rows[name] = torch.empty((n, self.weight.shape[0]), dtype=self.weight.dtype,
-                                                    device=self.weight.device)
-        return buf[:n]
+                buf = self.rows[(name, n)] = torch.empty((n, self.weight.shape[0]), dtype=self.weight.dtype,
+                                                         device=self.weight.device)
+        return buf
 
 
 class _MixedLinearFn(torch.autograd.Function):
@@ -165,8 +166,9 @@ class _MixedLinearBCEFn(torch.autograd.Function):
         # the gradient's buffer lives until backward: a second forward meanwhile gets a buffer of its own
         g = shadow.batch("grad", x.shape[0]) if not shadow.lent else torch.empty_like(out)
         shadow.lent = True
-        total, colsum = kernels.run(kernels.linear_bce_terms, kernels.linear_bce_terms_eager, out, bias, targets, w,
-                                    pw1, scale, g)
+        # a detached bias: a Parameter's shape would be compiled in as a constant (one graph per label count)
+        total, colsum = kernels.run(kernels.linear_bce_terms, kernels.linear_bce_terms_eager, out, bias.detach(),
+                                    targets, w, pw1, scale, g)
         ctx.save_for_backward(x_lp, shadow.weight)
         ctx.weight, ctx.shadow, ctx.x_dtype, ctx.defer, ctx.g, ctx.colsum = weight, shadow, x.dtype, defer, g, colsum
         return total / n

@@ -363,8 +363,8 @@ class Trainer:
         self.X_dev = DeviceRows(X_dev, self.device)
         self.sparse_input = use_sparse_input(self.model, self.device)
         self.fused_output = hasattr(self.loss_fn, "on_output") and isinstance(self.model.output, MixedLinear)
-        self.targets: torch.Tensor | None = None  # the reused (batch_size, L) target block
-        self.target_pos: torch.Tensor | None = None  # its entries set by the last batch (flat positions)
+        # batch rows -> the reused (rows, L) target block and the flat positions its last batch set
+        self.target_blocks: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self.epoch = 0
         self.best_epoch, self.best_value, self.best_state = 0, -math.inf, None
         self.history: list[dict] = []
@@ -391,17 +391,17 @@ class Trainer:
         return torch.repeat_interleave(start, crow[1:] - crow[:-1], output_size=nnz) + col, val
 
     def _targets(self, pos: torch.Tensor, val: torch.Tensor, n: int) -> torch.Tensor:
-        """The dense (n, L) targets of a batch, in the reused block: the last batch's entries cleared, these set."""
-        if self.targets is None or self.targets.shape[0] < n:
-            self.targets = torch.zeros((max(n, self.batch_size), self.Y_train.shape[1]), dtype=torch.float32,
-                                       device=self.device)
-            self.target_pos = None
-        flat = self.targets.view(-1)
-        if self.target_pos is not None:
-            flat.index_fill_(0, self.target_pos, 0.0)
+        """The dense (n, L) targets of a batch, in a block reused for batches of n rows: the entries its last batch
+        set cleared, these set. (Whole tensors, not views of a larger one: a compiled kernel takes them as they are.)"""
+        block, last = self.target_blocks.get(n, (None, None))
+        if block is None:
+            block = torch.zeros((n, self.Y_train.shape[1]), dtype=torch.float32, device=self.device)
+        flat = block.view(-1)
+        if last is not None:
+            flat.index_fill_(0, last, 0.0)
         flat.index_put_((pos,), val)
-        self.target_pos = pos
-        return self.targets[:n]
+        self.target_blocks[n] = (block, pos)
+        return block
 
     def train_epoch(self) -> float:
         """One epoch of training over shuffled mini-batches; returns the mean training loss."""
