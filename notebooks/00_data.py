@@ -13,7 +13,7 @@
 # %% [markdown]
 # # 00 · Data: the stays, their codes and their drugs (paper §2.1, Tables 1–2, S2, Fig S1)
 #
-# > **Run time** (default profile, 2 CPU cores; `benchmarks/run_times.csv`): this notebook trains nothing and takes 12 s; warm: 10 s.
+# > **Run time** (default profile, 2 CPU cores; `benchmarks/run_times.csv`): this notebook trains nothing and takes 7 s; warm: 6 s.
 #
 # A sample is one hospital admission. Its features are sex, age and the RxNorm ingredients prescribed
 # at least once during the stay; its labels are its ICD-9-CM codes rolled up to every level of the

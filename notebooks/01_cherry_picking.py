@@ -13,7 +13,7 @@
 # %% [markdown]
 # # 01 · ICD code cherry-picking degrades retrieval performance (paper §3.1; Figs 1a–d, S2; Table S4, first part)
 #
-# > **Run time** (default profile, 2 CPU cores; `benchmarks/run_times.csv`): `./run_all.sh` first trains every experiment (19 min on a cold cache, 2 Dask workers), then this notebook takes 17 s; warm: 14 s. Opened alone on a cold cache, it trains what it needs in its kernel, one network after another.
+# > **Run time** (default profile, 2 CPU cores; `benchmarks/run_times.csv`): `./run_all.sh` first trains every experiment (19 min on a cold cache, 2 Dask workers), then this notebook takes 10 s; warm: 10 s. Opened alone on a cold cache, it trains what it needs in its kernel, one network after another.
 #
 # Hansen et al. trained only on a *cherry-picked* subset of codes: at least 100 occurrences, and outside the
 # chapters, roots and codes that prior belief says the drugs cannot inform (800–999, E, V, and the children of

@@ -13,7 +13,7 @@
 # %% [markdown]
 # # 02 · NDCG and AUPRC variants are better target metrics than F1 (paper §3.2; Figs 2, S3, S4; Table S5)
 #
-# > **Run time** (default profile, 2 CPU cores; `benchmarks/run_times.csv`): `./run_all.sh` first trains every experiment (19 min on a cold cache, 2 Dask workers), then this notebook takes 22 s; warm: 17 s. Opened alone on a cold cache, it trains what it needs in its kernel, one network after another.
+# > **Run time** (default profile, 2 CPU cores; `benchmarks/run_times.csv`): `./run_all.sh` first trains every experiment (19 min on a cold cache, 2 Dask workers), then this notebook takes 16 s; warm: 14 s. Opened alone on a cold cache, it trains what it needs in its kernel, one network after another.
 #
 # A coding assistant ranks codes; RE@R counts the wrong codes a coder must read before reaching a recall of R.
 # The paper tunes the same naive multitask network (all codes) on seven target metrics — micro and macro F1,

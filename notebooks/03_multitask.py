@@ -13,7 +13,7 @@
 # %% [markdown]
 # # 03 · Multitask learning: naive, per level, re-weighted (paper §2.4, §3.3, Fig 3, Fig S5)
 #
-# > **Run time** (default profile, 2 CPU cores; `benchmarks/run_times.csv`): `./run_all.sh` first trains every experiment (19 min on a cold cache, 2 Dask workers), then this notebook takes 17 s; warm: 14 s. Opened alone on a cold cache, it trains what it needs in its kernel, one network after another.
+# > **Run time** (default profile, 2 CPU cores; `benchmarks/run_times.csv`): `./run_all.sh` first trains every experiment (19 min on a cold cache, 2 Dask workers), then this notebook takes 13 s; warm: 12 s. Opened alone on a cold cache, it trains what it needs in its kernel, one network after another.
 #
 # Three ways of using the levels of the ICD-9-CM hierarchy as tasks (spec section 7), all tuned on NDCG:
 #

@@ -13,7 +13,7 @@
 # %% [markdown]
 # # 04 · Hierarchical multilabel classification (paper §2.5, §3.4, Fig 4)
 #
-# > **Run time** (default profile, 2 CPU cores; `benchmarks/run_times.csv`): `./run_all.sh` first trains every experiment (19 min on a cold cache, 2 Dask workers), then this notebook takes 9 s; warm: 10 s. Opened alone on a cold cache, it trains what it needs in its kernel, one network after another.
+# > **Run time** (default profile, 2 CPU cores; `benchmarks/run_times.csv`): `./run_all.sh` first trains every experiment (19 min on a cold cache, 2 Dask workers), then this notebook takes 8 s; warm: 7 s. Opened alone on a cold cache, it trains what it needs in its kernel, one network after another.
 #
 # Explicit uses of the ICD-9-CM tree (spec section 8), each compared with the naive multitask model, all tuned
 # on NDCG:

@@ -13,7 +13,7 @@
 # %% [markdown]
 # # 05 · Class imbalance, code frequency and stay types (paper §2.6, §3.5, Fig 5, Fig S6, Table S9)
 #
-# > **Run time** (default profile, 2 CPU cores; `benchmarks/run_times.csv`): `./run_all.sh` first trains every experiment (19 min on a cold cache, 2 Dask workers), then this notebook takes 19 s; warm: 15 s. Opened alone on a cold cache, it trains what it needs in its kernel, one network after another.
+# > **Run time** (default profile, 2 CPU cores; `benchmarks/run_times.csv`): `./run_all.sh` first trains every experiment (19 min on a cold cache, 2 Dask workers), then this notebook takes 13 s; warm: 13 s. Opened alone on a cold cache, it trains what it needs in its kernel, one network after another.
 #
 # Four corrections for the imbalance of ICD codes (spec section 9), tuned on NDCG and compared with the naive
 # multitask model: **focal loss** (`focal_ndcg`), **L2 on the output layer** (`outl2_ndcg`), **imbalance-ratio

@@ -13,7 +13,7 @@
 # %% [markdown]
 # # 06 · Overall performance summary (paper §3.6.1; Figs 6, S7; Tables S4, S6, S7, S8, S10)
 #
-# > **Run time** (default profile, 2 CPU cores; `benchmarks/run_times.csv`): `./run_all.sh` first trains every experiment (19 min on a cold cache, 2 Dask workers), then this notebook takes 26 s; warm: 18 s. Opened alone on a cold cache, it trains what it needs in its kernel, one network after another.
+# > **Run time** (default profile, 2 CPU cores; `benchmarks/run_times.csv`): `./run_all.sh` first trains every experiment (19 min on a cold cache, 2 Dask workers), then this notebook takes 17 s; warm: 15 s. Opened alone on a cold cache, it trains what it needs in its kernel, one network after another.
 #
 # The paper's summary of its best model:
 #

@@ -13,7 +13,7 @@
 # %% [markdown]
 # # 07 · Runtime (paper §3.6.2)
 #
-# > **Run time** (default profile, 2 CPU cores; `benchmarks/run_times.csv`): `./run_all.sh` first trains every experiment (19 min on a cold cache, 2 Dask workers), then this notebook takes 28 s; warm: 18 s. Opened alone on a cold cache, it trains what it needs in its kernel, one network after another.
+# > **Run time** (default profile, 2 CPU cores; `benchmarks/run_times.csv`): `./run_all.sh` first trains every experiment (19 min on a cold cache, 2 Dask workers), then this notebook takes 21 s; warm: 16 s. Opened alone on a cold cache, it trains what it needs in its kernel, one network after another.
 #
 # The paper's claim: the best NDCG model processes the whole MIMIC-III dataset, 58,976 hospital stays, in
 # **1.92 ± 0.19 s** with an inference batch size of 1,024 on a T4 NVIDIA GPU.

@@ -13,7 +13,7 @@
 # %% [markdown]
 # # 08 · Replication report
 #
-# > **Run time** (default profile, 2 CPU cores; `benchmarks/run_times.csv`): this notebook trains nothing and takes 5 s; warm: 6 s.
+# > **Run time** (default profile, 2 CPU cores; `benchmarks/run_times.csv`): this notebook trains nothing and takes 3 s; warm: 3 s.
 #
 # Writes `REPORT.md` next to the tables: the page reviewers read first. For every published number of the
 # paper (`cacicd/reference/paper_values.csv`, one row per item, level, model and metric) it shows the number

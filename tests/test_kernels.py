@@ -137,3 +137,38 @@ def test_dropout_keeps_one_minus_p_and_scales():
     assert abs(kept - 0.7) < 4 * math.sqrt(0.7 * 0.3 / x.numel())
     assert torch.allclose(out[out != 0], torch.tensor(1 / 0.7))
     assert torch.equal(d.eval()(x), x)
+
+
+def test_trainings_of_any_label_count_and_batch_stay_compiled(recwarn):
+    """Label counts, batch sizes, weights and precisions vary from one training to the next in a worker: every kernel
+    stays compiled (dynamic shapes: no graph per label count, no fall-back to the eager twins past dynamo's limit)."""
+    import scipy.sparse as sp
+
+    from cacicd import icd9
+    from cacicd.models import losses
+    from cacicd.models.labels import LabelContext
+    from cacicd.models.train import Trainer
+
+    from torch._dynamo.eval_frame import _debug_get_cache_entry_list  # noqa: PLC2701 - the compiled graphs
+
+    def graphs() -> dict[str, int]:
+        return {f.__name__: len(_debug_get_cache_entry_list(f.__code__)) for f in (K.bce_terms, K.linear_bce_terms,
+                                                                                     K.adam)}
+
+    before = graphs()
+    rng = np.random.default_rng(0)
+    for i, (n_labels, n_rows, loss, precision) in enumerate([(5, 70, "bce", "bfloat16"), (9, 45, "irw", "bfloat16"),
+                                                             (13, 83, "reweighted_bce", "float32"),
+                                                             (7, 61, "bce", "bfloat16"), (11, 99, "focal", "bfloat16"),
+                                                             (17, 52, "bce", "float32"), (6, 77, "irnw", "bfloat16"),
+                                                             (21, 66, "bce", "bfloat16"), (8, 90, "bce", "bfloat16")]):
+        X = sp.csr_matrix(rng.random((n_rows, 12)) < 0.3, dtype=np.float32)
+        Y = sp.csr_matrix(rng.random((n_rows, n_labels)) < 0.3, dtype=np.float32)
+        codes = [c for c in icd9.all_codes() if icd9.is_billing(c)][:n_labels]
+        ctx = LabelContext.from_labels(codes, Y)
+        params = {"num_layers": 2 + i % 2, "units_0": 8 + i, "units_1": 6, "dropout_0": 0.1, "dropout_1": 0.0}
+        Trainer(X, Y, X[:10], Y[:10], params, losses.make_loss(loss, ctx), "ndcg", batch_size=16 + i, device="cpu",
+                precision=precision).step()
+    assert not K._failed and not [w for w in recwarn if "could not compile" in str(w.message)]
+    # at most one graph per variant (weights or none, small or large, dtypes), none per label count or batch size
+    assert all(graphs()[f] - before[f] <= 4 for f in before), (before, graphs())

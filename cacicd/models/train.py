@@ -276,6 +276,7 @@ class KerasAdam(torch.optim.Optimizer):
         """One Adam step of every parameter with a gradient."""
         loss = closure() if closure is not None else None
         for group in self.param_groups:
+            scalars: dict[tuple, list[torch.Tensor]] = {}  # (step, dtype, device) -> the kernel's scalar tensors
             for p in group["params"]:
                 layer = self.layers.get(id(p))
                 shadow = layer._shadow if layer is not None else None
@@ -292,21 +293,38 @@ class KerasAdam(torch.optim.Optimizer):
                     state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["step"] += 1
                 t = int(state["step"])
-                bias_correction = (group["lr"] / (1 - group["betas"][0] ** t), math.sqrt(1 - group["betas"][1] ** t))
+                key = (t, p.dtype, p.device)
+                if key not in scalars:  # in the weight's precision
+                    b1, b2 = group["betas"]
+                    scalars[key] = [torch.tensor(x, dtype=p.dtype, device=p.device) for x in
+                                    (group["lr"], b1, b2, group["eps"], group["lr"] / (1 - b1 ** t),
+                                     math.sqrt(1 - b2 ** t))]
                 lp = shadow.weight if shadow is not None and shadow.weight.shape == p.shape else None
-                scalars = [torch.tensor(x, dtype=p.dtype, device=p.device)  # in the weight's precision
-                           for x in (group["lr"], *group["betas"], group["eps"], *bias_correction)]
-                view, dims = memory_order(p)
-                if view.is_contiguous():  # one kernel for any shape: the tensors flat, in their memory order
-                    p_, m, v, g_ = ((t if dims is None else t.permute(dims)).reshape(-1)
-                                    for t in (p, state["exp_avg"], state["exp_avg_sq"], g))
-                    kernels.run(kernels.adam, kernels.adam_eager, p_, g_, m, v, None if lp is None else lp.view(-1),
-                                state["step"], *scalars)
+                flat = self._flat(p, state)
+                if flat is not None:  # one kernel for any shape: the tensors flat, in their memory order
+                    p_, m, v, dims = flat
+                    kernels.run(kernels.adam, kernels.adam_eager, p_, (g if dims is None else g.permute(dims)).reshape(-1),
+                                m, v, None if lp is None else lp.view(-1), state["step"], *scalars[key])
                 else:
-                    kernels.adam_eager(p, g, state["exp_avg"], state["exp_avg_sq"], lp, state["step"], *scalars)
+                    kernels.adam_eager(p, g, state["exp_avg"], state["exp_avg_sq"], lp, state["step"], *scalars[key])
                 if lp is not None:
                     shadow.fresh = (p.data_ptr(), p._version)  # the copy is current: no pass of its own
         return loss
+
+    def _flat(self, p: torch.Tensor, state: dict) -> tuple | None:
+        """(p, exp_avg, exp_avg_sq) as flat views in p's memory order and that order, kept while the state's tensors
+        are the same; None where p's storage is not one block."""
+        cache = self.__dict__.setdefault("_flats", {})
+        hit = cache.get(id(p))
+        if hit is not None and hit[0] is state["exp_avg"] and hit[1] is state["exp_avg_sq"]:
+            return hit[2]
+        view, dims = memory_order(p)
+        flat = None
+        if view.is_contiguous():
+            flat = (*((t if dims is None else t.permute(dims)).view(-1)
+                      for t in (p, state["exp_avg"], state["exp_avg_sq"])), dims)
+        cache[id(p)] = (state["exp_avg"], state["exp_avg_sq"], flat)
+        return flat
 
 
 @dataclass
