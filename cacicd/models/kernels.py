@@ -48,7 +48,7 @@ def _compiled_fn(fn: Callable) -> Callable:
 def run(fn: Callable, eager: Callable, *args: torch.Tensor | None):
     """fn(*args) compiled where its first argument is a float32 CPU tensor; eager(*args), the same values by eager
     operators, elsewhere (other devices and dtypes) or when compiling is off or failed."""
-    if args[0].device.type != "cpu" or args[0].dtype != torch.float32 and args[0].dtype != torch.bfloat16:
+    if args[0].device.type != "cpu" or args[0].dtype not in (torch.float32, torch.bfloat16):
         return eager(*args)
     compiled = _compiled_fn(fn)
     if compiled is fn:
@@ -61,6 +61,19 @@ def run(fn: Callable, eager: Callable, *args: torch.Tensor | None):
                       "eager operators compute it (slower, and a training's last bits differ from a compiled run's)",
                       RuntimeWarning, stacklevel=2)
         return eager(*args)
+
+
+def positive_term(weight: torch.Tensor | None, pos_weight: torch.Tensor | None) -> torch.Tensor | None:
+    """pw1 = w·(pw − 1) (w = 1 where None): the positive pairs' extra weight, f = w + pw1·y; None without pos_weight."""
+    if pos_weight is None:
+        return None
+    return (weight if weight is not None else torch.ones_like(pos_weight)) * (pos_weight - 1)
+
+
+def unit(grad: torch.Tensor) -> bool:
+    """Whether a loss's incoming gradient is exactly 1 (the loss is not scaled or summed with others); False off the
+    CPU, where reading it would wait for the device."""
+    return grad.device.type == "cpu" and float(grad) == 1.0
 
 
 def _bce(z: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None, pw1: torch.Tensor | None,

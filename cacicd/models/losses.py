@@ -88,9 +88,6 @@ class Scratch:
         self.__init__(state["keep"])
 
 
-SOFTPLUS_LINEAR = kernels.SOFTPLUS_LINEAR
-
-
 def _check_targets(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     if targets.shape != logits.shape:
         raise ValueError(f"targets of shape {tuple(targets.shape)} for logits of shape {tuple(logits.shape)}")
@@ -107,13 +104,10 @@ class _BCEWithLogits(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, logits, targets, weight, pos_weight, scratch):
-        pw1 = None
-        if pos_weight is not None:
-            pw1 = (weight if weight is not None else torch.ones_like(pos_weight)) * (pos_weight - 1)
         scale = torch.tensor(1.0 / logits.numel(), dtype=logits.dtype, device=logits.device)
         loan = scratch.lend(logits, 1)
-        total = kernels.run(kernels.bce_terms, kernels.bce_terms_eager, logits, targets, weight, pw1, scale,
-                            loan.tensors[0])
+        total = kernels.run(kernels.bce_terms, kernels.bce_terms_eager, logits, targets, weight,
+                            kernels.positive_term(weight, pos_weight), scale, loan.tensors[0])
         if ctx.needs_input_grad[0]:
             ctx.loan = loan
         return total / logits.numel()
@@ -122,7 +116,7 @@ class _BCEWithLogits(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad):
         g = ctx.loan.tensors[0]
-        if grad.device.type != "cpu" or float(grad) != 1.0:  # a loss term scaled or summed with others
+        if not kernels.unit(grad):  # a loss term scaled or summed with others
             g.mul_(grad)
         return g, None, None, None, None
 
@@ -135,7 +129,7 @@ class _FocalWithLogits(torch.autograd.Function):
         loan = scratch.lend(logits, 5)
         q, a, qg, p, t = loan.tensors
         u = torch.addcmul(logits, logits, targets, value=-2, out=q)
-        torch.ops.aten.softplus.out(u, 1.0, SOFTPLUS_LINEAR, out=a)  # −log p_t
+        torch.ops.aten.softplus.out(u, 1.0, kernels.SOFTPLUS_LINEAR, out=a)  # −log p_t
         torch.neg(u, out=p).sigmoid_()  # p_t
         torch.sigmoid(u, out=q)  # 1 − p_t, accurate where it is tiny
         torch.pow(q, gamma, out=qg)
@@ -183,7 +177,7 @@ class LogitLoss(nn.Module):
 class BCELoss(LogitLoss):
     """Plain binary cross-entropy with logits, averaged over every (stay, label) pair.
 
-    Subclasses weight the pairs (`bce_weights`) or add a penalty of the model (`penalty`); `on_output` computes the
+    Subclasses weight the pairs (`bce_weights`) or add a penalty of the model (`extra`); `on_output` computes the
     same loss from the last hidden activations, fused with the output layer where it can.
     """
 

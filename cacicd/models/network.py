@@ -113,16 +113,21 @@ class _Shadow:
         return buf
 
 
+def _product(x: torch.Tensor, shadow: _Shadow) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x in low precision, x W^T in low precision written into the layer's "out" buffer for x's row count)."""
+    x_lp = x.to(shadow.weight.dtype)
+    return x_lp, torch.mm(x_lp, shadow.weight.t(), out=shadow.batch("out", x.shape[0]))
+
+
 class _MixedLinearFn(torch.autograd.Function):
     """y = (x W^T in low precision) + b in float32; W's gradient stays in low precision for a deferring optimizer
     (`_Shadow.pending`), else goes into W.grad in float32 (a persistent buffer)."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, shadow: _Shadow, defer: bool):
-        x_lp = x.to(shadow.weight.dtype)
+        x_lp, out = _product(x, shadow)
         ctx.save_for_backward(x_lp, shadow.weight)
         ctx.weight, ctx.shadow, ctx.x_dtype, ctx.defer = weight, shadow, x.dtype, defer
-        out = torch.mm(x_lp, shadow.weight.t(), out=shadow.batch("out", x.shape[0]))
         return torch.add(out, bias) if bias is not None else out.float()
 
     @staticmethod
@@ -159,8 +164,7 @@ class _MixedLinearBCEFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, shadow: _Shadow, defer: bool, targets, w, pw1):
-        x_lp = x.to(shadow.weight.dtype)
-        out = torch.mm(x_lp, shadow.weight.t(), out=shadow.batch("out", x.shape[0]))
+        x_lp, out = _product(x, shadow)
         n = out.numel()
         scale = torch.tensor(1.0 / n, dtype=torch.float32, device=x.device)
         # the gradient's buffer lives until backward: a second forward meanwhile gets a buffer of its own
@@ -179,7 +183,7 @@ class _MixedLinearBCEFn(torch.autograd.Function):
         x_lp, w_lp = ctx.saved_tensors
         g, colsum = ctx.g, ctx.colsum
         ctx.shadow.lent = False
-        if grad.device.type != "cpu" or float(grad) != 1.0:  # a loss term scaled or summed with others
+        if not kernels.unit(grad):  # a loss term scaled or summed with others
             g, colsum = g * grad.to(g.dtype), colsum * grad
         grad_x = (g @ w_lp).to(ctx.x_dtype) if ctx.needs_input_grad[0] else None
         if ctx.needs_input_grad[1]:
@@ -242,11 +246,9 @@ class MixedLinear(KerasLinear):
             pos_weight: torch.Tensor | None = None) -> torch.Tensor:
         """Mean BCE with logits of self(x) against 0/1 targets (B, out), f = w·(1 + (pw − 1)·y) weighting each pair, in
         one pass after the product (`fuses_bce` must hold)."""
-        pw1 = None
-        if pos_weight is not None:
-            pw1 = (weight if weight is not None else torch.ones_like(pos_weight)) * (pos_weight - 1)
         s = self.low_precision_copy(_COMPUTE_DTYPE.get())
-        return _MixedLinearBCEFn.apply(x, self.weight, self.bias, s, self.defer_grad, targets, weight, pw1)
+        return _MixedLinearBCEFn.apply(x, self.weight, self.bias, s, self.defer_grad, targets, weight,
+                                       kernels.positive_term(weight, pos_weight))
 
     def __getstate__(self) -> dict:
         """Pickle and deepcopy without the low-precision copies (a cache) and not deferring (a copy has no optimizer)."""

@@ -261,6 +261,7 @@ class KerasAdam(torch.optim.Optimizer):
                  eps: float = KERAS_ADAM_EPSILON, layers: Iterable[nn.Module] = ()):
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps})
         self.layers = {id(m.weight): m for m in layers}
+        self._flats: dict[int, tuple] = {}  # id(p) -> (exp_avg, exp_avg_sq, their flat views with p's): `_flat`
         for m in self.layers.values():
             m.defer_grad = True
 
@@ -314,8 +315,7 @@ class KerasAdam(torch.optim.Optimizer):
     def _flat(self, p: torch.Tensor, state: dict) -> tuple | None:
         """(p, exp_avg, exp_avg_sq) as flat views in p's memory order and that order, kept while the state's tensors
         are the same; None where p's storage is not one block."""
-        cache = self.__dict__.setdefault("_flats", {})
-        hit = cache.get(id(p))
+        hit = self._flats.get(id(p))
         if hit is not None and hit[0] is state["exp_avg"] and hit[1] is state["exp_avg_sq"]:
             return hit[2]
         view, dims = memory_order(p)
@@ -323,7 +323,7 @@ class KerasAdam(torch.optim.Optimizer):
         if view.is_contiguous():
             flat = (*((t if dims is None else t.permute(dims)).view(-1)
                       for t in (p, state["exp_avg"], state["exp_avg_sq"])), dims)
-        cache[id(p)] = (state["exp_avg"], state["exp_avg_sq"], flat)
+        self._flats[id(p)] = (state["exp_avg"], state["exp_avg_sq"], flat)
         return flat
 
 
