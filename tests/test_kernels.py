@@ -87,6 +87,27 @@ def test_adam_kernel_steps_as_keras_and_writes_the_low_precision_copy(backend):
     assert torch.equal(lp, p.bfloat16())
 
 
+def test_element_wise_kernels_give_the_same_bits_on_any_thread_count():
+    """Adam compiled for 1 and for 2 threads (its own graphs each): the same weights, moments and bfloat16 copy."""
+    gen = torch.Generator().manual_seed(0)
+    p0, g = torch.randn(70_000, generator=gen), (torch.randn(70_000, generator=gen) * 1e-3).bfloat16()
+    threads, out = torch.get_num_threads(), {}
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            p, m, v, lp = p0.clone(), torch.zeros_like(p0), torch.zeros_like(p0), torch.empty_like(g)
+            for t in range(1, 4):
+                scalars = [torch.tensor(x) for x in (2e-4, 0.9, 0.999, 1e-7, 2e-4 / (1 - 0.9 ** t),
+                                                     math.sqrt(1 - 0.999 ** t))]
+                K.run(K.adam, K.adam_eager, p, g, m, v, lp, torch.tensor(float(t)), *scalars)
+            out[n] = (p, m, v, lp)
+    finally:
+        torch.set_num_threads(threads)
+    assert K.adam in K.ELEMENT_WISE and K.bce_terms not in K.ELEMENT_WISE
+    assert K.variant(K.adam, 2).__code__ is not K.adam.__code__ and not K._failed
+    assert all(torch.equal(a, b) for a, b in zip(out[1], out[2]))
+
+
 def test_a_kernel_that_cannot_compile_runs_eagerly_with_a_warning(monkeypatch):
     """No C++ compiler (here: torch.compile raising): one warning, then the eager operators, same values."""
     def fn(z, y, w, pw1, scale, grad):
@@ -151,9 +172,9 @@ def test_trainings_of_any_label_count_and_batch_stay_compiled(recwarn):
 
     from torch._dynamo.eval_frame import _debug_get_cache_entry_list  # noqa: PLC2701 - the compiled graphs
 
-    def graphs() -> dict[str, int]:
-        return {f.__name__: len(_debug_get_cache_entry_list(f.__code__)) for f in (K.bce_terms, K.linear_bce_terms,
-                                                                                     K.adam)}
+    def graphs() -> dict[str, int]:  # of each kernel, all its thread counts' variants together
+        return {f.__name__: sum(len(_debug_get_cache_entry_list(K.variant(f, t).__code__)) for t in (1, 2))
+                for f in (K.bce_terms, K.linear_bce_terms, K.adam)}
 
     before = graphs()
     rng = np.random.default_rng(0)

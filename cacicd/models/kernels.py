@@ -2,7 +2,8 @@
 
 On the CPU each kernel is compiled once per process by TorchInductor (`torch.compile`, a C++ loop
 over the elements, vectorised) so a (B, L) block or a weight matrix is read once instead of once per
-eager operator. Each has an eager twin giving the same values by eager operators (torch's fused Adam
+eager operator. A kernel with sums runs on one thread, so its bits never depend on a thread count; an
+element-wise one (`adam`) on torch's threads, compiled once per thread count (its bits are the same). Each has an eager twin giving the same values by eager operators (torch's fused Adam
 for `adam`): on other devices and dtypes, with CACICD_EAGER_KERNELS=1, or where compiling fails (no C++
 compiler; a warning says so: the last bits of a training then differ from a compiled run's).
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
+import types
 import warnings
 from collections.abc import Callable
 
@@ -18,7 +20,8 @@ import torch
 SOFTPLUS_LINEAR = 40.0  # softplus(u) = u above this: exact in float64 too (e^-40 < 2^-53 * 40)
 
 _lock = threading.Lock()
-_compiled: dict[Callable, Callable] = {}
+_compiled: dict[tuple[Callable, int], Callable] = {}  # (kernel, threads) -> its compiled function
+_variants: dict[tuple[Callable, int], Callable] = {}  # (kernel, threads > 1) -> a copy with a code object of its own
 _failed: set[Callable] = set()
 
 
@@ -27,22 +30,35 @@ def compile_on_cpu() -> bool:
     return os.environ.get("CACICD_EAGER_KERNELS", "") in ("", "0")
 
 
+def variant(fn: Callable, threads: int) -> Callable:
+    """The function compiled for `threads` threads: fn itself for one, else a copy of fn with its own code object
+    (dynamo keeps a code object's graphs together, whatever options compiled them)."""
+    if threads == 1:
+        return fn
+    if (fn, threads) not in _variants:
+        code = fn.__code__.replace(co_name=f"{fn.__name__}_{threads}_threads")
+        _variants[(fn, threads)] = types.FunctionType(code, fn.__globals__, code.co_name, fn.__defaults__,
+                                                      fn.__closure__)
+    return _variants[(fn, threads)]
+
+
 def _compiled_fn(fn: Callable) -> Callable:
-    """fn compiled by inductor (once per process), or fn itself where compiling is off or failed."""
+    """fn compiled by inductor (once per process and thread count), or fn itself where compiling is off or failed."""
     if fn in _failed or not compile_on_cpu():
         return fn
+    threads = torch.get_num_threads() if fn in ELEMENT_WISE else 1
     with _lock:
-        if fn not in _compiled:
+        if (fn, threads) not in _compiled:
             import torch._dynamo.config as dynamo_config  # noqa: PLC2701 - torch has no public setting for this
 
             # one graph per variant (weights or none, a batch of one, ...): room for all, never an eager fallback
             dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 64)
             dynamo_config.accumulated_recompile_limit = max(dynamo_config.accumulated_recompile_limit, 1024)
-            # one thread: the kernels' bits (a reduction's order) never depend on a thread count, and a kernel
-            # cached on disk by a process of another thread count is the same; no pool of compiler processes
-            _compiled[fn] = torch.compile(fn, dynamic=True, fullgraph=True,
-                                          options={"cpp.threads": 1, "compile_threads": 1})
-        return _compiled[fn]
+            # a kernel with sums on one thread: their order, hence its bits, never depend on a thread count, and
+            # it is the same kernel on disk for a process of any thread count; no pool of compiler processes
+            _compiled[(fn, threads)] = torch.compile(variant(fn, threads), dynamic=True, fullgraph=True,
+                                                     options={"cpp.threads": threads, "compile_threads": 1})
+        return _compiled[(fn, threads)]
 
 
 def run(fn: Callable, eager: Callable, *args: torch.Tensor | None):
@@ -163,3 +179,6 @@ def adam_eager(p: torch.Tensor, g: torch.Tensor, m: torch.Tensor, v: torch.Tenso
                        weight_decay=0.0, eps=float(eps) / float(root_bc2), amsgrad=False, maximize=False)
     if lp is not None:
         lp.copy_(p)
+
+
+ELEMENT_WISE = frozenset({adam})  # kernels without a sum: the same bits on any number of threads
