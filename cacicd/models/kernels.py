@@ -3,9 +3,10 @@
 On the CPU each kernel is compiled once per process by TorchInductor (`torch.compile`, a C++ loop
 over the elements, vectorised) so a (B, L) block or a weight matrix is read once instead of once per
 eager operator. A kernel with sums runs on one thread, so its bits never depend on a thread count; an
-element-wise one (`adam`) on torch's threads, compiled once per thread count (its bits are the same). Each has an eager twin giving the same values by eager operators (torch's fused Adam
-for `adam`): on other devices and dtypes, with CACICD_EAGER_KERNELS=1, or where compiling fails (no C++
-compiler; a warning says so: the last bits of a training then differ from a compiled run's).
+element-wise one (`adam`) on torch's threads, compiled once per thread count (its bits are the same).
+Each has an eager twin giving the same values by eager operators (torch's fused Adam for `adam`): on
+other devices and dtypes, with CACICD_EAGER_KERNELS=1, or where compiling fails (no C++ compiler; a
+warning says so: the last bits of a training then differ from a compiled run's).
 """
 from __future__ import annotations
 
@@ -132,7 +133,8 @@ def bce_terms_eager(z: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None, pw
 
 
 def linear_bce_terms(out: torch.Tensor, bias: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None,
-                     pw1: torch.Tensor | None, scale: torch.Tensor, g_lp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                     pw1: torch.Tensor | None, scale: torch.Tensor,
+                     g_lp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """`bce_terms` of the logits z = out (a low-precision product) + bias: (loss sum, gradient's column sums); the
     gradient itself goes into g_lp in g_lp's dtype."""
     total, g = _bce(out.float() + bias, y, w, pw1, scale)

@@ -251,7 +251,7 @@ class MixedLinear(KerasLinear):
                                        kernels.positive_term(weight, pos_weight))
 
     def __getstate__(self) -> dict:
-        """Pickle and deepcopy without the low-precision copies (a cache) and not deferring (a copy has no optimizer)."""
+        """Pickle and deepcopy without the low-precision copies (a cache), not deferring (a copy has no optimizer)."""
         return {**self.__dict__, "_shadow": None, "defer_grad": False}
 
 

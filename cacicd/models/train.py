@@ -304,8 +304,9 @@ class KerasAdam(torch.optim.Optimizer):
                 flat = self._flat(p, state)
                 if flat is not None:  # one kernel for any shape: the tensors flat, in their memory order
                     p_, m, v, dims = flat
-                    kernels.run(kernels.adam, kernels.adam_eager, p_, (g if dims is None else g.permute(dims)).reshape(-1),
-                                m, v, None if lp is None else lp.view(-1), state["step"], *scalars[key])
+                    g_ = (g if dims is None else g.permute(dims)).reshape(-1)
+                    kernels.run(kernels.adam, kernels.adam_eager, p_, g_, m, v, None if lp is None else lp.view(-1),
+                                state["step"], *scalars[key])
                 else:
                     kernels.adam_eager(p, g, state["exp_avg"], state["exp_avg_sq"], lp, state["step"], *scalars[key])
                 if lp is not None:
